@@ -1,0 +1,125 @@
+#!/usr/bin/env node
+/**
+ * The `qwex` command line. This file only declares commands and parses;
+ * each command's module is loaded when that command runs, so `qwex ps`
+ * never loads a backend.
+ */
+import { Command, Option } from 'commander';
+import { VERSION } from '../src/version.js';
+import { Context } from './context.js';
+import { exit, reportError } from './exit.js';
+
+const collect = (value: string, previous: string[]): string[] => [...previous, value];
+
+type CommandModule<A extends unknown[]> = { default: (ctx: Context, ...args: A) => Promise<number> };
+
+async function main(argv: string[]): Promise<number> {
+  const ctx = new Context();
+  const wantsJson = argv.includes('--json');
+  const program = new Command('qwex')
+    .description('Run a command here or elsewhere, walk away, and keep its record, logs and artifacts.')
+    .version(VERSION, '-V, --version')
+    .enablePositionalOptions()
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureOutput({
+      // Errors are rendered by reportError (with a code and a hint); help and usage text pass through.
+      writeErr: (text) => {
+        if (!text.startsWith('error:')) process.stderr.write(text);
+      },
+    });
+
+  let result = 0;
+  const use =
+    <A extends unknown[]>(load: () => Promise<CommandModule<A>>) =>
+    async (...args: A): Promise<void> => {
+      const mod = await load();
+      result = await mod.default(ctx, ...args);
+    };
+
+  program
+    .command('run')
+    .description('run a command; streams its output and exits with its exit code (or returns at once with --detach)')
+    .argument('<command...>', 'the program and its arguments; one quoted string with shell syntax runs through /bin/sh -c')
+    .option('-d, --detach', 'print the run id and return at once; the run goes on')
+    .option('-b, --backend <name>', 'where to run (overrides the config)')
+    .option('-w, --watch <dirs>', 'comma-separated directories to capture artifacts from (default: out)')
+    .option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable; KEY alone copies it from here)', collect, [])
+    .option('--shell', 'run the command line through /bin/sh -c')
+    .option('--name <name>', 'a label shown by qwex ps')
+    .option('--timeout <duration>', 'stop the run after this long (e.g. 90s, 30m, 2h)')
+    .option('--grace <duration>', 'time between SIGTERM and SIGKILL when stopping it')
+    .option('-q, --quiet', 'print only the program\'s own output')
+    .option('--json', 'with --detach: print the run record as JSON')
+    .passThroughOptions()
+    .action(use(() => import('./commands/run.js')));
+
+  program
+    .command('ps')
+    .description('list this project\'s runs, newest last')
+    .option('-a, --all', 'runs of every project')
+    .addOption(new Option('-n, --last <count>', 'show the newest COUNT runs (0: all)').default('20'))
+    .option('--status <list>', 'only runs with these statuses (comma-separated)')
+    .option('--json', 'print a JSON array')
+    .action(use(() => import('./commands/ps.js')));
+
+  program
+    .command('logs')
+    .description('print a run\'s output (stdout to stdout, stderr to stderr)')
+    .argument('<run>', 'run id or unique prefix')
+    .option('-f, --follow', 'keep printing until the run ends, then exit with its exit code')
+    .option('--stdout', 'only stdout')
+    .option('--stderr', 'only stderr')
+    .action(use(() => import('./commands/logs.js')));
+
+  program
+    .command('status')
+    .description('show a run\'s record')
+    .argument('<run>', 'run id or unique prefix')
+    .option('--json', 'print the whole record as JSON')
+    .action(use(() => import('./commands/status.js')));
+
+  program
+    .command('wait')
+    .description('wait until runs end; exits with the exit code of the first that did not succeed')
+    .argument('<runs...>', 'run ids or unique prefixes')
+    .option('--json', 'print the final records as a JSON array')
+    .action(use(() => import('./commands/wait.js')));
+
+  program
+    .command('cancel')
+    .description('stop runs: SIGTERM to the process group, SIGKILL after the grace period')
+    .argument('<runs...>', 'run ids or unique prefixes')
+    .option('--grace <duration>', 'time between SIGTERM and SIGKILL (default: kill_grace_seconds, 10s)')
+    .option('--no-wait', 'return once the request is made, without waiting for the run to stop')
+    .option('--json', 'print the records as a JSON array')
+    .action(use(() => import('./commands/cancel.js')));
+
+  program
+    .command('artifacts')
+    .description('list the files a run captured')
+    .argument('<run>', 'run id or unique prefix')
+    .option('--json', 'print artifacts.json')
+    .action(use(() => import('./commands/artifacts.js')));
+
+  program
+    .command('doctor')
+    .description('check qwex\'s state; --reindex rebuilds the run index from run directories')
+    .argument('[projects...]', 'project roots to reindex (default: this project and every project in the index)')
+    .option('--reindex', 'rebuild the index from the run.json files')
+    .option('--json', 'print the report as JSON')
+    .action(use(() => import('./commands/doctor.js')));
+
+  try {
+    await program.parseAsync(argv);
+    return result;
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code === 'commander.helpDisplayed' || code === 'commander.version' || code === 'commander.help') return 0;
+    return reportError(error, { json: wantsJson });
+  } finally {
+    ctx.close();
+  }
+}
+
+await exit(await main(process.argv));

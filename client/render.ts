@@ -1,0 +1,174 @@
+import { redactEnv, redactSecrets } from '../src/errors.js';
+import { distinctPrefixLength, shortId } from '../src/ids.js';
+import type { RunSummary } from '../src/run-index.js';
+import { displayCommand, type Run, type RunStatus } from '../src/run.js';
+
+/** Styling decided once per stream: colour and symbols only on a TTY, never with NO_COLOR or TERM=dumb. */
+export interface Style {
+  tty: boolean;
+  color: boolean;
+}
+
+export function styleFor(stream: NodeJS.WriteStream): Style {
+  const tty = stream.isTTY === true;
+  const color = tty && !('NO_COLOR' in process.env && process.env.NO_COLOR !== '') && process.env.TERM !== 'dumb';
+  return { tty, color };
+}
+
+const CODES = { red: 31, green: 32, yellow: 33, blue: 34, magenta: 35, cyan: 36, gray: 90, bold: 1 } as const;
+type Colour = keyof typeof CODES;
+
+export function paint(style: Style, colour: Colour, text: string): string {
+  return style.color ? `\u001b[${CODES[colour]}m${text}\u001b[0m` : text;
+}
+
+const STATUS_LOOK: Record<RunStatus, { symbol: string; colour: Colour }> = {
+  pending: { symbol: '…', colour: 'gray' },
+  running: { symbol: '⚙', colour: 'cyan' },
+  succeeded: { symbol: '✔', colour: 'green' },
+  failed: { symbol: '✖', colour: 'red' },
+  cancelled: { symbol: '⊘', colour: 'yellow' },
+  lost: { symbol: '?', colour: 'magenta' },
+};
+
+function lead(style: Style, status: RunStatus): string {
+  const look = STATUS_LOOK[status];
+  return style.tty ? `${paint(style, look.colour, look.symbol)}  ` : '';
+}
+
+export function startLine(style: Style, run: Run): string {
+  return `${lead(style, 'running')}run ${paint(style, 'bold', shortId(run.id))} started (${run.backend.name})`;
+}
+
+/** "✔  run 019aa011-7c2e succeeded in 2m 15s · 1 artifact (50.0 MB)" */
+export function summaryLine(style: Style, run: Run): string {
+  const parts = [`${lead(style, run.status)}run ${paint(style, 'bold', shortId(run.id))} ${paint(style, STATUS_LOOK[run.status].colour, run.status)}${outcomeDetail(run)}`];
+  const duration = runDuration(run);
+  if (duration !== undefined) parts[0] += ` in ${formatDuration(duration)}`;
+  if (run.artifacts) {
+    const a = run.artifacts;
+    parts.push(a.count === 0 ? 'no artifacts' : `${a.count} artifact${a.count === 1 ? '' : 's'} (${formatBytes(a.bytes)})`);
+    if (a.error) parts.push(paint(style, 'yellow', a.error));
+  }
+  let line = parts.join(' · ');
+  if (run.error && run.status !== 'succeeded') line += `\n${paint(style, 'gray', `   ${run.error.message}`)}`;
+  return line;
+}
+
+function outcomeDetail(run: Run): string {
+  if (run.status === 'succeeded') return '';
+  if (run.endReason === 'timeout') return ' (timeout)';
+  if (run.signal) return ` (${run.signal})`;
+  if (run.exitCode !== null && run.exitCode !== 0) return ` (exit ${run.exitCode})`;
+  return '';
+}
+
+export function runDuration(run: Pick<Run, 'startedAt' | 'finishedAt'>, now = Date.now()): number | undefined {
+  if (!run.startedAt) return undefined;
+  const end = run.finishedAt ? Date.parse(run.finishedAt) : now;
+  return Math.max(0, end - Date.parse(run.startedAt));
+}
+
+export function formatDuration(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)}ms`;
+  const s = ms / 1000;
+  if (s < 60) return `${s < 10 ? s.toFixed(1) : Math.floor(s)}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m ${Math.floor(s % 60)}s`;
+  const h = Math.floor(m / 60);
+  if (h < 48) return `${h}h ${String(m % 60).padStart(2, '0')}m`;
+  return `${Math.floor(h / 24)}d ${h % 24}h`;
+}
+
+/** Decimal units, as `ls -h --si` and most download tools show them. */
+export function formatBytes(bytes: number): string {
+  if (bytes < 1000) return `${bytes} B`;
+  const units = ['kB', 'MB', 'GB', 'TB'];
+  let value = bytes / 1000;
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit++;
+  }
+  return `${value.toFixed(1)} ${units[unit]}`;
+}
+
+export function formatAge(iso: string, now = Date.now()): string {
+  const ms = now - Date.parse(iso);
+  if (ms < 60_000) return `${Math.max(0, Math.floor(ms / 1000))}s ago`;
+  if (ms < 3_600_000) return `${Math.floor(ms / 60_000)}m ago`;
+  if (ms < 86_400_000) return `${Math.floor(ms / 3_600_000)}h ago`;
+  return iso.slice(0, 10);
+}
+
+/** Left-aligned columns; the last column is not padded. */
+export function table(headers: string[], rows: string[][], style: Style): string {
+  const widths = headers.map((h, i) => Math.max(visible(h).length, ...rows.map((r) => visible(r[i] ?? '').length)));
+  const line = (cells: string[]): string =>
+    cells.map((c, i) => (i === cells.length - 1 ? c : c + ' '.repeat(widths[i]! - visible(c).length))).join('  ').trimEnd();
+  return [paint(style, 'gray', line(headers)), ...rows.map(line)].join('\n');
+}
+
+function visible(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/\u001b\[[0-9;]*m/g, '');
+}
+
+export function psTable(rows: RunSummary[], style: Style, options: { showProject: boolean }): string {
+  const idLength = distinctPrefixLength(rows.map((r) => r.id));
+  const showName = rows.some((r) => r.name);
+  const headers = ['ID', 'STATUS', 'EXIT', 'CREATED', 'DURATION', 'BACKEND', ...(showName ? ['NAME'] : []), ...(options.showProject ? ['PROJECT'] : []), 'COMMAND'];
+  const body = rows.map((r) => {
+    const duration = runDuration({ startedAt: r.startedAt ?? undefined, finishedAt: r.finishedAt ?? undefined });
+    return [
+      r.id.slice(0, idLength),
+      paint(style, STATUS_LOOK[r.status].colour, r.status),
+      r.signal ?? (r.exitCode === null ? '' : String(r.exitCode)),
+      formatAge(r.createdAt),
+      duration === undefined ? '' : formatDuration(duration),
+      r.backend,
+      ...(showName ? [r.name ?? ''] : []),
+      ...(options.showProject ? [r.project] : []),
+      truncate(r.command, 60),
+    ];
+  });
+  return table(headers, body, style);
+}
+
+function truncate(text: string, max: number): string {
+  const flat = text.replace(/\s+/g, ' ');
+  return flat.length <= max ? flat : `${flat.slice(0, max - 1)}…`;
+}
+
+/** The record as shown to people and in --json: env values of secret-looking names are masked. */
+export function publicRun(run: Run): Run {
+  return { ...run, job: { ...run.job, env: redactEnv(run.job.env) } };
+}
+
+export function statusText(run: Run, style: Style, runDir: string): string {
+  const lines: [string, string][] = [
+    ['id', run.id],
+    ['status', paint(style, STATUS_LOOK[run.status].colour, run.status)],
+    ['command', redactSecrets(run.job.shell ? `sh -c ${JSON.stringify(run.job.command[0])}` : displayCommand(run.job))],
+    ['cwd', run.job.cwd],
+    ['backend', run.backend.name],
+    ['created', run.createdAt],
+  ];
+  if (run.job.name) lines.splice(1, 0, ['name', run.job.name]);
+  if (run.startedAt) lines.push(['started', run.startedAt]);
+  if (run.finishedAt) lines.push(['finished', run.finishedAt]);
+  const duration = runDuration(run);
+  if (duration !== undefined) lines.push(['duration', formatDuration(duration)]);
+  if (run.exitCode !== null) lines.push(['exit code', String(run.exitCode)]);
+  if (run.signal) lines.push(['signal', run.signal]);
+  if (run.endReason) lines.push(['ended by', run.endReason]);
+  if (run.error) lines.push(['error', run.error.message]);
+  if (run.backend.pid !== undefined) lines.push(['pid', String(run.backend.pid)]);
+  if (run.artifacts) {
+    lines.push(['artifacts', `${run.artifacts.count} (${formatBytes(run.artifacts.bytes)})${run.artifacts.skipped ? `, ${run.artifacts.skipped} skipped` : ''}`]);
+    if (run.artifacts.error) lines.push(['artifact error', run.artifacts.error]);
+  }
+  lines.push(['run dir', runDir]);
+  const width = Math.max(...lines.map(([k]) => k.length));
+  return lines.map(([k, v]) => `${paint(style, 'gray', k.padEnd(width))}  ${v}`).join('\n');
+}

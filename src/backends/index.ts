@@ -1,0 +1,21 @@
+import { ErrorCode, QwexError } from '../errors.js';
+import { BACKEND_NAMES, PLANNED_BACKENDS } from './names.js';
+import type { Backend } from './types.js';
+
+/** The one switch that picks a backend. Backends load lazily: `qwex ps` never loads one. */
+export async function createBackend(name: string): Promise<Backend> {
+  switch (name) {
+    case 'local': {
+      const { LocalBackend } = await import('./local.js');
+      return new LocalBackend();
+    }
+    default:
+      throw new QwexError(ErrorCode.BackendUnavailable, `backend "${name}" is not available in this version of qwex`, {
+        hint: (PLANNED_BACKENDS as readonly string[]).includes(name)
+          ? `it is planned; available now: ${BACKEND_NAMES.join(', ')}`
+          : `available backends: ${BACKEND_NAMES.join(', ')}`,
+      });
+  }
+}
+
+export type { Backend, ExitInfo, RunIO, StartedProcess } from './types.js';

@@ -1,0 +1,95 @@
+/**
+ * Every failure qwex reports has a stable code. The code is what scripts and
+ * the daemon protocol rely on; the message is for people and may change.
+ * Exit codes are mapped from codes in one place (client/exit.ts).
+ */
+export const ErrorCode = {
+  /** The command line was wrong: unknown flag, missing argument, bad value. */
+  Usage: 'QWEX_USAGE',
+  RunNotFound: 'QWEX_RUN_NOT_FOUND',
+  RunAmbiguous: 'QWEX_RUN_AMBIGUOUS',
+  ConfigInvalid: 'QWEX_CONFIG_INVALID',
+  /** A file or directory qwex must write (the project's .qwex/, the state dir) cannot be written. */
+  StateUnwritable: 'QWEX_STATE_UNWRITABLE',
+  /** A run record on disk is missing, torn or of an unknown shape. */
+  RecordInvalid: 'QWEX_RECORD_INVALID',
+  IndexError: 'QWEX_INDEX_ERROR',
+  BackendUnavailable: 'QWEX_BACKEND_UNAVAILABLE',
+  /** An illegal run-state transition was attempted: a bug, or a race lost to another writer. */
+  InvalidTransition: 'QWEX_INVALID_TRANSITION',
+  RunNotActive: 'QWEX_RUN_NOT_ACTIVE',
+  Internal: 'QWEX_INTERNAL',
+} as const;
+
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export interface QwexErrorOptions {
+  hint?: string;
+  cause?: unknown;
+  /** Structured facts a renderer may show (candidates of an ambiguous prefix, a config path). */
+  details?: Record<string, unknown>;
+}
+
+export class QwexError extends Error {
+  readonly code: ErrorCode;
+  readonly hint: string | undefined;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, options: QwexErrorOptions = {}) {
+    super(redactSecrets(message), options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'QwexError';
+    this.code = code;
+    this.hint = options.hint === undefined ? undefined : redactSecrets(options.hint);
+    this.details = options.details;
+  }
+
+  toJSON(): { code: ErrorCode; message: string; hint?: string; details?: Record<string, unknown> } {
+    return {
+      code: this.code,
+      message: this.message,
+      ...(this.hint === undefined ? {} : { hint: this.hint }),
+      ...(this.details === undefined ? {} : { details: this.details }),
+    };
+  }
+}
+
+export function isQwexError(error: unknown): error is QwexError {
+  return error instanceof QwexError;
+}
+
+/** Wraps an unknown thrown value as a QwexError, keeping a QwexError as it is. */
+export function toQwexError(error: unknown, code: ErrorCode = ErrorCode.Internal): QwexError {
+  if (error instanceof QwexError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new QwexError(code, message, { cause: error });
+}
+
+/** A Node system error (ENOENT, EACCES, ENOSPC...), narrowed. */
+export function isErrnoException(error: unknown): error is NodeJS.ErrnoException {
+  return error instanceof Error && typeof (error as NodeJS.ErrnoException).code === 'string';
+}
+
+export function errnoCode(error: unknown): string | undefined {
+  return isErrnoException(error) ? error.code : undefined;
+}
+
+const SECRET_NAME = /(secret|token|passw(or)?d|passwd|api[_-]?key|access[_-]?key|private[_-]?key|credential|auth)/i;
+
+/** True when an environment variable's name says its value is a secret. */
+export function isSecretName(name: string): boolean {
+  return SECRET_NAME.test(name);
+}
+
+/** Replaces the values of secret-looking env assignments and URL passwords in free text. */
+export function redactSecrets(text: string): string {
+  return text
+    .replace(/\b([A-Za-z_][A-Za-z0-9_]*)=(\S+)/g, (whole, name: string) => (isSecretName(name) ? `${name}=***` : whole))
+    .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@]+:)[^\s@/]+@/gi, '$1***@');
+}
+
+/** Returns a copy of an env map with secret-looking values replaced, for listings and errors. */
+export function redactEnv(env: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(env)) out[name] = isSecretName(name) ? '***' : value;
+  return out;
+}

@@ -1,0 +1,100 @@
+import { watch, type FSWatcher } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+
+/**
+ * Follows a growing file by byte offset and hands over raw chunks as they
+ * land: partial lines included (progress bars that redraw with '\r' show
+ * up live), binary output unchanged. Wakes on fs.watch events, with a slow
+ * poll as a fallback for filesystems that send none.
+ *
+ * Written here rather than with tail-file: that package is line-oriented
+ * and reports character positions, so it would hold back partial lines and
+ * could not resume from a byte offset.
+ */
+export interface LogFollowerOptions {
+  /** Byte offset to start from (0 replays everything). */
+  offset?: number;
+  /** Called for each chunk in order; the follower waits for a returned promise (backpressure). */
+  onData: (chunk: Buffer, offset: number) => void | Promise<void>;
+  pollMs?: number;
+}
+
+const CHUNK = 1024 * 1024;
+
+export class LogFollower {
+  private offset: number;
+  private readonly path: string;
+  private readonly options: LogFollowerOptions;
+  private handle: FileHandle | undefined;
+  private watcher: FSWatcher | undefined;
+  private wake: (() => void) | undefined;
+  private finishing = false;
+  private disposed = false;
+  private loop: Promise<void> | undefined;
+  private readonly buffer = Buffer.allocUnsafe(CHUNK);
+
+  constructor(path: string, options: LogFollowerOptions) {
+    this.path = path;
+    this.options = options;
+    this.offset = options.offset ?? 0;
+  }
+
+  /** Bytes handed over so far (the offset of the next byte). */
+  get position(): number {
+    return this.offset;
+  }
+
+  start(): void {
+    this.loop ??= this.pump();
+  }
+
+  /** Reads whatever is left up to the end of the file, then stops. Resolves with the final offset. */
+  async finish(): Promise<number> {
+    this.finishing = true;
+    this.start();
+    this.wake?.();
+    await this.loop;
+    return this.offset;
+  }
+
+  /** Stops at once, without draining. Idempotent. */
+  async dispose(): Promise<void> {
+    this.disposed = true;
+    this.wake?.();
+    await this.loop?.catch(() => {});
+  }
+
+  private async pump(): Promise<void> {
+    try {
+      this.handle = await open(this.path, 'r');
+      try {
+        this.watcher = watch(this.path, { persistent: false }, () => this.wake?.());
+        this.watcher.on('error', () => {});
+      } catch {
+        // no watch support here: the poll below still finds new data
+      }
+      while (!this.disposed) {
+        const { bytesRead } = await this.handle.read(this.buffer, 0, CHUNK, this.offset);
+        if (bytesRead > 0) {
+          const chunk = Buffer.from(this.buffer.subarray(0, bytesRead));
+          const at = this.offset;
+          this.offset += bytesRead;
+          await this.options.onData(chunk, at);
+          continue;
+        }
+        if (this.finishing) break;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, this.options.pollMs ?? 250);
+          this.wake = () => {
+            clearTimeout(timer);
+            this.wake = undefined;
+            resolve();
+          };
+        });
+      }
+    } finally {
+      this.watcher?.close();
+      await this.handle?.close();
+    }
+  }
+}

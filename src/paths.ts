@@ -1,0 +1,68 @@
+import { existsSync, statSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+
+/**
+ * Where things live. Everything here is computed, never created: the owner
+ * that writes a directory creates it.
+ */
+
+/** The user's state directory (the SQLite index, daemon logs): $QWEX_STATE_DIR, else XDG. */
+export function stateDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.QWEX_STATE_DIR) return resolve(env.QWEX_STATE_DIR);
+  const base = env.XDG_STATE_HOME ? resolve(env.XDG_STATE_HOME) : join(homedir(), '.local', 'state');
+  return join(base, 'qwex');
+}
+
+export function indexPath(env: NodeJS.ProcessEnv = process.env): string {
+  return join(stateDir(env), 'index.db');
+}
+
+export const PROJECT_CONFIG_FILE = 'qwex.yaml';
+export const QWEX_DIR = '.qwex';
+export const LOCAL_CONFIG_FILE = join(QWEX_DIR, 'config.yaml');
+
+/**
+ * The project root for a working directory: $QWEX_PROJECT if set, else the
+ * nearest directory upwards holding `qwex.yaml`, `.qwex/` or `.git`, else the
+ * working directory itself (so a first `qwex run` anywhere just works).
+ */
+export function findProjectRoot(cwd: string, env: NodeJS.ProcessEnv = process.env): string {
+  if (env.QWEX_PROJECT) return resolve(env.QWEX_PROJECT);
+  const start = resolve(cwd);
+  const home = homedir();
+  for (let dir = start; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, PROJECT_CONFIG_FILE)) || isDir(join(dir, QWEX_DIR)) || existsSync(join(dir, '.git'))) {
+      // The home directory's own ~/.qwex is not a project marker for everything beneath it.
+      if (!(dir === home && dir !== start && !existsSync(join(dir, PROJECT_CONFIG_FILE)) && !existsSync(join(dir, '.git')))) return dir;
+    }
+    if (dirname(dir) === dir) return start;
+  }
+}
+
+function isDir(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+export function runsDir(projectRoot: string): string {
+  return join(projectRoot, QWEX_DIR, 'runs');
+}
+
+export function runDir(projectRoot: string, id: string): string {
+  return join(runsDir(projectRoot), id);
+}
+
+/** File names inside a run directory. */
+export const RunFiles = {
+  record: 'run.json',
+  stdout: 'stdout.log',
+  stderr: 'stderr.log',
+  artifacts: 'artifacts.json',
+  files: 'files',
+  cancelRequest: 'cancel-request.json',
+  monitorLog: 'monitor.log',
+} as const;

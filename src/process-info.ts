@@ -1,0 +1,62 @@
+import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+
+/**
+ * A token for when a process started, so that a pid recorded earlier can be
+ * told apart from a new process that reused it. Linux: field 22 of
+ * /proc/PID/stat (clock ticks since boot). Elsewhere: `ps -o lstart=`.
+ * Undefined when the process does not exist.
+ */
+export function processStartTime(pid: number): string | undefined {
+  if (process.platform === 'linux') {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      // A zombie has exited and only waits to be reaped: it is not running.
+      if (fields[0] === 'Z' || fields[0] === 'X') return undefined;
+      return fields[19];
+    } catch {
+      return undefined;
+    }
+  }
+  try {
+    const out = execFileSync('ps', ['-o', 'lstart=', '-p', String(pid)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    return out === '' ? undefined : out;
+  } catch {
+    return undefined;
+  }
+}
+
+/** True when a process with this pid exists (and, if given, started at `startTime`). */
+export function isProcessAlive(pid: number, startTime?: string): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    // ESRCH: gone. EPERM: it exists but belongs to someone else, so it is not ours either.
+    return false;
+  }
+  const actual = processStartTime(pid);
+  if (actual === undefined) return false;
+  return startTime === undefined || actual === startTime;
+}
+
+/** True when any process is left in the process group. */
+export function isGroupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Sends a signal to a process group; false when the group is gone. */
+export function signalGroup(pgid: number, signal: NodeJS.Signals): boolean {
+  try {
+    process.kill(-pgid, signal);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,345 @@
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname, userInfo } from 'node:os';
+import { join } from 'node:path';
+import { captureArtifacts, summarize, takeBaseline, type Baseline } from './artifacts.js';
+import { createBackend } from './backends/index.js';
+import type { ExitInfo, StartedProcess } from './backends/types.js';
+import { ErrorCode, QwexError, errnoCode } from './errors.js';
+import { writeJsonAtomic } from './fs-atomic.js';
+import { newRunId } from './ids.js';
+import { RunFiles, runDir as runDirOf } from './paths.js';
+import { isGroupAlive, isProcessAlive, processStartTime, signalGroup } from './process-info.js';
+import { isTerminal, transition, type EndReason, type Job, type Run, type RunStatus } from './run.js';
+import type { RunStore } from './run-store.js';
+import { VERSION } from './version.js';
+
+/**
+ * The Runner owns a run's lifecycle and is the only code that changes a
+ * run's state. In direct mode its work is split over two processes:
+ *   - `submit` (in the CLI) writes the pending record and launches the run's
+ *     monitor, then returns at once;
+ *   - `supervise` (in that monitor, a small detached process per run) starts
+ *     the command, waits for it, captures artifacts and writes the outcome.
+ * Because the monitor outlives the CLI, a run's final record is written even
+ * when nobody is watching. See docs/design/direct-mode.md.
+ */
+
+/** How long a pending run may wait for its monitor to appear before it is declared lost. */
+export const MONITOR_START_TIMEOUT_MS = 30_000;
+
+export interface CancelRequest {
+  requestedAt: string;
+  graceMs: number;
+}
+
+/** Starts the process that will supervise a run (in direct mode: a detached monitor). */
+export type MonitorLauncher = (runDir: string) => void;
+
+export interface Supervision {
+  /** Settles with the final record once the run ended and was recorded. */
+  done: Promise<Run>;
+  /** Asks for cancellation (reads the grace period from the cancel request, if any). */
+  cancel(): void;
+  /** Passes a signal on to the command (the monitor itself was signalled). */
+  forward(signal: NodeJS.Signals): void;
+}
+
+export class Runner {
+  constructor(
+    private readonly store: RunStore,
+    private readonly launchMonitor: MonitorLauncher,
+  ) {}
+
+  /** Records a new pending run and hands it to its supervisor. Returns without waiting for it to start. */
+  submit(job: Job, project: string): { run: Run; dir: string } {
+    const run: Run = {
+      version: 1,
+      id: newRunId(),
+      project,
+      job,
+      status: 'pending',
+      createdAt: new Date().toISOString(),
+      exitCode: null,
+      signal: null,
+      backend: { name: job.backend },
+      metadata: { host: hostname(), user: safeUser(), qwexVersion: VERSION },
+    };
+    let dir: string;
+    try {
+      dir = this.store.create(run);
+    } catch (error) {
+      // The record is on disk only when create got past writing it; an index failure must not stop the run.
+      if (!(error instanceof QwexError) || error.code !== ErrorCode.IndexError) throw error;
+      dir = runDirOf(project, run.id);
+    }
+    for (const name of [RunFiles.stdout, RunFiles.stderr]) writeFileSync(join(dir, name), '', { flag: 'a', mode: 0o600 });
+    try {
+      this.launchMonitor(dir);
+    } catch (error) {
+      const failed = transition(run, 'failed', {
+        endReason: 'error',
+        error: { code: ErrorCode.Internal, message: `cannot start the run's monitor: ${(error as Error).message}` },
+      });
+      this.saveQuietly(failed, dir);
+      return { run: failed, dir };
+    }
+    return { run, dir };
+  }
+
+  /**
+   * Runs the command of the pending run in `dir` to its end. Called once, by
+   * the run's monitor; the monitor's signal handlers call cancel/forward.
+   */
+  supervise(dir: string, log: (event: string, fields?: Record<string, unknown>) => void = () => {}): Supervision {
+    let started: StartedProcess | undefined;
+    let cancelRequested = false;
+    let timedOut = false;
+    let killTimer: NodeJS.Timeout | undefined;
+    let timeoutTimer: NodeJS.Timeout | undefined;
+    let currentGrace = 10_000;
+
+    const stop = (graceMs: number): void => {
+      if (!started || killTimer) return;
+      started.signal('SIGTERM');
+      const target = started;
+      killTimer = setTimeout(() => target.signal('SIGKILL'), graceMs);
+      killTimer.unref();
+    };
+    const cancel = (): void => {
+      cancelRequested = true;
+      const request = readCancelRequest(dir);
+      log('cancel', { graceMs: request?.graceMs });
+      stop(request?.graceMs ?? currentGrace);
+    };
+
+    const done = (async (): Promise<Run> => {
+      let run = this.store.read(dir);
+      if (run.status !== 'pending') throw new QwexError(ErrorCode.InvalidTransition, `run ${run.id} is ${run.status}, not pending`);
+      currentGrace = run.job.killGraceMs;
+      const monitorStartTime = processStartTime(process.pid);
+      run = { ...run, backend: { ...run.backend, monitorPid: process.pid, ...(monitorStartTime ? { monitorStartTime } : {}) } };
+      this.saveQuietly(run, dir, log);
+
+      // A cancel that arrived before our pid was recorded left only its file; one after it also signals us.
+      if (cancelRequested || readCancelRequest(dir)) {
+        run = transition(run, 'cancelled', { endReason: 'cancel' });
+        this.saveQuietly(run, dir, log);
+        return run;
+      }
+
+      const captureContext = { cwd: run.job.cwd, projectRoot: run.project, settings: run.job.artifacts };
+      let baseline: Baseline;
+      try {
+        baseline = takeBaseline(captureContext);
+      } catch {
+        baseline = new Map();
+      }
+
+      let exit: ExitInfo;
+      try {
+        const backend = await createBackend(run.job.backend);
+        started = await backend.start(run.job, {
+          stdoutPath: join(dir, RunFiles.stdout),
+          stderrPath: join(dir, RunFiles.stderr),
+          env: runEnvironment(run, dir),
+        });
+      } catch (error) {
+        const qe = error instanceof QwexError ? error : new QwexError(ErrorCode.Internal, (error as Error).message);
+        run = transition(run, 'failed', { endReason: 'error', error: { code: qe.code, message: qe.message } });
+        this.saveQuietly(run, dir, log);
+        return run;
+      }
+      if (!started.spawned) {
+        // It never started (command not found, not executable): nothing ran, so nothing to capture.
+        exit = await started.exited;
+        run = transition(run, 'failed', {
+          endReason: 'error',
+          exitCode: exit.exitCode,
+          signal: exit.signal,
+          ...(exit.error ? { error: exit.error } : {}),
+        });
+        this.saveQuietly(run, dir, log);
+        return run;
+      }
+
+      run = transition(run, 'running', { backend: { ...run.backend, ...started.details } });
+      this.saveQuietly(run, dir, log);
+      log('started', { details: started.details });
+      if (cancelRequested) stop(readCancelRequest(dir)?.graceMs ?? currentGrace);
+      if (run.job.timeoutMs !== undefined) {
+        timeoutTimer = setTimeout(() => {
+          timedOut = true;
+          log('timeout', { timeoutMs: run.job.timeoutMs });
+          stop(currentGrace);
+        }, run.job.timeoutMs);
+      }
+
+      exit = await started.exited;
+      const finishedAt = new Date().toISOString();
+      if (timeoutTimer) clearTimeout(timeoutTimer);
+      if (killTimer) clearTimeout(killTimer);
+      // Whatever the leader left behind in its group goes with it when the run was stopped.
+      if (cancelRequested || timedOut) started.signal('SIGKILL');
+      log('exited', { ...exit });
+
+      const manifest = await captureArtifacts({
+        ...captureContext,
+        runId: run.id,
+        baseline,
+        filesDir: join(dir, RunFiles.files),
+        manifestPath: join(dir, RunFiles.artifacts),
+      });
+
+      const [status, endReason] = outcome(exit, cancelRequested, timedOut);
+      run = transition(run, status, {
+        finishedAt,
+        endReason,
+        exitCode: exit.exitCode,
+        signal: exit.signal,
+        artifacts: summarize(manifest),
+        ...(timedOut ? { error: { code: 'QWEX_TIMEOUT', message: `stopped after the ${run.job.timeoutMs} ms timeout` } } : {}),
+      });
+      this.saveFinal(run, dir, log);
+      return run;
+    })();
+
+    return {
+      done,
+      cancel,
+      forward: (signal) => started?.signal(signal),
+    };
+  }
+
+  /**
+   * Asks a run to stop: SIGTERM to its process group, SIGKILL after `graceMs`.
+   * Returns the record as it is now; the final status is written by the
+   * run's monitor (or here, when the monitor is gone).
+   */
+  async cancel(dir: string, graceMs: number): Promise<Run> {
+    let run = this.store.read(dir);
+    if (isTerminal(run.status)) {
+      throw new QwexError(ErrorCode.RunNotActive, `run ${run.id} already ended (${run.status})`);
+    }
+    const request: CancelRequest = { requestedAt: new Date().toISOString(), graceMs };
+    writeJsonAtomic(join(dir, RunFiles.cancelRequest), request);
+    run = this.store.read(dir);
+    const { monitorPid, monitorStartTime, pgid } = run.backend;
+    if (monitorPid !== undefined && isProcessAlive(monitorPid, monitorStartTime)) {
+      process.kill(monitorPid, 'SIGUSR1');
+      return run;
+    }
+    if (monitorPid === undefined) return run; // the monitor is starting and will see the request file
+    run = this.store.read(dir);
+    if (isTerminal(run.status)) return run; // it finished while we looked
+    // The monitor is gone: stop the command ourselves and record the cancel.
+    if (pgid !== undefined && isGroupAlive(pgid)) {
+      signalGroup(pgid, 'SIGTERM');
+      const deadline = Date.now() + graceMs;
+      while (isGroupAlive(pgid) && Date.now() < deadline) await sleep(50);
+      signalGroup(pgid, 'SIGKILL');
+    }
+    run = transition(run, 'cancelled', {
+      endReason: 'cancel',
+      error: { code: 'QWEX_MONITOR_GONE', message: `the run's monitor (pid ${monitorPid}) had died; the exit status was not recorded` },
+    });
+    this.store.save(run, dir);
+    return run;
+  }
+
+  /**
+   * Brings a record up to date with reality when its monitor died without
+   * writing the outcome: the run becomes `lost` once nothing of it is left
+   * running. Cheap when the monitor is alive (two syscalls).
+   */
+  reconcile(dir: string): Run {
+    const run = this.store.read(dir);
+    if (isTerminal(run.status)) return run;
+    const { monitorPid, monitorStartTime, pgid } = run.backend;
+    if (monitorPid === undefined) {
+      if (Date.now() - Date.parse(run.createdAt) < MONITOR_START_TIMEOUT_MS) return run;
+      return this.markLost(run, dir, `its monitor never started (see ${join(dir, RunFiles.monitorLog)})`);
+    }
+    if (isProcessAlive(monitorPid, monitorStartTime)) return run;
+    const fresh = this.store.read(dir); // it may have finished between the two reads
+    if (isTerminal(fresh.status)) return fresh;
+    if (pgid !== undefined && isGroupAlive(pgid)) return fresh; // still running, unsupervised
+    return this.markLost(fresh, dir, `its monitor (pid ${monitorPid}) died before the command's outcome was recorded`);
+  }
+
+  private markLost(run: Run, dir: string, reason: string): Run {
+    const lost = transition(run, 'lost', { endReason: 'lost', error: { code: 'QWEX_RUN_LOST', message: `run ${run.id} is lost: ${reason}` } });
+    this.store.save(lost, dir);
+    return lost;
+  }
+
+  /** Saves, reporting an index failure without failing: run.json is already safe. */
+  private saveQuietly(run: Run, dir: string, log?: (event: string, fields?: Record<string, unknown>) => void): void {
+    try {
+      this.store.save(run, dir);
+    } catch (error) {
+      if (error instanceof QwexError && error.code === ErrorCode.IndexError) {
+        log?.('index-error', { message: error.message });
+        return;
+      }
+      throw error;
+    }
+  }
+
+  /** The last write of a run. On a full disk, captured files make way for the record. */
+  private saveFinal(run: Run, dir: string, log: (event: string, fields?: Record<string, unknown>) => void): void {
+    try {
+      this.saveQuietly(run, dir, log);
+    } catch (error) {
+      if (errnoCode(error) !== 'ENOSPC') throw error;
+      log('enospc', { message: 'removing captured files to record the outcome' });
+      rmSync(join(dir, RunFiles.files), { recursive: true, force: true });
+      const artifacts = { count: 0, bytes: 0, skipped: run.artifacts?.skipped ?? 0, error: 'no space left on device: captured files were removed to record the run' };
+      this.saveQuietly({ ...run, artifacts }, dir, log);
+    }
+  }
+}
+
+function outcome(exit: ExitInfo, cancelled: boolean, timedOut: boolean): [RunStatus, EndReason] {
+  if (cancelled) return ['cancelled', 'cancel'];
+  if (timedOut) return ['failed', 'timeout'];
+  if (exit.error) return ['failed', 'error'];
+  if (exit.exitCode === 0) return ['succeeded', 'exit'];
+  if (exit.signal !== null) return ['failed', 'signal'];
+  return ['failed', 'exit'];
+}
+
+/** The command's environment: this process's (inherited from whoever submitted), the job's, and qwex's own. */
+function runEnvironment(run: Run, dir: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [name, value] of Object.entries(process.env)) {
+    if (value !== undefined && !name.startsWith('QWEX_MONITOR_')) env[name] = value;
+  }
+  Object.assign(env, run.job.env);
+  // Output goes to a file, where Python would otherwise buffer it and live output would lag.
+  env.PYTHONUNBUFFERED ??= '1';
+  env.QWEX_RUN_ID = run.id;
+  env.QWEX_RUN_DIR = dir;
+  return env;
+}
+
+export function readCancelRequest(dir: string): CancelRequest | undefined {
+  const path = join(dir, RunFiles.cancelRequest);
+  if (!existsSync(path)) return undefined;
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as CancelRequest;
+  } catch {
+    return { requestedAt: new Date().toISOString(), graceMs: 10_000 };
+  }
+}
+
+function safeUser(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    return String(process.getuid?.() ?? 'unknown');
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

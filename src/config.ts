@@ -82,7 +82,8 @@ export function readConfigFile(path: string): FileConfig | undefined {
   try {
     text = readFileSync(path, 'utf8');
   } catch (error) {
-    if (errnoCode(error) === 'ENOENT') return undefined;
+    const code = errnoCode(error);
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
     throw new QwexError(ErrorCode.ConfigInvalid, `cannot read ${path}: ${(error as Error).message}`, { cause: error });
   }
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });

@@ -145,20 +145,15 @@ export class RunIndex {
 
   /** Runs matching the query, oldest first (the newest `limit` of them). */
   list(query: ListQuery = {}): RunSummary[] {
-    const where: string[] = [];
-    const params: unknown[] = [];
-    if (query.project !== undefined) {
-      where.push('project = ?');
-      params.push(query.project);
-    }
-    if (query.statuses && query.statuses.length > 0) {
-      where.push(`status IN (${query.statuses.map(() => '?').join(', ')})`);
-      params.push(...query.statuses);
-    }
-    const limit = query.limit && query.limit > 0 ? query.limit : -1;
-    const sql = `SELECT * FROM runs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`;
-    const rows = this.guard(() => this.db.prepare(sql).all(...params, limit) as Row[]);
+    const { sql, params } = listQuery(query);
+    const rows = this.guard(() => this.db.prepare(sql).all(...params) as Row[]);
     return rows.reverse().map(fromRow);
+  }
+
+  /** SQLite's plan for a listing: how `qwex ps` stays fast with many runs (it must search an index, never sort). */
+  explainList(query: ListQuery = {}): string[] {
+    const { sql, params } = listQuery(query);
+    return this.guard(() => (this.db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...params) as { detail: string }[]).map((r) => r.detail));
   }
 
   projects(): string[] {
@@ -202,6 +197,21 @@ export class RunIndex {
       });
     }
   }
+}
+
+function listQuery(query: ListQuery): { sql: string; params: unknown[] } {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  if (query.project !== undefined) {
+    where.push('project = ?');
+    params.push(query.project);
+  }
+  if (query.statuses && query.statuses.length > 0) {
+    where.push(`status IN (${query.statuses.map(() => '?').join(', ')})`);
+    params.push(...query.statuses);
+  }
+  params.push(query.limit && query.limit > 0 ? query.limit : -1);
+  return { sql: `SELECT * FROM runs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`, params };
 }
 
 function toRow(run: Run, runDir: string): Row {

@@ -1,0 +1,86 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DEFAULT_CONFIG, loadConfig } from '../src/config.js';
+import { QwexError } from '../src/errors.js';
+import { qwex, sandbox, type Sandbox } from './helpers.js';
+
+let sb: Sandbox;
+beforeEach(() => {
+  sb = sandbox();
+  mkdirSync(join(sb.project, '.qwex'));
+});
+afterEach(() => sb.cleanup());
+
+const projectFile = (text: string): void => writeFileSync(join(sb.project, 'qwex.yaml'), text);
+const localFile = (text: string): void => writeFileSync(join(sb.project, '.qwex', 'config.yaml'), text);
+
+function configError(): QwexError {
+  try {
+    loadConfig(sb.project);
+  } catch (error) {
+    expect(error).toBeInstanceOf(QwexError);
+    return error as QwexError;
+  }
+  throw new Error('expected loadConfig to fail');
+}
+
+describe('configuration', () => {
+  it('uses the defaults when there is no file', () => {
+    expect(loadConfig(sb.project)).toEqual({ config: DEFAULT_CONFIG, sources: [] });
+  });
+
+  it('applies qwex.yaml, then .qwex/config.yaml on top: objects merge, lists are replaced', () => {
+    projectFile('backend: local\nkill_grace_seconds: 3\nenv: {A: "1", B: "2"}\nartifacts:\n  watch: [out, models]\n  max_file_size_mb: 5\n');
+    localFile('env: {B: "local"}\nartifacts:\n  watch: [results]\n');
+    const { config, sources } = loadConfig(sb.project);
+    expect(sources).toEqual([join(sb.project, 'qwex.yaml'), join(sb.project, '.qwex', 'config.yaml')]);
+    expect(config).toMatchObject({
+      killGraceSeconds: 3,
+      env: { A: '1', B: 'local' },
+      artifacts: { watch: ['results'], maxFileSizeMb: 5, ignore: DEFAULT_CONFIG.artifacts.ignore },
+    });
+  });
+
+  it('rejects an unknown key, naming the file and the key', () => {
+    localFile('artifacts:\n  watch: [out]\n  max_size: 3\n');
+    const error = configError();
+    expect(error.code).toBe('QWEX_CONFIG_INVALID');
+    expect(error.message).toBe(`${join(sb.project, '.qwex', 'config.yaml')}: unknown key "artifacts.max_size"`);
+  });
+
+  it('rejects a wrong type, saying what was expected and what it got', () => {
+    projectFile('artifacts:\n  max_file_size_mb: "big"\n');
+    expect(configError().message).toBe(`${join(sb.project, 'qwex.yaml')}: artifacts.max_file_size_mb: expected number, got "big"`);
+  });
+
+  it('rejects broken YAML with the file name', () => {
+    projectFile('artifacts: [unclosed\n');
+    expect(configError().message).toMatch(/qwex\.yaml: invalid YAML/);
+  });
+
+  it('rejects a watched directory outside the project', () => {
+    projectFile('artifacts:\n  watch: ["../elsewhere"]\n');
+    expect(configError().message).toMatch(/artifacts\.watch\.0: expected a directory inside the project/);
+  });
+
+  it('rejects a backend this version does not have, and an unknown one', () => {
+    projectFile('backend: docker\n');
+    expect(configError().message).toMatch(/backend: "docker" is not available in this version of qwex \(available: local\)/);
+    projectFile('backend: mainframe\n');
+    expect(configError().message).toMatch(/backend: expected one of "local", "docker"/);
+  });
+
+  it('qwex run refuses a broken config with exit code 5 and runs nothing', async () => {
+    projectFile('kill_grace_seconds: soon\n');
+    const r = await qwex(sb, ['run', 'true']);
+    expect(r.exitCode).toBe(5);
+    expect(String(r.stderr)).toContain('kill_grace_seconds: expected number, got "soon"');
+    expect(String(r.stderr)).toContain('hint: see "Configuration" in the README');
+  });
+
+  it('treats an empty file as no settings', () => {
+    projectFile('');
+    expect(loadConfig(sb.project).config).toEqual(DEFAULT_CONFIG);
+  });
+});

@@ -1,0 +1,75 @@
+import { mkdirSync, mkdtempSync, realpathSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa, type ResultPromise } from 'execa';
+
+export const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
+export const CLI = join(ROOT, 'dist', 'client', 'cli.js');
+export const FIXTURES = join(ROOT, 'test', 'fixtures');
+
+/** A fresh project directory and state directory, removed by `cleanup`. */
+export interface Sandbox {
+  project: string;
+  state: string;
+  env: Record<string, string>;
+  cleanup(): void;
+}
+
+export function sandbox(): Sandbox {
+  const base = realpathSync(mkdtempSync(join(tmpdir(), 'qwex-test-')));
+  const project = join(base, 'project');
+  const state = join(base, 'state');
+  mkdirSync(project, { recursive: true });
+  return {
+    project,
+    state,
+    env: { QWEX_STATE_DIR: state, NO_COLOR: '1' },
+    cleanup: () => rmSync(base, { recursive: true, force: true }),
+  };
+}
+
+export interface QwexResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the real, built `qwex` CLI in the sandbox's project. */
+export function qwex(sb: Sandbox, args: string[], options: { cwd?: string; env?: Record<string, string> } = {}): ResultPromise<{ reject: false; cwd: string; env: Record<string, string> }> {
+  return execa(process.execPath, [CLI, ...args], {
+    cwd: options.cwd ?? sb.project,
+    env: { ...sb.env, ...options.env },
+    reject: false,
+  }) as ResultPromise<{ reject: false; cwd: string; env: Record<string, string> }>;
+}
+
+export async function qwexJson<T>(sb: Sandbox, args: string[], options: { cwd?: string } = {}): Promise<T> {
+  const result = await qwex(sb, [...args, '--json'], options);
+  if (result.exitCode !== 0) throw new Error(`qwex ${args.join(' ')} exited ${result.exitCode}: ${result.stderr}`);
+  return JSON.parse(String(result.stdout)) as T;
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Polls `check` until it returns a value other than undefined, or fails after `timeoutMs`. */
+export async function until<T>(check: () => T | undefined | Promise<T | undefined>, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(25);
+  }
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -73,6 +73,12 @@ async function main(argv: string[]): Promise<number> {
     .action(use(() => import('./commands/logs.js')));
 
   program
+    .command('attach')
+    .description('replay a run\'s output, stream it live, and end with its status and exit code; Ctrl-C detaches')
+    .argument('<run>', 'run id or unique prefix')
+    .action(use(() => import('./commands/attach.js')));
+
+  program
     .command('status')
     .description('show a run\'s record')
     .argument('<run>', 'run id or unique prefix')
@@ -110,6 +116,27 @@ async function main(argv: string[]): Promise<number> {
     .option('--json', 'print the report as JSON')
     .action(use(() => import('./commands/doctor.js')));
 
+  const daemon = program.command('daemon').description('manage qwexd, the optional per-user supervisor');
+  daemon
+    .command('start')
+    .description('start qwexd in the background (no-op if it runs)')
+    .option('--concurrency <n>', 'runs at a time (default: number of CPUs)')
+    .action(use(async () => ({ default: (await import('./commands/daemon.js')).start })));
+  daemon
+    .command('stop')
+    .description('stop qwexd; its runs go on and are re-adopted at the next start')
+    .action(use(async () => ({ default: (await import('./commands/daemon.js')).stop })));
+  daemon
+    .command('status')
+    .description('say whether qwexd runs (exit 0) or not (exit 1), and what it is doing')
+    .option('--json', 'print the status as JSON')
+    .action(use(async () => ({ default: (await import('./commands/daemon.js')).status })));
+  daemon
+    .command('logs')
+    .description('print qwexd\'s log (JSON lines)')
+    .addOption(new Option('-n, --lines <count>', 'the last COUNT lines (0: all)').default('50'))
+    .action(use(async () => ({ default: (await import('./commands/daemon.js')).logs })));
+
   try {
     await program.parseAsync(argv);
     return result;
@@ -118,7 +145,7 @@ async function main(argv: string[]): Promise<number> {
     if (code === 'commander.helpDisplayed' || code === 'commander.version' || code === 'commander.help') return 0;
     return reportError(error, { json: wantsJson });
   } finally {
-    ctx.close();
+    await ctx.close();
   }
 }
 

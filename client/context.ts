@@ -1,3 +1,4 @@
+import { DaemonClient } from '../src/daemon-client.js';
 import { findProjectRoot } from '../src/paths.js';
 import { RunStore, type ResolvedRun } from '../src/run-store.js';
 import { Runner } from '../src/runner.js';
@@ -15,6 +16,7 @@ export class Context {
   private runStore: RunStore | undefined;
   private runRunner: Runner | undefined;
   private runWatcher: Watcher | undefined;
+  private daemonClient: Promise<DaemonClient | undefined> | undefined;
 
   get project(): string {
     this.projectRoot ??= findProjectRoot(this.cwd);
@@ -36,12 +38,19 @@ export class Context {
     return this.runWatcher;
   }
 
+  /** The connection to qwexd if it is running (made once); undefined means direct mode. */
+  daemon(): Promise<DaemonClient | undefined> {
+    this.daemonClient ??= DaemonClient.connectIfRunning();
+    return this.daemonClient;
+  }
+
   resolve(prefix: string): ResolvedRun {
     return this.store.resolve(prefix, this.project);
   }
 
-  close(): void {
+  async close(): Promise<void> {
     this.runStore?.close();
+    (await this.daemonClient?.catch(() => undefined))?.close();
   }
 }
 

@@ -1,6 +1,6 @@
 import { redactEnv, redactSecrets } from '../src/errors.js';
 import { distinctPrefixLength, shortId } from '../src/ids.js';
-import type { RunSummary } from '../src/run-index.js';
+import type { ListedRun, RunView } from '../src/protocol.js';
 import { displayCommand, type Run, type RunStatus } from '../src/run.js';
 
 /** Styling decided once per stream: colour and symbols only on a TTY, never with NO_COLOR or TERM=dumb. */
@@ -36,8 +36,9 @@ function lead(style: Style, status: RunStatus): string {
   return style.tty ? `${paint(style, look.colour, look.symbol)}  ` : '';
 }
 
-export function startLine(style: Style, run: Run): string {
-  return `${lead(style, 'running')}run ${paint(style, 'bold', shortId(run.id))} started (${run.backend.name})`;
+export function startLine(style: Style, run: Run, via?: string): string {
+  const what = via ? `submitted to ${via}` : 'started';
+  return `${lead(style, 'running')}run ${paint(style, 'bold', shortId(run.id))} ${what} (${run.backend.name})`;
 }
 
 /** "✔  run 019aa011-7c2e succeeded in 2m 15s · 1 artifact (50.0 MB)" */
@@ -114,19 +115,28 @@ function visible(text: string): string {
   return text.replace(/\u001b\[[0-9;]*m/g, '');
 }
 
-export function psTable(rows: RunSummary[], style: Style, options: { showProject: boolean }): string {
+export function psTable(rows: ListedRun[], style: Style, options: { showProject: boolean }): string {
   const idLength = distinctPrefixLength(rows.map((r) => r.id));
   const showName = rows.some((r) => r.name);
-  const headers = ['ID', 'STATUS', 'EXIT', 'CREATED', 'DURATION', 'BACKEND', ...(showName ? ['NAME'] : []), ...(options.showProject ? ['PROJECT'] : []), 'COMMAND'];
+  const showUsage = rows.some((r) => r.usage);
+  const headers = [
+    'ID', 'STATUS', 'EXIT', 'CREATED', 'DURATION', 'BACKEND',
+    ...(showUsage ? ['CPU', 'MEM'] : []),
+    ...(showName ? ['NAME'] : []),
+    ...(options.showProject ? ['PROJECT'] : []),
+    'COMMAND',
+  ];
   const body = rows.map((r) => {
     const duration = runDuration({ startedAt: r.startedAt ?? undefined, finishedAt: r.finishedAt ?? undefined });
+    const status = r.queuePosition === undefined ? r.status : `${r.status} #${r.queuePosition}`;
     return [
       r.id.slice(0, idLength),
-      paint(style, STATUS_LOOK[r.status].colour, r.status),
+      paint(style, STATUS_LOOK[r.status].colour, status),
       r.signal ?? (r.exitCode === null ? '' : String(r.exitCode)),
       formatAge(r.createdAt),
       duration === undefined ? '' : formatDuration(duration),
       r.backend,
+      ...(showUsage ? [r.usage ? `${r.usage.cpuPercent.toFixed(0)}%` : '', r.usage ? formatBytes(r.usage.rssBytes) : ''] : []),
       ...(showName ? [r.name ?? ''] : []),
       ...(options.showProject ? [r.project] : []),
       truncate(r.command, 60),
@@ -145,7 +155,8 @@ export function publicRun(run: Run): Run {
   return { ...run, job: { ...run.job, env: redactEnv(run.job.env) } };
 }
 
-export function statusText(run: Run, style: Style, runDir: string): string {
+export function statusText(view: RunView, style: Style): string {
+  const { run, dir: runDir } = view;
   const lines: [string, string][] = [
     ['id', run.id],
     ['status', paint(style, STATUS_LOOK[run.status].colour, run.status)],
@@ -164,6 +175,9 @@ export function statusText(run: Run, style: Style, runDir: string): string {
   if (run.endReason) lines.push(['ended by', run.endReason]);
   if (run.error) lines.push(['error', run.error.message]);
   if (run.backend.pid !== undefined) lines.push(['pid', String(run.backend.pid)]);
+  if (view.queuePosition !== undefined) lines.push(['queue', `#${view.queuePosition} in qwexd's queue`]);
+  if (view.usage) lines.push(['usage', `${view.usage.cpuPercent.toFixed(0)}% CPU, ${formatBytes(view.usage.rssBytes)} in ${view.usage.processes} process(es)`]);
+  if (run.resources) lines.push(['peak memory', `${formatBytes(run.resources.peakRssBytes)} (CPU time ${run.resources.cpuSeconds}s)`]);
   if (run.artifacts) {
     lines.push(['artifacts', `${run.artifacts.count} (${formatBytes(run.artifacts.bytes)})${run.artifacts.skipped ? `, ${run.artifacts.skipped} skipped` : ''}`]);
     if (run.artifacts.error) lines.push(['artifact error', run.artifacts.error]);

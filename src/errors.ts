@@ -18,6 +18,12 @@ export const ErrorCode = {
   /** An illegal run-state transition was attempted: a bug, or a race lost to another writer. */
   InvalidTransition: 'QWEX_INVALID_TRANSITION',
   RunNotActive: 'QWEX_RUN_NOT_ACTIVE',
+  /** qwexd could not be reached, or closed the connection. */
+  DaemonUnavailable: 'QWEX_DAEMON_UNAVAILABLE',
+  /** qwexd and this client speak different protocol versions. */
+  ProtocolMismatch: 'QWEX_PROTOCOL_MISMATCH',
+  DaemonAlreadyRunning: 'QWEX_DAEMON_ALREADY_RUNNING',
+  SocketPathTooLong: 'QWEX_SOCKET_PATH_TOO_LONG',
   Internal: 'QWEX_INTERNAL',
 } as const;
 

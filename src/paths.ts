@@ -64,5 +64,33 @@ export const RunFiles = {
   artifacts: 'artifacts.json',
   files: 'files',
   cancelRequest: 'cancel-request.json',
+  /** Created exclusively by whoever decides a pending run's fate (launch or cancel): it happens once. */
+  claim: 'claim.json',
+  /** The submitter's environment, for runs started later by qwexd (0600). */
+  env: 'env.json',
   monitorLog: 'monitor.log',
 } as const;
+
+/**
+ * The per-user runtime directory holding qwexd's socket and lock:
+ * $QWEX_RUNTIME_DIR, else $XDG_RUNTIME_DIR/qwex, else /tmp/qwex-UID
+ * (created 0700 and checked to be ours before use).
+ */
+export function runtimeDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.QWEX_RUNTIME_DIR) return resolve(env.QWEX_RUNTIME_DIR);
+  if (env.XDG_RUNTIME_DIR) return join(resolve(env.XDG_RUNTIME_DIR), 'qwex');
+  return join('/tmp', `qwex-${process.getuid?.() ?? 'user'}`);
+}
+
+export function socketPath(env: NodeJS.ProcessEnv = process.env): string {
+  return join(runtimeDir(env), 'qwexd.sock');
+}
+
+/** Unix socket paths are limited by sockaddr_un.sun_path: 108 bytes on Linux, 104 on macOS, NUL included. */
+export function maxSocketPathBytes(platform: NodeJS.Platform = process.platform): number {
+  return platform === 'linux' ? 107 : 103;
+}
+
+export function daemonLogPath(env: NodeJS.ProcessEnv = process.env): string {
+  return join(stateDir(env), 'qwexd.log');
+}

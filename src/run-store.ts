@@ -67,7 +67,7 @@ export class RunStore {
    * project), then, if the index knows none, among the project's run
    * directories (runs copied in from elsewhere and not yet indexed).
    */
-  resolve(prefix: string, project: string): ResolvedRun {
+  resolve(prefix: string, project?: string): ResolvedRun {
     const wanted = prefix.toLowerCase();
     if (!isIdPrefix(wanted)) {
       throw new QwexError(ErrorCode.Usage, `"${prefix}" is not a run id or id prefix`, {
@@ -85,7 +85,7 @@ export class RunStore {
       if (!(error instanceof QwexError)) throw error;
       indexError = error;
     }
-    if (candidates.length === 0) {
+    if (candidates.length === 0 && project !== undefined) {
       candidates = listRunDirs(project)
         .filter((id) => id.startsWith(wanted))
         .map((id) => ({ id, dir: runDirOf(project, id) }));

@@ -93,6 +93,10 @@ export interface Run {
   error?: RunError;
   backend: { name: string } & LocalBackendDetails & Record<string, unknown>;
   artifacts?: ArtifactSummary;
+  /** Peak use of the run's process tree, sampled while it ran. */
+  resources?: { peakRssBytes: number; cpuSeconds: number };
+  /** Who starts the run: `direct` (the CLI, at once) or `qwexd` (its queue). */
+  supervisor?: 'direct' | 'qwexd';
   metadata: RunMetadata;
 }
 

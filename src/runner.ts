@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { captureArtifacts, summarize, takeBaseline, type Baseline } from './artifacts.js';
@@ -12,6 +12,7 @@ import { isGroupAlive, isProcessAlive, processStartTime, signalGroup } from './p
 import { isTerminal, transition, type EndReason, type Job, type Run, type RunStatus } from './run.js';
 import type { RunStore } from './run-store.js';
 import { VERSION } from './version.js';
+import { sampleGroup } from './usage.js';
 
 /**
  * The Runner owns a run's lifecycle and is the only code that changes a
@@ -50,8 +51,18 @@ export class Runner {
     private readonly launchMonitor: MonitorLauncher,
   ) {}
 
-  /** Records a new pending run and hands it to its supervisor. Returns without waiting for it to start. */
+  /** Records a new pending run and launches its monitor at once (direct mode). Returns without waiting for it to start. */
   submit(job: Job, project: string): { run: Run; dir: string } {
+    const created = this.create(job, project, { supervisor: 'direct' });
+    return { run: this.launch(created.dir) ?? created.run, dir: created.dir };
+  }
+
+  /**
+   * Records a new pending run without starting it. `baseEnv`, when given, is
+   * saved (0600) as the environment the command will start from, for runs
+   * that start later in another process (qwexd's queue).
+   */
+  create(job: Job, project: string, options: { supervisor: 'direct' | 'qwexd'; baseEnv?: Record<string, string> }): { run: Run; dir: string } {
     const run: Run = {
       version: 1,
       id: newRunId(),
@@ -62,28 +73,51 @@ export class Runner {
       exitCode: null,
       signal: null,
       backend: { name: job.backend },
+      supervisor: options.supervisor,
       metadata: { host: hostname(), user: safeUser(), qwexVersion: VERSION },
     };
     let dir: string;
     try {
       dir = this.store.create(run);
     } catch (error) {
-      // The record is on disk only when create got past writing it; an index failure must not stop the run.
+      // The record is on disk once create got past writing it; an index failure must not stop the run.
       if (!(error instanceof QwexError) || error.code !== ErrorCode.IndexError) throw error;
       dir = runDirOf(project, run.id);
     }
     for (const name of [RunFiles.stdout, RunFiles.stderr]) writeFileSync(join(dir, name), '', { flag: 'a', mode: 0o600 });
+    if (options.baseEnv) writeJsonAtomic(join(dir, RunFiles.env), options.baseEnv);
+    return { run, dir };
+  }
+
+  /**
+   * Takes the pending run in `dir` for starting: exactly one caller ever
+   * wins (an exclusive create of claim.json), so a run is never started
+   * twice nor started after a cancel took it.
+   */
+  claim(dir: string, intent: 'launch' | 'cancel'): boolean {
+    try {
+      writeFileSync(join(dir, RunFiles.claim), JSON.stringify({ intent, pid: process.pid, at: new Date().toISOString() }), { flag: 'wx', mode: 0o600 });
+      return true;
+    } catch (error) {
+      if (errnoCode(error) === 'EEXIST') return false;
+      throw error;
+    }
+  }
+
+  /** Claims and starts the pending run in `dir`. Undefined when it was already claimed; the failed record when its monitor cannot start. */
+  launch(dir: string): Run | undefined {
+    if (!this.claim(dir, 'launch')) return undefined;
     try {
       this.launchMonitor(dir);
+      return this.store.read(dir);
     } catch (error) {
-      const failed = transition(run, 'failed', {
+      const failed = transition(this.store.read(dir), 'failed', {
         endReason: 'error',
         error: { code: ErrorCode.Internal, message: `cannot start the run's monitor: ${(error as Error).message}` },
       });
       this.saveQuietly(failed, dir);
-      return { run: failed, dir };
+      return failed;
     }
-    return { run, dir };
   }
 
   /**
@@ -174,8 +208,10 @@ export class Runner {
         }, run.job.timeoutMs);
       }
 
+      const usage = trackUsage(started.details.pgid);
       exit = await started.exited;
       const finishedAt = new Date().toISOString();
+      const resources = usage.stop();
       if (timeoutTimer) clearTimeout(timeoutTimer);
       if (killTimer) clearTimeout(killTimer);
       // Whatever the leader left behind in its group goes with it when the run was stopped.
@@ -197,6 +233,7 @@ export class Runner {
         exitCode: exit.exitCode,
         signal: exit.signal,
         artifacts: summarize(manifest),
+        ...(resources ? { resources } : {}),
         ...(timedOut ? { error: { code: 'QWEX_TIMEOUT', message: `stopped after the ${run.job.timeoutMs} ms timeout` } } : {}),
       });
       this.saveFinal(run, dir, log);
@@ -219,6 +256,12 @@ export class Runner {
     let run = this.store.read(dir);
     if (isTerminal(run.status)) {
       throw new QwexError(ErrorCode.RunNotActive, `run ${run.id} already ended (${run.status})`);
+    }
+    if (run.status === 'pending' && this.claim(dir, 'cancel')) {
+      // Nobody started it, and now nobody will.
+      run = transition(run, 'cancelled', { endReason: 'cancel' });
+      this.store.save(run, dir);
+      return run;
     }
     const request: CancelRequest = { requestedAt: new Date().toISOString(), graceMs };
     writeJsonAtomic(join(dir, RunFiles.cancelRequest), request);
@@ -256,7 +299,9 @@ export class Runner {
     if (isTerminal(run.status)) return run;
     const { monitorPid, monitorStartTime, pgid } = run.backend;
     if (monitorPid === undefined) {
-      if (Date.now() - Date.parse(run.createdAt) < MONITOR_START_TIMEOUT_MS) return run;
+      const claimedAt = claimTime(dir);
+      if (claimedAt === undefined) return run; // queued: not started yet, and that is fine
+      if (Date.now() - claimedAt < MONITOR_START_TIMEOUT_MS) return run;
       return this.markLost(run, dir, `its monitor never started (see ${join(dir, RunFiles.monitorLog)})`);
     }
     if (isProcessAlive(monitorPid, monitorStartTime)) return run;
@@ -299,6 +344,32 @@ export class Runner {
   }
 }
 
+/** Samples the run's process group every second and keeps the peaks, for the final record. */
+function trackUsage(pgid: unknown): { stop(): { peakRssBytes: number; cpuSeconds: number } | undefined } {
+  if (typeof pgid !== 'number') return { stop: () => undefined };
+  let peakRssBytes = 0;
+  let cpuSeconds = 0;
+  const sample = (): void => {
+    sampleGroup(pgid).then(
+      (u) => {
+        if (!u) return;
+        peakRssBytes = Math.max(peakRssBytes, u.rssBytes);
+        cpuSeconds = Math.max(cpuSeconds, u.cpuSeconds);
+      },
+      () => {},
+    );
+  };
+  sample();
+  const timer = setInterval(sample, 1000);
+  timer.unref();
+  return {
+    stop: () => {
+      clearInterval(timer);
+      return peakRssBytes > 0 ? { peakRssBytes, cpuSeconds: Math.round(cpuSeconds * 100) / 100 } : undefined;
+    },
+  };
+}
+
 function outcome(exit: ExitInfo, cancelled: boolean, timedOut: boolean): [RunStatus, EndReason] {
   if (cancelled) return ['cancelled', 'cancel'];
   if (timedOut) return ['failed', 'timeout'];
@@ -311,7 +382,7 @@ function outcome(exit: ExitInfo, cancelled: boolean, timedOut: boolean): [RunSta
 /** The command's environment: this process's (inherited from whoever submitted), the job's, and qwex's own. */
 function runEnvironment(run: Run, dir: string): Record<string, string> {
   const env: Record<string, string> = {};
-  for (const [name, value] of Object.entries(process.env)) {
+  for (const [name, value] of Object.entries(readBaseEnv(dir) ?? process.env)) {
     if (value !== undefined && !name.startsWith('QWEX_MONITOR_')) env[name] = value;
   }
   Object.assign(env, run.job.env);
@@ -320,6 +391,24 @@ function runEnvironment(run: Run, dir: string): Record<string, string> {
   env.QWEX_RUN_ID = run.id;
   env.QWEX_RUN_DIR = dir;
   return env;
+}
+
+/** The submitter's environment saved with the run, if it was submitted to run elsewhere or later. */
+function readBaseEnv(dir: string): Record<string, string> | undefined {
+  try {
+    return JSON.parse(readFileSync(join(dir, RunFiles.env), 'utf8')) as Record<string, string>;
+  } catch {
+    return undefined;
+  }
+}
+
+/** When the run was claimed (ms since the epoch), or undefined when it was not. */
+function claimTime(dir: string): number | undefined {
+  try {
+    return statSync(join(dir, RunFiles.claim)).mtimeMs;
+  } catch {
+    return undefined;
+  }
 }
 
 export function readCancelRequest(dir: string): CancelRequest | undefined {

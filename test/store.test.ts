@@ -1,4 +1,4 @@
-import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -176,13 +176,19 @@ describe('a run whose monitor died', () => {
     expect(shown.status).toBe('lost');
   });
 
-  it('a pending run whose monitor never started becomes lost after a while, not at once', async () => {
+  it('a claimed run whose monitor never started becomes lost after a while, not at once; a queued one waits', async () => {
     const fresh = syntheticRun(sb.project, newRunId(), { status: 'pending', startedAt: undefined, finishedAt: undefined, exitCode: null });
     const old = syntheticRun(sb.project, newRunId(), { status: 'pending', startedAt: undefined, finishedAt: undefined, exitCode: null, createdAt: new Date(Date.now() - 60_000).toISOString() });
-    for (const run of [fresh, old]) {
+    const queued = syntheticRun(sb.project, newRunId(), { status: 'pending', startedAt: undefined, finishedAt: undefined, exitCode: null, createdAt: new Date(Date.now() - 60_000).toISOString() });
+    for (const run of [fresh, old, queued]) {
       mkdirSync(runDirOf(run.id), { recursive: true });
       writeFileSync(join(runDirOf(run.id), 'run.json'), JSON.stringify(run));
     }
+    // Claimed for launch (a minute ago, and just now); the queued one was never claimed and just waits.
+    for (const run of [fresh, old]) writeFileSync(join(runDirOf(run.id), 'claim.json'), '{"intent":"launch"}');
+    const aMinuteAgo = new Date(Date.now() - 60_000);
+    utimesSync(join(runDirOf(old.id), 'claim.json'), aMinuteAgo, aMinuteAgo);
+    expect((await qwexJson<Run>(sb, ['status', queued.id])).status).toBe('pending');
     expect((await qwexJson<Run>(sb, ['status', fresh.id])).status).toBe('pending');
     const lost = await qwexJson<Run>(sb, ['status', old.id]);
     expect(lost.status).toBe('lost');

@@ -1,5 +1,6 @@
 import { loadConfig } from '../../src/config.js';
 import { isQwexError } from '../../src/errors.js';
+import { Method } from '../../src/protocol.js';
 import { isTerminal, type Run } from '../../src/run.js';
 import type { Context } from '../context.js';
 import { reportError } from '../exit.js';
@@ -17,9 +18,10 @@ export default async function cancel(ctx: Context, prefixes: string[], options: 
   const targets = prefixes.map((p) => ctx.resolve(p));
   let code = 0;
   const results: Run[] = [];
-  for (const { dir } of targets) {
+  const daemon = await ctx.daemon();
+  for (const { id, dir } of targets) {
     try {
-      let run = await ctx.runner.cancel(dir, graceMs);
+      let run = daemon ? (await daemon.request(Method.cancel, { id, graceMs })).run : await ctx.runner.cancel(dir, graceMs);
       if (options.wait && !isTerminal(run.status)) {
         run = await ctx.watcher.waitForEnd(dir, { refresh: (d) => ctx.runner.reconcile(d), checkMs: 200 });
       }

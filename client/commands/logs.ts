@@ -1,9 +1,11 @@
 import { join } from 'node:path';
 import { LogFollower } from '../../src/log-follower.js';
 import { RunFiles } from '../../src/paths.js';
-import { exitCodeOf } from '../../src/run.js';
+import { exitCodeOf, isTerminal } from '../../src/run.js';
+import { attach } from '../attach.js';
 import type { Context } from '../context.js';
 import { writer } from '../context.js';
+import { styleFor, summaryLine } from '../render.js';
 
 interface LogsOptions {
   follow?: boolean;
@@ -11,30 +13,43 @@ interface LogsOptions {
   stderr?: boolean;
 }
 
+/** `qwex logs`: what was written so far; with -f, follows to the end like `qwex attach` without the summary line. */
 export default async function logs(ctx: Context, prefix: string, options: LogsOptions): Promise<number> {
-  const { dir } = ctx.resolve(prefix);
+  const { id, dir } = ctx.resolve(prefix);
   const both = !options.stdout && !options.stderr;
-  const toOut = writer(process.stdout);
-  const toErr = writer(process.stderr);
-  const none = async (): Promise<void> => {};
-  if (options.follow) {
-    const detach = new AbortController();
-    const onInterrupt = (): void => detach.abort();
-    process.on('SIGINT', onInterrupt);
-    try {
-      const run = await ctx.watcher.follow(dir, {
-        onStdout: both || options.stdout ? toOut : none,
-        onStderr: both || options.stderr ? toErr : none,
-        refresh: (d) => ctx.runner.reconcile(d),
-        signal: detach.signal,
-      });
-      return detach.signal.aborted ? 130 : exitCodeOf(run);
-    } finally {
-      process.off('SIGINT', onInterrupt);
-    }
-  }
+  const toOut = both || options.stdout ? writer(process.stdout) : async (): Promise<void> => {};
+  const toErr = both || options.stderr ? writer(process.stderr) : async (): Promise<void> => {};
+  if (options.follow) return follow(ctx, id, dir, toOut, toErr, false);
   ctx.watcher.read(dir); // a clear error when the record is missing or torn
   if (both || options.stdout) await new LogFollower(join(dir, RunFiles.stdout), { onData: toOut }).finish();
   if (both || options.stderr) await new LogFollower(join(dir, RunFiles.stderr), { onData: toErr }).finish();
   return 0;
+}
+
+/**
+ * Replays and follows a run until it ends; Ctrl-C detaches and leaves it
+ * running. Exits with the run's exit code, or 130 when detached.
+ */
+export async function follow(
+  ctx: Context,
+  id: string,
+  dir: string,
+  onStdout: (chunk: Buffer) => Promise<void>,
+  onStderr: (chunk: Buffer) => Promise<void>,
+  summary: boolean,
+): Promise<number> {
+  const detach = new AbortController();
+  const onInterrupt = (): void => detach.abort();
+  process.on('SIGINT', onInterrupt);
+  try {
+    const run = await attach(ctx, dir, id, { onStdout, onStderr, signal: detach.signal });
+    if (detach.signal.aborted && !isTerminal(run.status)) {
+      if (summary) process.stderr.write(`detached; run ${run.id} is still ${run.status}\n`);
+      return 130;
+    }
+    if (summary) process.stderr.write(`${summaryLine(styleFor(process.stderr), run)}\n`);
+    return exitCodeOf(run);
+  } finally {
+    process.off('SIGINT', onInterrupt);
+  }
 }

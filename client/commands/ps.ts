@@ -1,5 +1,6 @@
+import { Method, type ListedRun } from '../../src/protocol.js';
 import { isTerminal } from '../../src/run.js';
-import type { RunSummary } from '../../src/run-index.js';
+import { sampleGroup } from '../../src/usage.js';
 import type { Context } from '../context.js';
 import { parseCount, parseStatuses } from '../parse.js';
 import { psTable, styleFor } from '../render.js';
@@ -14,12 +15,9 @@ interface PsOptions {
 export default async function ps(ctx: Context, options: PsOptions): Promise<number> {
   const limit = parseCount(options.last, '--last');
   const statuses = options.status === undefined ? undefined : parseStatuses(options.status);
-  const rows = ctx.store.runIndex().list({
-    ...(options.all ? {} : { project: ctx.project }),
-    ...(statuses ? { statuses } : {}),
-    limit,
-  });
-  const shown = rows.map((row) => freshen(ctx, row));
+  const query = { ...(options.all ? {} : { project: ctx.project }), ...(statuses ? { statuses } : {}), limit };
+  const daemon = await ctx.daemon();
+  const shown = daemon ? (await daemon.request(Method.list, query)).runs : await listDirect(ctx, query);
   if (options.json) {
     process.stdout.write(`${JSON.stringify(shown, null, 2)}\n`);
     return 0;
@@ -32,13 +30,27 @@ export default async function ps(ctx: Context, options: PsOptions): Promise<numb
   return 0;
 }
 
-/** An active row may be stale if its monitor died: bring it up to date (cheap while the monitor lives). */
-function freshen(ctx: Context, row: RunSummary): RunSummary {
-  if (isTerminal(row.status)) return row;
-  try {
-    const run = ctx.runner.reconcile(row.runDir);
-    return { ...row, status: run.status, startedAt: run.startedAt ?? null, finishedAt: run.finishedAt ?? null, exitCode: run.exitCode, signal: run.signal };
-  } catch {
-    return row; // the run directory is gone or unreadable; the index row is all there is
-  }
+/** Without qwexd: the index, with active rows brought up to date and their resource use sampled. */
+async function listDirect(ctx: Context, query: Parameters<ReturnType<Context['store']['runIndex']>['list']>[0]): Promise<ListedRun[]> {
+  const rows = ctx.store.runIndex().list(query);
+  return Promise.all(
+    rows.map(async (row): Promise<ListedRun> => {
+      if (isTerminal(row.status)) return row;
+      try {
+        const run = ctx.runner.reconcile(row.runDir);
+        const sample = run.status === 'running' && typeof run.backend.pgid === 'number' ? await sampleGroup(run.backend.pgid) : undefined;
+        return {
+          ...row,
+          status: run.status,
+          startedAt: run.startedAt ?? null,
+          finishedAt: run.finishedAt ?? null,
+          exitCode: run.exitCode,
+          signal: run.signal,
+          ...(sample ? { usage: { cpuPercent: sample.cpuPercent, rssBytes: sample.rssBytes, processes: sample.processes } } : {}),
+        };
+      } catch {
+        return row; // the run directory is gone or unreadable; the index row is all there is
+      }
+    }),
+  );
 }

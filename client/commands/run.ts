@@ -2,7 +2,10 @@ import { commandSpec } from '../../src/command.js';
 import { loadConfig } from '../../src/config.js';
 import { isBackendName, BACKEND_NAMES } from '../../src/backends/names.js';
 import { ErrorCode, QwexError } from '../../src/errors.js';
-import { exitCodeOf, type Job } from '../../src/run.js';
+import { exitCodeOf, isTerminal, type Job, type Run } from '../../src/run.js';
+import { runDir } from '../../src/paths.js';
+import { Method } from '../../src/protocol.js';
+import { attach } from '../attach.js';
 import type { Context } from '../context.js';
 import { writer } from '../context.js';
 import { parseDuration, parseEnv, parseWatch } from '../parse.js';
@@ -43,7 +46,16 @@ export default async function run(ctx: Context, args: string[], options: RunOpti
     ...(options.name === undefined ? {} : { name: options.name }),
   };
 
-  const { run: submitted, dir } = ctx.runner.submit(job, ctx.project);
+  const daemon = await ctx.daemon();
+  let submitted: Run;
+  let dir: string;
+  if (daemon) {
+    const { runs } = await daemon.request(Method.submit, { project: ctx.project, jobs: [job], env: submitterEnv() });
+    submitted = runs[0]!;
+    dir = runDir(ctx.project, submitted.id);
+  } else {
+    ({ run: submitted, dir } = ctx.runner.submit(job, ctx.project));
+  }
   if (options.detach) {
     process.stdout.write(options.json ? `${JSON.stringify(publicRun(submitted), null, 2)}\n` : `${submitted.id}\n`);
     return 0;
@@ -53,7 +65,7 @@ export default async function run(ctx: Context, args: string[], options: RunOpti
   const say = (line: string): void => {
     if (!options.quiet) process.stderr.write(`${line}\n`);
   };
-  say(startLine(errStyle, submitted));
+  say(startLine(errStyle, submitted, daemon ? 'qwexd' : undefined));
 
   // Ctrl-C cancels the run (it is still recorded); a second Ctrl-C stops waiting and leaves the cancel to finish.
   const detach = new AbortController();
@@ -62,20 +74,22 @@ export default async function run(ctx: Context, args: string[], options: RunOpti
     interrupts++;
     if (interrupts === 1) {
       say('cancelling (Ctrl-C again to stop waiting)');
-      ctx.runner.cancel(dir, job.killGraceMs).catch(() => {});
+      const cancelling = daemon
+        ? daemon.request(Method.cancel, { id: submitted.id, graceMs: job.killGraceMs })
+        : ctx.runner.cancel(dir, job.killGraceMs);
+      cancelling.catch(() => {});
     } else {
       detach.abort();
     }
   };
   process.on('SIGINT', onInterrupt);
   try {
-    const final = await ctx.watcher.follow(dir, {
+    const final = await attach(ctx, dir, submitted.id, {
       onStdout: writer(process.stdout),
       onStderr: writer(process.stderr),
-      refresh: (d) => ctx.runner.reconcile(d),
       signal: detach.signal,
     });
-    if (detach.signal.aborted && final.status !== 'cancelled') {
+    if (detach.signal.aborted && !isTerminal(final.status)) {
       say(`stopped waiting; run ${final.id} is ${final.status}`);
       return 130;
     }
@@ -84,4 +98,11 @@ export default async function run(ctx: Context, args: string[], options: RunOpti
   } finally {
     process.off('SIGINT', onInterrupt);
   }
+}
+
+/** The environment a run starts from when qwexd starts it: this shell's. */
+function submitterEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [name, value] of Object.entries(process.env)) if (value !== undefined) env[name] = value;
+  return env;
 }

@@ -1,9 +1,11 @@
+import { Method, type RunView } from '../../src/protocol.js';
 import type { Context } from '../context.js';
 import { publicRun, statusText, styleFor } from '../render.js';
 
 export default async function status(ctx: Context, prefix: string, options: { json?: boolean }): Promise<number> {
-  const { dir } = ctx.resolve(prefix);
-  const run = ctx.runner.reconcile(dir);
-  process.stdout.write(options.json ? `${JSON.stringify(publicRun(run), null, 2)}\n` : `${statusText(run, styleFor(process.stdout), dir)}\n`);
+  const { id, dir } = ctx.resolve(prefix);
+  const daemon = await ctx.daemon();
+  const view: RunView = daemon ? await daemon.request(Method.get, { id }) : { run: ctx.runner.reconcile(dir), dir };
+  process.stdout.write(options.json ? `${JSON.stringify(publicRun(view.run), null, 2)}\n` : `${statusText(view, styleFor(process.stdout))}\n`);
   return 0;
 }

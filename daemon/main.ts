@@ -1,0 +1,80 @@
+import { rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { toQwexError } from '../src/errors.js';
+import { launchMonitor } from '../src/monitor-launch.js';
+import { daemonLogPath, runtimeDir, socketPath } from '../src/paths.js';
+import { RunStore } from '../src/run-store.js';
+import { Runner } from '../src/runner.js';
+import { checkSocketPath, ensureRuntimeDir } from '../src/runtime-dir.js';
+import { VERSION } from '../src/version.js';
+import { DaemonLock } from './lock.js';
+import { DaemonLog } from './log.js';
+import { RpcServer } from './server.js';
+import { Supervisor } from './supervisor.js';
+
+export interface DaemonOptions {
+  concurrency: number;
+  logToStderr: boolean;
+}
+
+/**
+ * Runs qwexd until SIGTERM, SIGINT or daemon.shutdown. Start-up and
+ * shutdown are ordered; each resource is closed by this function, in the
+ * reverse order it was opened. Runs go on after qwexd stops.
+ */
+export async function runDaemon(options: DaemonOptions): Promise<number> {
+  const dir = runtimeDir();
+  const socket = socketPath();
+  checkSocketPath(socket);
+  ensureRuntimeDir(dir);
+  const lock = DaemonLock.acquire(join(dir, 'qwexd.lock'));
+  const log = new DaemonLog(daemonLogPath(), options.logToStderr);
+  const store = new RunStore();
+  let supervisor: Supervisor | undefined;
+  let server: RpcServer | undefined;
+  let stopping: Promise<void> | undefined;
+  let stopped!: () => void;
+  const done = new Promise<void>((resolve) => (stopped = resolve));
+
+  const stop = (reason: string): Promise<void> => {
+    stopping ??= (async () => {
+      log.info('stopping', { reason });
+      await server?.close();
+      supervisor?.close();
+      store.close();
+      rmSync(socket, { force: true });
+      rmSync(join(dir, 'qwexd.pid'), { force: true });
+      log.info('stopped');
+      log.close();
+      lock.release();
+      stopped();
+    })();
+    return stopping;
+  };
+
+  try {
+    // Holding the lock, any socket file left here is a dead daemon's.
+    rmSync(socket, { force: true });
+    const runner = new Runner(store, (runDir) => launchMonitor(runDir, () => supervisor?.monitorExited(runDir)));
+    supervisor = new Supervisor(store, runner, { concurrency: options.concurrency, log });
+    supervisor.recover();
+    server = new RpcServer({ socketPath: socket, store, supervisor, log, onShutdown: () => void stop('daemon.shutdown') });
+    const umask = process.umask(0o077); // the socket is created 0600: no window where others could connect
+    try {
+      await server.listen();
+    } finally {
+      process.umask(umask);
+    }
+    writeFileSync(join(dir, 'qwexd.pid'), `${process.pid}\n`, { mode: 0o600 });
+    log.info('ready', { version: VERSION, socket, concurrency: options.concurrency });
+  } catch (error) {
+    log.error('start-failed', { message: toQwexError(error).message });
+    await stop('start-failed');
+    throw error;
+  }
+
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => void stop(signal));
+  process.on('SIGHUP', () => log.info('sighup-ignored'));
+  await done;
+  return 0;
+}

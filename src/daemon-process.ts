@@ -1,0 +1,107 @@
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DaemonClient } from './daemon-client.js';
+import { ErrorCode, QwexError } from './errors.js';
+import { daemonLogPath, socketPath } from './paths.js';
+import { Method } from './protocol.js';
+
+/** How long `qwex daemon start` waits for a new qwexd to answer. */
+export const DAEMON_START_TIMEOUT_MS = 10_000;
+/** How long `qwex daemon stop` waits for qwexd to exit after daemon.shutdown. */
+export const DAEMON_STOP_TIMEOUT_MS = 10_000;
+
+export function qwexdScript(): string {
+  for (const rel of ['../daemon/qwexd.js', '../dist/daemon/qwexd.js']) {
+    const path = fileURLToPath(new URL(rel, import.meta.url));
+    if (existsSync(path)) return path;
+  }
+  throw new QwexError(ErrorCode.Internal, 'qwexd (daemon/qwexd.js) is missing from this installation', { hint: 'run `npm run build`, or reinstall qwex' });
+}
+
+/**
+ * Starts qwexd in the background (its own session, output to its log
+ * file) and resolves once it answers on its socket. When one is already
+ * running, resolves with that one.
+ */
+export async function startDaemon(options: { concurrency?: number } = {}): Promise<{ pid: number; socket: string; alreadyRunning: boolean }> {
+  const socket = socketPath();
+  const running = await DaemonClient.connectIfRunning(socket);
+  if (running) {
+    running.close();
+    return { pid: running.daemonPid, socket, alreadyRunning: true };
+  }
+  const logPath = daemonLogPath();
+  mkdirSync(dirname(logPath), { recursive: true, mode: 0o700 });
+  const logFd = openSync(logPath, 'a', 0o600);
+  const args = [qwexdScript(), '--foreground', ...(options.concurrency ? ['--concurrency', String(options.concurrency)] : [])];
+  let exited: { code: number | null } | undefined;
+  try {
+    const child = spawn(process.execPath, args, {
+      detached: true,
+      stdio: ['ignore', 'ignore', logFd],
+      env: { ...process.env, QWEX_DAEMON_DETACHED: '1', QWEX_NO_DAEMON: '' },
+    });
+    child.on('exit', (code) => (exited = { code }));
+    child.on('error', () => (exited = { code: null }));
+    child.unref();
+  } finally {
+    closeSync(logFd);
+  }
+  const deadline = Date.now() + DAEMON_START_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    const client = await DaemonClient.connectIfRunning(socket).catch(() => undefined);
+    if (client) {
+      client.close();
+      return { pid: client.daemonPid, socket, alreadyRunning: false };
+    }
+    if (exited) break;
+    await sleep(50);
+  }
+  throw new QwexError(ErrorCode.DaemonUnavailable, exited ? `qwexd exited during start-up (code ${exited.code})` : `qwexd did not answer within ${DAEMON_START_TIMEOUT_MS / 1000} s`, {
+    hint: `its log says why: ${logPath}\n${lastLines(logPath, 5)}`,
+  });
+}
+
+/** Asks qwexd to shut down and waits until its socket is gone. Resolves false when none was running. */
+export async function stopDaemon(): Promise<{ wasRunning: boolean; pid?: number }> {
+  const socket = socketPath();
+  const client = await DaemonClient.connectIfRunning(socket);
+  if (!client) return { wasRunning: false };
+  const pid = client.daemonPid;
+  try {
+    await client.request(Method.shutdown, {});
+  } finally {
+    client.close();
+  }
+  const deadline = Date.now() + DAEMON_STOP_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (!isAlive(pid)) return { wasRunning: true, pid };
+    await sleep(50);
+  }
+  throw new QwexError(ErrorCode.DaemonUnavailable, `qwexd (pid ${pid}) did not stop within ${DAEMON_STOP_TIMEOUT_MS / 1000} s`, {
+    hint: `kill ${pid} (its runs go on and are re-adopted at the next start)`,
+  });
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function lastLines(path: string, count: number): string {
+  try {
+    return readFileSync(path, 'utf8').trimEnd().split('\n').slice(-count).join('\n');
+  } catch {
+    return '';
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,6 +1,6 @@
 import type { DaemonClient, NotificationMessage } from '../src/daemon-client.js';
 import { Method, Notification, type LogDataParams, type LogEndParams } from '../src/protocol.js';
-import type { Run } from '../src/run.js';
+import { isTerminal, type Run } from '../src/run.js';
 import type { Context } from './context.js';
 
 export interface AttachOptions {
@@ -17,18 +17,34 @@ export interface AttachOptions {
  */
 export async function attach(ctx: Context, dir: string, runId: string, options: AttachOptions): Promise<Run> {
   const daemon = await ctx.daemon();
-  if (!daemon) {
-    return ctx.watcher.follow(dir, {
-      onStdout: options.onStdout,
-      onStderr: options.onStderr,
-      refresh: (d) => ctx.runner.reconcile(d),
-      signal: options.signal,
-    });
+  const offsets = { stdout: 0, stderr: 0 };
+  if (daemon) {
+    const run = await attachThroughDaemon(daemon, runId, options, offsets, () => ctx.watcher.read(dir));
+    // qwexd went away (shutdown, crash) while the run goes on: carry on from the files, from where it stopped.
+    if (isTerminal(run.status) || options.signal.aborted) return run;
   }
-  return attachThroughDaemon(daemon, runId, options);
+  return ctx.watcher.follow(dir, {
+    onStdout: options.onStdout,
+    onStderr: options.onStderr,
+    stdoutOffset: offsets.stdout,
+    stderrOffset: offsets.stderr,
+    refresh: (d) => ctx.runner.reconcile(d),
+    signal: options.signal,
+  });
 }
 
-function attachThroughDaemon(daemon: DaemonClient, runId: string, options: AttachOptions): Promise<Run> {
+/**
+ * Follows a run through qwexd. Resolves with the record when the
+ * subscription ends, for whatever reason (the run ended, qwexd shut down or
+ * the connection broke); `offsets` says how far each stream got.
+ */
+function attachThroughDaemon(
+  daemon: DaemonClient,
+  runId: string,
+  options: AttachOptions,
+  offsets: { stdout: number; stderr: number },
+  readRecord: () => Run,
+): Promise<Run> {
   return new Promise<Run>((resolve, reject) => {
     let subscription: string | undefined;
     let writing: Promise<void> = Promise.resolve();
@@ -43,6 +59,7 @@ function attachThroughDaemon(daemon: DaemonClient, runId: string, options: Attac
         const data = note.params as LogDataParams;
         if (data.subscription !== subscription) return;
         const chunk = Buffer.from(data.data, 'base64');
+        offsets[data.stream] = data.offset + chunk.length;
         const write = data.stream === 'stdout' ? options.onStdout : options.onStderr;
         // Keep order, and stop reading from qwexd while the terminal is slower than the run.
         daemon.pause();
@@ -71,5 +88,10 @@ function attachThroughDaemon(daemon: DaemonClient, runId: string, options: Attac
         reject(error);
       },
     );
+    // A broken connection ends the subscription too: report the record as it is on disk.
+    daemon.onClose(() => {
+      stop();
+      void writing.then(() => resolve(readRecord()));
+    });
   });
 }

@@ -137,6 +137,19 @@ async function main(argv: string[]): Promise<number> {
     .addOption(new Option('-n, --lines <count>', 'the last COUNT lines (0: all)').default('50'))
     .action(use(async () => ({ default: (await import('./commands/daemon.js')).logs })));
 
+  for (const [name, description] of [
+    ['install', 'write the systemd user unit (Linux) or launchd agent (macOS) for this installation and enable it'],
+    ['uninstall', 'disable and remove the qwexd user service'],
+  ] as const) {
+    daemon
+      .command(name)
+      .description(description)
+      .option('--no-enable', 'only write (or remove) the file; do not call systemctl or launchctl')
+      .addOption(new Option('--platform <name>', 'linux or darwin (default: this one)').hideHelp())
+      .option('--json', 'print the result as JSON')
+      .action(use(async () => ({ default: (await import('./commands/daemon.js'))[name] })));
+  }
+
   try {
     await program.parseAsync(argv);
     return result;

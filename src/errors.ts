@@ -24,6 +24,8 @@ export const ErrorCode = {
   ProtocolMismatch: 'QWEX_PROTOCOL_MISMATCH',
   DaemonAlreadyRunning: 'QWEX_DAEMON_ALREADY_RUNNING',
   SocketPathTooLong: 'QWEX_SOCKET_PATH_TOO_LONG',
+  /** systemctl or launchctl refused to enable or disable the qwexd service. */
+  ServiceManager: 'QWEX_SERVICE_MANAGER',
   Internal: 'QWEX_INTERNAL',
 } as const;
 

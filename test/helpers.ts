@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, realpathSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,6 +12,9 @@ export const FIXTURES = join(ROOT, 'test', 'fixtures');
 export interface Sandbox {
   project: string;
   state: string;
+  /** QWEX_RUNTIME_DIR: where this sandbox's qwexd puts its socket. */
+  runtime: string;
+  socket: string;
   env: Record<string, string>;
   cleanup(): void;
 }
@@ -20,12 +23,24 @@ export function sandbox(): Sandbox {
   const base = realpathSync(mkdtempSync(join(tmpdir(), 'qwex-test-')));
   const project = join(base, 'project');
   const state = join(base, 'state');
+  const runtime = join(base, 'run');
   mkdirSync(project, { recursive: true });
   return {
     project,
     state,
-    env: { QWEX_STATE_DIR: state, NO_COLOR: '1' },
-    cleanup: () => rmSync(base, { recursive: true, force: true }),
+    runtime,
+    socket: join(runtime, 'qwexd.sock'),
+    env: { QWEX_STATE_DIR: state, QWEX_RUNTIME_DIR: runtime, NO_COLOR: '1' },
+    cleanup: () => {
+      // A qwexd left by a failed test must not outlive it.
+      try {
+        const pid = Number(readFileSync(join(runtime, 'qwexd.pid'), 'utf8'));
+        if (pid > 0) process.kill(pid, 'SIGKILL');
+      } catch {
+        // none running
+      }
+      rmSync(base, { recursive: true, force: true });
+    },
   };
 }
 

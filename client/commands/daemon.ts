@@ -1,8 +1,20 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, realpathSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { execa } from 'execa';
 import { DaemonClient } from '../../src/daemon-client.js';
-import { startDaemon, stopDaemon } from '../../src/daemon-process.js';
-import { errnoCode } from '../../src/errors.js';
-import { daemonLogPath, socketPath } from '../../src/paths.js';
+import { qwexdScript, startDaemon, stopDaemon } from '../../src/daemon-process.js';
+import { ErrorCode, QwexError, errnoCode } from '../../src/errors.js';
+import { writeFileAtomic } from '../../src/fs-atomic.js';
+import { daemonLogPath, socketPath, stateDir } from '../../src/paths.js';
+import {
+  LAUNCHD_LABEL,
+  SYSTEMD_UNIT_NAME,
+  launchdPlistPath,
+  renderLaunchdPlist,
+  renderSystemdUnit,
+  serviceEnv,
+  systemdUnitPath,
+} from '../../src/service-files.js';
 import { Method } from '../../src/protocol.js';
 import type { Context } from '../context.js';
 import { parseCount } from '../parse.js';
@@ -63,4 +75,77 @@ export async function logs(_ctx: Context, options: { lines: string }): Promise<n
   const lines = text.trimEnd().split('\n');
   process.stdout.write(`${(count === 0 ? lines : lines.slice(-count)).join('\n')}\n`);
   return 0;
+}
+
+interface InstallOptions {
+  enable: boolean;
+  platform?: string;
+  json?: boolean;
+}
+
+type ServicePlatform = 'linux' | 'darwin';
+
+function servicePlatform(requested: string | undefined): ServicePlatform {
+  const platform = requested ?? process.platform;
+  if (platform === 'linux' || platform === 'darwin') return platform;
+  throw new QwexError(ErrorCode.Usage, `no user-service support for platform "${platform}"`, {
+    hint: 'on this platform, start qwexd from your login scripts with `qwex daemon start`',
+  });
+}
+
+/** Writes the systemd user unit or launchd agent for this installation and (unless --no-enable) enables it. */
+export async function install(_ctx: Context, options: InstallOptions): Promise<number> {
+  const platform = servicePlatform(options.platform);
+  const spec = {
+    node: process.execPath,
+    qwexd: realpathSync(qwexdScript()),
+    env: serviceEnv(),
+    stderrPath: join(stateDir(), 'qwexd.stderr.log'),
+  };
+  const path = platform === 'linux' ? systemdUnitPath() : launchdPlistPath();
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileAtomic(path, platform === 'linux' ? renderSystemdUnit(spec) : renderLaunchdPlist(spec), 0o644);
+  const commands: string[][] = [];
+  if (options.enable) {
+    // A qwexd started by hand would hold the lock and make the service's own start fail.
+    await stopDaemon();
+    if (platform === 'linux') {
+      commands.push(['systemctl', '--user', 'daemon-reload'], ['systemctl', '--user', 'enable', '--now', SYSTEMD_UNIT_NAME]);
+    } else {
+      commands.push(['launchctl', 'bootstrap', `gui/${process.getuid?.() ?? 0}`, path]);
+    }
+    for (const command of commands) await serviceManager(command, path);
+  }
+  report(options.json, { installed: true, platform, path, enabled: options.enable }, `wrote ${path}${options.enable ? ' and enabled it: qwexd now starts at login' : ''}`);
+  return 0;
+}
+
+export async function uninstall(_ctx: Context, options: InstallOptions): Promise<number> {
+  const platform = servicePlatform(options.platform);
+  const path = platform === 'linux' ? systemdUnitPath() : launchdPlistPath();
+  if (options.enable) {
+    const command = platform === 'linux'
+      ? ['systemctl', '--user', 'disable', '--now', SYSTEMD_UNIT_NAME]
+      : ['launchctl', 'bootout', `gui/${process.getuid?.() ?? 0}/${LAUNCHD_LABEL}`];
+    // Not loaded is fine: the point is that it is gone.
+    await execa(command[0]!, command.slice(1), { reject: false });
+  }
+  const existed = existsSync(path);
+  rmSync(path, { force: true });
+  if (options.enable && platform === 'linux') await execa('systemctl', ['--user', 'daemon-reload'], { reject: false });
+  report(options.json, { installed: false, platform, path, removed: existed }, existed ? `removed ${path}` : `nothing to remove at ${path}`);
+  return 0;
+}
+
+async function serviceManager(command: string[], path: string): Promise<void> {
+  const result = await execa(command[0]!, command.slice(1), { reject: false });
+  if (result.exitCode === 0) return;
+  const why = String(result.stderr || result.stdout || result.shortMessage).trim();
+  throw new QwexError(ErrorCode.ServiceManager, `\`${command.join(' ')}\` failed: ${why}`, {
+    hint: `the service file is written (${path}); fix the service manager's complaint and run that command again, or use --no-enable`,
+  });
+}
+
+function report(json: boolean | undefined, value: Record<string, unknown>, text: string): void {
+  process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : `${text}\n`);
 }

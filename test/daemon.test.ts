@@ -196,6 +196,21 @@ describe('runs through qwexd', () => {
     expect(errLines(b.stderr)).toEqual(errLines(a.stderr));
   });
 
+  it('Ctrl-C while attached detaches and leaves the run running', async () => {
+    await startDaemon();
+    const id = String((await qwex(sb, ['run', '-d', '--', node, fixture('ticker.mjs'), '40', '100'])).stdout);
+    const attacher = execa(node, [CLI, 'attach', id], { cwd: sb.project, env: sb.env, reject: false });
+    await until(() => (record(id).status === 'running' ? true : undefined));
+    await sleep(400);
+    attacher.kill('SIGINT');
+    const r = await attacher;
+    expect(r.exitCode).toBe(130);
+    expect(r.stderr).toContain(`detached; run ${id} is still running`);
+    expect(record(id).status).toBe('running');
+    const w = await qwex(sb, ['wait', id]);
+    expect(w.exitCode).toBe(0);
+  });
+
   it('50 clients submitting at once: no run lost or duplicated', async () => {
     await startDaemon(4);
     const clients = await Promise.all(Array.from({ length: 50 }, () => DaemonClient.connect(sb.socket)));

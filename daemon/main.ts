@@ -55,9 +55,10 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   try {
     // Holding the lock, any socket file left here is a dead daemon's.
     rmSync(socket, { force: true });
-    const runner = new Runner(store, (runDir) => launchMonitor(runDir, () => supervisor?.monitorExited(runDir)));
+    // qwexd supervises its runs in-process; the monitor launcher serves only Runner.submit, which qwexd does not call.
+    const runner = new Runner(store, launchMonitor);
     supervisor = new Supervisor(store, runner, { concurrency: options.concurrency, log });
-    supervisor.recover();
+    await supervisor.recover();
     server = new RpcServer({ socketPath: socket, store, supervisor, log, onShutdown: () => void stop('daemon.shutdown') });
     const umask = process.umask(0o077); // the socket is created 0600: no window where others could connect
     try {
@@ -75,6 +76,8 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
 
   for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => void stop(signal));
   process.on('SIGHUP', () => log.info('sighup-ignored'));
+  // `qwex cancel` without qwexd (QWEX_NO_DAEMON=1) writes a stop request and signals the run's supervisor: us.
+  process.on('SIGUSR1', () => supervisor?.checkStopRequests());
   await done;
   return 0;
 }

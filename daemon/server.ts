@@ -301,7 +301,7 @@ export class RpcServer {
 }
 
 /** Resolves with the final record once the supervisor reports the run's end (or at once if it ended). */
-function waitForEnd(supervisor: Supervisor, dir: string, signal: AbortSignal, read: () => Run): Promise<Run> {
+function waitForEnd(supervisor: Supervisor, dir: string, signal: AbortSignal, read: () => Run | Promise<Run>): Promise<Run> {
   return new Promise((resolve) => {
     let settled = false;
     let unsubscribe: () => void = () => {};
@@ -316,18 +316,23 @@ function waitForEnd(supervisor: Supervisor, dir: string, signal: AbortSignal, re
     unsubscribe = supervisor.onRunEnd((endedDir, run) => {
       if (endedDir === dir) finish(run);
     });
-    signal.addEventListener('abort', () => finish(read()));
-    const check = (): void => {
+    signal.addEventListener('abort', () => void Promise.resolve(read()).then(finish, () => {}));
+    let checking = false;
+    const check = async (): Promise<void> => {
+      if (checking || settled) return;
+      checking = true;
       try {
-        const run = read();
+        const run = await read();
         if (isTerminal(run.status)) finish(run);
       } catch {
         // unreadable for a moment; the next check or event will do
+      } finally {
+        checking = false;
       }
     };
     // Runs not started by this daemon (direct mode) end without telling it: look now and then.
-    timer = setInterval(check, 1000);
+    timer = setInterval(() => void check(), 1000);
     timer.unref();
-    check();
+    void check();
   });
 }

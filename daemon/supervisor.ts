@@ -1,32 +1,32 @@
-import { existsSync, watch, type FSWatcher } from 'node:fs';
+import { watch, type FSWatcher } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { RunFiles, runDir } from '../src/paths.js';
 import type { ListedRun, ResourceUsage, RunView } from '../src/protocol.js';
+import { isProcessAlive } from '../src/process-info.js';
 import { isTerminal, type Job, type Run, type RunStatus } from '../src/run.js';
 import type { RunStore } from '../src/run-store.js';
-import type { Runner } from '../src/runner.js';
+import type { Runner, Supervision } from '../src/runner.js';
 import { sampleGroup } from '../src/usage.js';
 import type { DaemonLog } from './log.js';
 
-/** How often active runs are re-checked when no event arrived (a dead monitor sends none). */
+/** How often runs finished by other processes are re-checked when no event arrived. */
 const SWEEP_MS = 2000;
 
-interface ActiveRun {
-  id: string;
-  dir: string;
-  watcher: FSWatcher | undefined;
-}
-
 /**
- * qwexd's run supervision: the queue, the concurrency limit, and knowing
- * when a run ends. Each started run gets its own monitor process (as in
- * direct mode), so runs go on if qwexd dies; after a restart `recover()`
- * finds them again from the index. Queued runs are records in `pending`
- * with no claim: starting one claims it first, so it starts exactly once.
+ * qwexd's run supervision: the queue, the concurrency limit, and the runs
+ * themselves. qwexd supervises the runs it starts in-process (Runner.supervise):
+ * each command's parent is a small shim in its own session, so runs go on if
+ * qwexd dies, and after a restart `recover()` adopts them from the index.
+ * Queued runs are records in `pending` with no claim: starting one claims it
+ * first, so it starts exactly once.
  */
 export class Supervisor {
   private readonly queue: string[] = [];
-  private readonly active = new Map<string, ActiveRun>();
+  /** Runs this daemon supervises (started or adopted): they count against the concurrency limit. */
+  private readonly supervised = new Map<string, Supervision>();
+  /** Runs supervised by another process (a direct-mode monitor): watched only, to report their end. */
+  private readonly watched = new Map<string, FSWatcher | undefined>();
   private readonly endListeners = new Set<(dir: string, run: Run) => void>();
   private sweepTimer: NodeJS.Timeout | undefined;
   private closed = false;
@@ -42,47 +42,55 @@ export class Supervisor {
   }
 
   counts(): { queued: number; running: number } {
-    return { queued: this.queue.length, running: this.active.size };
+    return { queued: this.queue.length, running: this.supervised.size };
   }
 
-  /** Re-finds runs left active by an earlier qwexd (or direct mode) and starts the queue. */
-  recover(): void {
+  /** Re-finds runs left active by an earlier qwexd (or direct mode), adopts or queues them, and starts the queue. */
+  async recover(): Promise<void> {
     const rows = this.store.runIndex().list({ statuses: ['pending', 'running'] });
     for (const row of rows) {
       let run: Run;
       try {
-        run = this.runner.reconcile(row.runDir);
+        run = await this.runner.reconcile(row.runDir);
       } catch (error) {
         this.options.log.warn('recover-skip', { runId: row.id, message: (error as Error).message });
         continue;
       }
       if (isTerminal(run.status)) continue;
-      if (run.status === 'pending' && run.supervisor === 'qwexd' && !existsSync(join(row.runDir, RunFiles.claim))) {
-        this.queue.push(row.runDir);
+      if (run.status === 'pending') {
+        if (run.supervisor === 'qwexd' && !existsSync(join(row.runDir, RunFiles.claim))) this.queue.push(row.runDir);
+        else this.watch(row.runDir);
         continue;
       }
-      if (run.supervisor === 'qwexd' || run.status === 'running') this.track(run.id, row.runDir);
+      const { monitorPid, monitorStartTime } = run.backend;
+      if (monitorPid !== undefined && monitorPid !== process.pid && isProcessAlive(monitorPid, monitorStartTime)) {
+        this.watch(row.runDir); // a direct-mode monitor has it
+      } else {
+        this.supervise(row.runDir, true);
+      }
     }
-    this.options.log.info('recovered', { queued: this.queue.length, active: this.active.size });
-    this.sweepTimer = setInterval(() => this.sweep(), SWEEP_MS);
+    this.options.log.info('recovered', { queued: this.queue.length, adopted: this.supervised.size, watched: this.watched.size });
+    this.sweepTimer = setInterval(() => void this.sweep(), SWEEP_MS);
     this.sweepTimer.unref();
     this.pump();
   }
 
   /** Records the jobs as queued runs, in order, and starts what the concurrency limit allows. */
   submit(project: string, jobs: Job[], env: Record<string, string>): Run[] {
-    const runs: Run[] = [];
-    for (const job of jobs) {
-      const { run, dir } = this.runner.create(job, project, { supervisor: 'qwexd', baseEnv: env });
-      this.queue.push(dir);
-      runs.push(run);
-    }
-    this.options.log.info('submitted', { count: runs.length, first: runs[0]?.id });
+    const created = jobs.map((job) => this.runner.create(job, project, { supervisor: 'qwexd', baseEnv: env }));
+    for (const { dir } of created) this.queue.push(dir);
+    this.options.log.info('submitted', { count: created.length, first: created[0]?.run.id });
     this.pump();
-    return runs.map((run) => this.readOr(run));
+    return created.map(({ run }) => this.readOr(run));
   }
 
   async cancel(dir: string, graceMs: number): Promise<Run> {
+    const supervision = this.supervised.get(dir);
+    if (supervision) {
+      this.runner.requestCancel(dir, graceMs);
+      supervision.cancel();
+      return this.store.read(dir);
+    }
     const queued = this.queue.indexOf(dir);
     const run = await this.runner.cancel(dir, graceMs);
     if (queued !== -1 && run.status === 'cancelled') {
@@ -92,13 +100,20 @@ export class Supervisor {
     return run;
   }
 
+  /** A `qwex cancel` in direct mode wrote a stop request and signalled us (SIGUSR1): act on it. */
+  checkStopRequests(): void {
+    for (const [dir, supervision] of this.supervised) {
+      if (this.runner.hasStopRequest(dir)) supervision.cancel();
+    }
+  }
+
   queuePosition(dir: string): number | undefined {
     const index = this.queue.indexOf(dir);
     return index === -1 ? undefined : index + 1;
   }
 
   async view(dir: string): Promise<RunView> {
-    const run = this.runner.reconcile(dir);
+    const run = await this.runner.reconcile(dir);
     const position = this.queuePosition(dir);
     const usage = run.status === 'running' ? await usageOf(run) : undefined;
     return { run, dir, ...(position === undefined ? {} : { queuePosition: position }), ...(usage ? { usage } : {}) };
@@ -108,11 +123,11 @@ export class Supervisor {
     const rows = this.store.runIndex().list(query);
     return Promise.all(
       rows.map(async (row): Promise<ListedRun> => {
-        const position = this.queuePosition(row.runDir);
         if (isTerminal(row.status)) return row;
+        const position = this.queuePosition(row.runDir);
         let run: Run;
         try {
-          run = this.runner.reconcile(row.runDir);
+          run = await this.runner.reconcile(row.runDir);
         } catch {
           return row;
         }
@@ -131,90 +146,88 @@ export class Supervisor {
     );
   }
 
+  /** The run's record, brought up to date if its supervisor died. */
+  refresh(dir: string): Promise<Run> {
+    return this.runner.reconcile(dir);
+  }
+
   /** Called with the final record whenever a run this daemon knows ends. Returns an unsubscribe function. */
   onRunEnd(listener: (dir: string, run: Run) => void): () => void {
     this.endListeners.add(listener);
     return () => this.endListeners.delete(listener);
   }
 
-  /** The run's record, brought up to date if its monitor died. */
-  refresh(dir: string): Run {
-    return this.runner.reconcile(dir);
-  }
-
-  /** A monitor this daemon started has exited: its run's record is final now (or the run is lost). */
-  monitorExited(dir: string): void {
-    this.check(dir);
-  }
-
-  /** Stops watching; runs go on and queued runs stay queued on disk for the next start. */
+  /** Stops supervising; runs go on (their shims wait for them) and queued runs stay queued on disk. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
-    for (const active of this.active.values()) active.watcher?.close();
-    this.active.clear();
+    for (const supervision of this.supervised.values()) supervision.dispose();
+    this.supervised.clear();
+    for (const watcher of this.watched.values()) watcher?.close();
+    this.watched.clear();
     this.queue.length = 0;
   }
 
   private pump(): void {
-    while (!this.closed && this.active.size < this.options.concurrency && this.queue.length > 0) {
+    while (!this.closed && this.supervised.size < this.options.concurrency && this.queue.length > 0) {
       const dir = this.queue.shift()!;
-      let run: Run;
-      try {
-        run = this.store.read(dir);
-      } catch (error) {
-        this.options.log.warn('dequeue-skip', { dir, message: (error as Error).message });
-        continue;
-      }
-      if (run.status !== 'pending') continue;
-      this.track(run.id, dir);
-      const launched = this.runner.launch(dir);
-      if (launched === undefined) {
-        // Claimed by someone else (a cancel): it will not start here.
-        this.check(dir);
-        continue;
-      }
-      this.options.log.info('started', { runId: run.id });
-      if (isTerminal(launched.status)) this.check(dir);
+      if (!this.runner.claim(dir, 'launch')) continue; // cancelled (claimed by the cancel) before its turn
+      this.supervise(dir, false);
     }
   }
 
-  private track(id: string, dir: string): void {
-    if (this.active.has(dir)) return;
+  private supervise(dir: string, adopt: boolean): void {
+    const supervision = this.runner.supervise(dir, (event, fields) => this.options.log.info(`run-${event}`, { dir, ...fields }), { adopt });
+    this.supervised.set(dir, supervision);
+    supervision.done.then(
+      (run) => this.ended(dir, run),
+      async (error: unknown) => {
+        this.options.log.error('supervise-failed', { dir, message: (error as Error).message });
+        this.supervised.delete(dir);
+        this.watch(dir);
+        this.pump();
+      },
+    );
+  }
+
+  private ended(dir: string, run: Run): void {
+    this.supervised.delete(dir);
+    this.options.log.info('ended', { runId: run.id, status: run.status, exitCode: run.exitCode, signal: run.signal });
+    this.notifyEnd(dir, run);
+    this.pump();
+  }
+
+  private watch(dir: string): void {
+    if (this.watched.has(dir)) return;
     let watcher: FSWatcher | undefined;
     try {
       watcher = watch(dir, { persistent: false }, (_event, name) => {
-        if (name === null || name === RunFiles.record) this.check(dir);
+        if (name === null || name === RunFiles.record) void this.checkWatched(dir);
       });
       watcher.on('error', () => {});
     } catch {
       // the sweep still finds the end
     }
-    this.active.set(dir, { id, dir, watcher });
+    this.watched.set(dir, watcher);
   }
 
-  private check(dir: string): void {
+  private async checkWatched(dir: string): Promise<void> {
     let run: Run;
     try {
-      run = this.runner.reconcile(dir);
+      run = await this.runner.reconcile(dir);
     } catch (error) {
       this.options.log.warn('check-failed', { dir, message: (error as Error).message });
       return;
     }
-    if (!isTerminal(run.status)) return;
-    const active = this.active.get(dir);
-    if (active) {
-      active.watcher?.close();
-      this.active.delete(dir);
-      this.options.log.info('ended', { runId: run.id, status: run.status, exitCode: run.exitCode, signal: run.signal });
-    }
+    if (!isTerminal(run.status) || !this.watched.has(dir)) return;
+    this.watched.get(dir)?.close();
+    this.watched.delete(dir);
     this.notifyEnd(dir, run);
-    this.pump();
   }
 
-  private sweep(): void {
-    for (const dir of [...this.active.keys()]) this.check(dir);
+  private async sweep(): Promise<void> {
+    for (const dir of [...this.watched.keys()]) await this.checkWatched(dir);
   }
 
   private notifyEnd(dir: string, run: Run): void {

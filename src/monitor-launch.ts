@@ -11,7 +11,7 @@ import { RunFiles } from './paths.js';
  * and Ctrl-C. Its own diagnostics go to monitor.log in the run directory.
  * Fire and forget: the monitor reports through run.json.
  */
-export function launchMonitor(runDir: string, onExit?: () => void): void {
+export function launchMonitor(runDir: string): void {
   const script = monitorScript();
   const logFd = openSync(join(runDir, RunFiles.monitorLog), 'a', 0o600);
   try {
@@ -23,7 +23,6 @@ export function launchMonitor(runDir: string, onExit?: () => void): void {
     child.on('error', () => {
       // Reported by reconcile() as "monitor never started", with monitor.log to look at.
     });
-    if (onExit) child.on('exit', onExit);
     child.unref();
   } finally {
     closeSync(logFd);

@@ -69,6 +69,12 @@ export const RunFiles = {
   /** The submitter's environment, for runs started later by qwexd (0600). */
   env: 'env.json',
   monitorLog: 'monitor.log',
+  /** Fingerprints of the watched files before the command started (for changed-only capture). */
+  baseline: 'baseline.json',
+  /** Written by the local backend's shim when the command ends: how it ended. */
+  exit: 'exit.json',
+  /** Taken (exclusive create) by whoever writes the final record of a run whose supervisor died. */
+  finalizeClaim: 'finalize.json',
 } as const;
 
 /**

@@ -3,7 +3,7 @@ import { hostname, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { captureArtifacts, summarize, takeBaseline, type Baseline } from './artifacts.js';
 import { createBackend } from './backends/index.js';
-import type { ExitInfo, StartedProcess } from './backends/types.js';
+import type { Backend, ExitInfo, StartedProcess } from './backends/types.js';
 import { ErrorCode, QwexError, errnoCode } from './errors.js';
 import { writeJsonAtomic } from './fs-atomic.js';
 import { newRunId } from './ids.js';
@@ -28,10 +28,14 @@ import { sampleGroup } from './usage.js';
 /** How long a pending run may wait for its monitor to appear before it is declared lost. */
 export const MONITOR_START_TIMEOUT_MS = 30_000;
 
-export interface CancelRequest {
+/** Why a run is being stopped, written before it is signalled so that any supervisor records the right outcome. */
+export interface StopRequest {
+  reason: 'cancel' | 'timeout';
   requestedAt: string;
   graceMs: number;
 }
+
+type Log = (event: string, fields?: Record<string, unknown>) => void;
 
 /** Starts the process that will supervise a run (in direct mode: a detached monitor). */
 export type MonitorLauncher = (runDir: string) => void;
@@ -43,6 +47,8 @@ export interface Supervision {
   cancel(): void;
   /** Passes a signal on to the command (the monitor itself was signalled). */
   forward(signal: NodeJS.Signals): void;
+  /** Stops supervising without touching the command (qwexd shutting down); `done` then never settles. */
+  dispose(): void;
 }
 
 export class Runner {
@@ -121,18 +127,21 @@ export class Runner {
   }
 
   /**
-   * Runs the command of the pending run in `dir` to its end. Called once, by
-   * the run's monitor; the monitor's signal handlers call cancel/forward.
+   * Runs the command of the pending run in `dir` to its end and records the
+   * outcome, in this process. With `adopt`, takes over a run that another
+   * process started (and that outlived it) instead of starting one. Used by
+   * the per-run monitor in direct mode and by qwexd, in-process.
    */
-  supervise(dir: string, log: (event: string, fields?: Record<string, unknown>) => void = () => {}): Supervision {
+  supervise(dir: string, log: Log = () => {}, options: { adopt?: boolean } = {}): Supervision {
     let started: StartedProcess | undefined;
-    let cancelRequested = false;
-    let timedOut = false;
+    let stopReason: StopRequest['reason'] | undefined;
     let killTimer: NodeJS.Timeout | undefined;
     let timeoutTimer: NodeJS.Timeout | undefined;
-    let currentGrace = 10_000;
+    let usage: ReturnType<typeof trackUsage> | undefined;
+    let grace = 10_000;
 
-    const stop = (graceMs: number): void => {
+    const stop = (reason: StopRequest['reason'], graceMs: number): void => {
+      stopReason ??= reason;
       if (!started || killTimer) return;
       started.signal('SIGTERM');
       const target = started;
@@ -140,117 +149,157 @@ export class Runner {
       killTimer.unref();
     };
     const cancel = (): void => {
-      cancelRequested = true;
-      const request = readCancelRequest(dir);
+      const request = readStopRequest(dir);
       log('cancel', { graceMs: request?.graceMs });
-      stop(request?.graceMs ?? currentGrace);
+      stop('cancel', request?.graceMs ?? grace);
     };
 
     const done = (async (): Promise<Run> => {
       let run = this.store.read(dir);
-      if (run.status !== 'pending') throw new QwexError(ErrorCode.InvalidTransition, `run ${run.id} is ${run.status}, not pending`);
-      currentGrace = run.job.killGraceMs;
-      const monitorStartTime = processStartTime(process.pid);
-      run = { ...run, backend: { ...run.backend, monitorPid: process.pid, ...(monitorStartTime ? { monitorStartTime } : {}) } };
-      this.saveQuietly(run, dir, log);
-
-      // A cancel that arrived before our pid was recorded left only its file; one after it also signals us.
-      if (cancelRequested || readCancelRequest(dir)) {
-        run = transition(run, 'cancelled', { endReason: 'cancel' });
-        this.saveQuietly(run, dir, log);
-        return run;
-      }
-
-      const captureContext = { cwd: run.job.cwd, projectRoot: run.project, settings: run.job.artifacts };
+      grace = run.job.killGraceMs;
+      const me = { monitorPid: process.pid, ...optional('monitorStartTime', processStartTime(process.pid)) };
       let baseline: Baseline;
+      let backend: Backend;
       try {
-        baseline = takeBaseline(captureContext);
-      } catch {
-        baseline = new Map();
-      }
-
-      let exit: ExitInfo;
-      try {
-        const backend = await createBackend(run.job.backend);
-        started = await backend.start(run.job, {
-          stdoutPath: join(dir, RunFiles.stdout),
-          stderrPath: join(dir, RunFiles.stderr),
-          env: runEnvironment(run, dir),
-        });
+        backend = await createBackend(run.job.backend);
       } catch (error) {
+        if (options.adopt) throw error;
         const qe = error instanceof QwexError ? error : new QwexError(ErrorCode.Internal, (error as Error).message);
-        run = transition(run, 'failed', { endReason: 'error', error: { code: qe.code, message: qe.message } });
-        this.saveQuietly(run, dir, log);
-        return run;
-      }
-      if (!started.spawned) {
-        // It never started (command not found, not executable): nothing ran, so nothing to capture.
-        exit = await started.exited;
-        run = transition(run, 'failed', {
-          endReason: 'error',
-          exitCode: exit.exitCode,
-          signal: exit.signal,
-          ...(exit.error ? { error: exit.error } : {}),
-        });
-        this.saveQuietly(run, dir, log);
-        return run;
+        return this.saveFinalQuietly(transition(run, 'failed', { endReason: 'error', error: { code: qe.code, message: qe.message } }), dir, log);
       }
 
-      run = transition(run, 'running', { backend: { ...run.backend, ...started.details } });
-      this.saveQuietly(run, dir, log);
-      log('started', { details: started.details });
-      if (cancelRequested) stop(readCancelRequest(dir)?.graceMs ?? currentGrace);
+      if (options.adopt) {
+        if (isTerminal(run.status)) return run;
+        if (run.status !== 'running') throw new QwexError(ErrorCode.InvalidTransition, `run ${run.id} is ${run.status}, not running`);
+        started = backend.adopt(run.backend, dir);
+        run = { ...run, backend: { ...run.backend, ...me } };
+        this.saveQuietly(run, dir, log);
+        baseline = readBaseline(dir);
+        const request = readStopRequest(dir);
+        if (request) stop(request.reason, request.graceMs);
+      } else {
+        if (run.status !== 'pending') throw new QwexError(ErrorCode.InvalidTransition, `run ${run.id} is ${run.status}, not pending`);
+        run = { ...run, backend: { ...run.backend, ...me } };
+        this.saveQuietly(run, dir, log);
+        // A cancel that came before our pid was recorded left only its file; one after it also signals us.
+        if (stopReason === 'cancel' || readStopRequest(dir)) {
+          return this.saveFinalQuietly(transition(run, 'cancelled', { endReason: 'cancel' }), dir, log);
+        }
+        baseline = takeBaselineSafely(run);
+        writeBaseline(dir, baseline);
+        try {
+          started = await backend.start(run.job, {
+            dir,
+            stdoutPath: join(dir, RunFiles.stdout),
+            stderrPath: join(dir, RunFiles.stderr),
+            env: runEnvironment(run, dir),
+          });
+        } catch (error) {
+          const qe = error instanceof QwexError ? error : new QwexError(ErrorCode.Internal, (error as Error).message);
+          return this.saveFinalQuietly(transition(run, 'failed', { endReason: 'error', error: { code: qe.code, message: qe.message } }), dir, log);
+        }
+        if (!started.spawned) {
+          // It never started (command not found, not executable): nothing ran, so nothing to capture.
+          const exit = await started.exited;
+          return this.saveFinalQuietly(
+            transition(run, 'failed', { endReason: 'error', exitCode: exit.exitCode, signal: exit.signal, ...(exit.error ? { error: exit.error } : {}) }),
+            dir,
+            log,
+          );
+        }
+        run = transition(run, 'running', { backend: { ...run.backend, ...started.details } });
+        this.saveQuietly(run, dir, log);
+        log('started', { details: started.details });
+        if (stopReason) stop(stopReason, readStopRequest(dir)?.graceMs ?? grace);
+      }
+
       if (run.job.timeoutMs !== undefined) {
+        const left = Date.parse(run.startedAt ?? run.createdAt) + run.job.timeoutMs - Date.now();
         timeoutTimer = setTimeout(() => {
-          timedOut = true;
           log('timeout', { timeoutMs: run.job.timeoutMs });
-          stop(currentGrace);
-        }, run.job.timeoutMs);
+          writeStopRequest(dir, { reason: 'timeout', graceMs: grace });
+          stop('timeout', grace);
+        }, Math.max(0, left));
       }
 
-      const usage = trackUsage(started.details.pgid);
-      exit = await started.exited;
-      const finishedAt = new Date().toISOString();
+      usage = trackUsage(started.details.pgid);
+      const exit = await started.exited;
       const resources = usage.stop();
       if (timeoutTimer) clearTimeout(timeoutTimer);
       if (killTimer) clearTimeout(killTimer);
       // Whatever the leader left behind in its group goes with it when the run was stopped.
-      if (cancelRequested || timedOut) started.signal('SIGKILL');
+      if (stopReason) started.signal('SIGKILL');
       log('exited', { ...exit });
-
-      const manifest = await captureArtifacts({
-        ...captureContext,
-        runId: run.id,
-        baseline,
-        filesDir: join(dir, RunFiles.files),
-        manifestPath: join(dir, RunFiles.artifacts),
-      });
-
-      const [status, endReason] = outcome(exit, cancelRequested, timedOut);
-      run = transition(run, status, {
-        finishedAt,
-        endReason,
-        exitCode: exit.exitCode,
-        signal: exit.signal,
-        artifacts: summarize(manifest),
-        ...(resources ? { resources } : {}),
-        ...(timedOut ? { error: { code: 'QWEX_TIMEOUT', message: `stopped after the ${run.job.timeoutMs} ms timeout` } } : {}),
-      });
-      this.saveFinal(run, dir, log);
-      return run;
+      return this.finish(run, dir, exit, { baseline, stopReason, ...(resources ? { resources } : {}) }, log);
     })();
 
     return {
       done,
       cancel,
       forward: (signal) => started?.signal(signal),
+      dispose: () => {
+        if (timeoutTimer) clearTimeout(timeoutTimer);
+        if (killTimer) clearTimeout(killTimer);
+        usage?.stop();
+        started?.dispose();
+      },
     };
+  }
+
+  /** Captures artifacts and writes the final record of a run whose command has ended. */
+  private async finish(
+    run: Run,
+    dir: string,
+    exit: ExitInfo,
+    context: { baseline: Baseline; stopReason: StopRequest['reason'] | undefined; resources?: Run['resources'] },
+    log: Log,
+  ): Promise<Run> {
+    const finishedAt = (exit.endedAt ?? new Date()).toISOString();
+    if (exit.lost !== undefined) {
+      return this.saveFinalQuietly(
+        transition(run, 'lost', { finishedAt, endReason: 'lost', error: { code: 'QWEX_RUN_LOST', message: `run ${run.id} is lost: ${exit.lost}` } }),
+        dir,
+        log,
+      );
+    }
+    const manifest = await captureArtifacts({
+      cwd: run.job.cwd,
+      projectRoot: run.project,
+      settings: run.job.artifacts,
+      runId: run.id,
+      baseline: context.baseline,
+      filesDir: join(dir, RunFiles.files),
+      manifestPath: join(dir, RunFiles.artifacts),
+    });
+    const [status, endReason] = outcome(exit, context.stopReason);
+    const final = transition(run, status, {
+      finishedAt,
+      endReason,
+      exitCode: exit.exitCode,
+      signal: exit.signal,
+      artifacts: summarize(manifest),
+      ...(context.resources ? { resources: context.resources } : {}),
+      ...(exit.error ? { error: exit.error } : {}),
+      ...(endReason === 'timeout' ? { error: { code: 'QWEX_TIMEOUT', message: `stopped after the ${run.job.timeoutMs} ms timeout` } } : {}),
+    });
+    this.saveFinal(final, dir, log);
+    return final;
+  }
+
+  /** Records that the run is to be cancelled, for a supervisor in this process to act on (`Supervision.cancel`). */
+  requestCancel(dir: string, graceMs: number): void {
+    writeStopRequest(dir, { reason: 'cancel', graceMs });
+  }
+
+  /** True when a cancel or timeout was requested for the run. */
+  hasStopRequest(dir: string): boolean {
+    return readStopRequest(dir) !== undefined;
   }
 
   /**
    * Asks a run to stop: SIGTERM to its process group, SIGKILL after `graceMs`.
    * Returns the record as it is now; the final status is written by the
-   * run's monitor (or here, when the monitor is gone).
+   * run's supervisor (or here, when the supervisor is gone).
    */
   async cancel(dir: string, graceMs: number): Promise<Run> {
     let run = this.store.read(dir);
@@ -263,52 +312,81 @@ export class Runner {
       this.store.save(run, dir);
       return run;
     }
-    const request: CancelRequest = { requestedAt: new Date().toISOString(), graceMs };
-    writeJsonAtomic(join(dir, RunFiles.cancelRequest), request);
+    writeStopRequest(dir, { reason: 'cancel', graceMs });
     run = this.store.read(dir);
     const { monitorPid, monitorStartTime, pgid } = run.backend;
     if (monitorPid !== undefined && isProcessAlive(monitorPid, monitorStartTime)) {
+      // The supervisor (a monitor, or qwexd) reads the request file on SIGUSR1.
       process.kill(monitorPid, 'SIGUSR1');
       return run;
     }
-    if (monitorPid === undefined) return run; // the monitor is starting and will see the request file
+    if (monitorPid === undefined) return run; // the supervisor is starting and will see the request file
     run = this.store.read(dir);
     if (isTerminal(run.status)) return run; // it finished while we looked
-    // The monitor is gone: stop the command ourselves and record the cancel.
-    if (pgid !== undefined && isGroupAlive(pgid)) {
+    // The supervisor is gone: stop the command ourselves, then record it as any supervisor would.
+    if (typeof pgid === 'number' && isGroupAlive(pgid)) {
       signalGroup(pgid, 'SIGTERM');
       const deadline = Date.now() + graceMs;
       while (isGroupAlive(pgid) && Date.now() < deadline) await sleep(50);
       signalGroup(pgid, 'SIGKILL');
+      while (isGroupAlive(pgid) && Date.now() < deadline + 2000) await sleep(20);
     }
-    run = transition(run, 'cancelled', {
-      endReason: 'cancel',
-      error: { code: 'QWEX_MONITOR_GONE', message: `the run's monitor (pid ${monitorPid}) had died; the exit status was not recorded` },
-    });
-    this.store.save(run, dir);
-    return run;
+    return this.reconcile(dir);
   }
 
   /**
-   * Brings a record up to date with reality when its monitor died without
-   * writing the outcome: the run becomes `lost` once nothing of it is left
-   * running. Cheap when the monitor is alive (two syscalls).
+   * Brings a record up to date with reality when its supervisor died before
+   * writing the outcome: if the command has ended (its exit status is on
+   * disk), the outcome and artifacts are recorded here; if nothing of it is
+   * left and no status was written, it becomes `lost`. Cheap while the
+   * supervisor is alive (two syscalls).
    */
-  reconcile(dir: string): Run {
+  async reconcile(dir: string): Promise<Run> {
     const run = this.store.read(dir);
     if (isTerminal(run.status)) return run;
-    const { monitorPid, monitorStartTime, pgid } = run.backend;
+    const { monitorPid, monitorStartTime } = run.backend;
     if (monitorPid === undefined) {
       const claimedAt = claimTime(dir);
       if (claimedAt === undefined) return run; // queued: not started yet, and that is fine
       if (Date.now() - claimedAt < MONITOR_START_TIMEOUT_MS) return run;
-      return this.markLost(run, dir, `its monitor never started (see ${join(dir, RunFiles.monitorLog)})`);
+      return this.markLost(run, dir, `its supervisor never started (see ${join(dir, RunFiles.monitorLog)})`);
     }
     if (isProcessAlive(monitorPid, monitorStartTime)) return run;
-    const fresh = this.store.read(dir); // it may have finished between the two reads
+    if (run.status === 'pending') return this.markLost(run, dir, `its supervisor (pid ${monitorPid}) died before starting it`);
+    let backend: Backend;
+    try {
+      backend = await createBackend(run.job.backend);
+    } catch {
+      return run;
+    }
+    const started = backend.adopt(run.backend, dir);
+    const exit = started.settled();
+    started.dispose();
+    if (exit === undefined) return run; // still running, unsupervised until someone adopts it
+    if (!this.claimFinalize(dir)) return this.store.read(dir); // someone else is writing the outcome
+    const fresh = this.store.read(dir);
     if (isTerminal(fresh.status)) return fresh;
-    if (pgid !== undefined && isGroupAlive(pgid)) return fresh; // still running, unsupervised
-    return this.markLost(fresh, dir, `its monitor (pid ${monitorPid}) died before the command's outcome was recorded`);
+    return this.finish(fresh, dir, exit, { baseline: readBaseline(dir), stopReason: readStopRequest(dir)?.reason }, () => {});
+  }
+
+  /** Exclusive right to finish a run whose supervisor died; a claim by a dead process is taken over. */
+  private claimFinalize(dir: string): boolean {
+    const path = join(dir, RunFiles.finalizeClaim);
+    const mine = JSON.stringify({ pid: process.pid, startTime: processStartTime(process.pid) });
+    try {
+      writeFileSync(path, mine, { flag: 'wx', mode: 0o600 });
+      return true;
+    } catch (error) {
+      if (errnoCode(error) !== 'EEXIST') throw error;
+    }
+    try {
+      const holder = JSON.parse(readFileSync(path, 'utf8')) as { pid: number; startTime?: string };
+      if (isProcessAlive(holder.pid, holder.startTime)) return false;
+    } catch {
+      // unreadable: its writer died mid-write
+    }
+    writeJsonAtomic(path, JSON.parse(mine));
+    return true;
   }
 
   private markLost(run: Run, dir: string, reason: string): Run {
@@ -330,8 +408,13 @@ export class Runner {
     }
   }
 
+  private saveFinalQuietly(run: Run, dir: string, log: Log): Run {
+    this.saveFinal(run, dir, log);
+    return run;
+  }
+
   /** The last write of a run. On a full disk, captured files make way for the record. */
-  private saveFinal(run: Run, dir: string, log: (event: string, fields?: Record<string, unknown>) => void): void {
+  private saveFinal(run: Run, dir: string, log: Log): void {
     try {
       this.saveQuietly(run, dir, log);
     } catch (error) {
@@ -370,9 +453,9 @@ function trackUsage(pgid: unknown): { stop(): { peakRssBytes: number; cpuSeconds
   };
 }
 
-function outcome(exit: ExitInfo, cancelled: boolean, timedOut: boolean): [RunStatus, EndReason] {
-  if (cancelled) return ['cancelled', 'cancel'];
-  if (timedOut) return ['failed', 'timeout'];
+function outcome(exit: ExitInfo, stopReason: StopRequest['reason'] | undefined): [RunStatus, EndReason] {
+  if (stopReason === 'cancel') return ['cancelled', 'cancel'];
+  if (stopReason === 'timeout') return ['failed', 'timeout'];
   if (exit.error) return ['failed', 'error'];
   if (exit.exitCode === 0) return ['succeeded', 'exit'];
   if (exit.signal !== null) return ['failed', 'signal'];
@@ -411,14 +494,48 @@ function claimTime(dir: string): number | undefined {
   }
 }
 
-export function readCancelRequest(dir: string): CancelRequest | undefined {
+export function readStopRequest(dir: string): StopRequest | undefined {
   const path = join(dir, RunFiles.cancelRequest);
   if (!existsSync(path)) return undefined;
   try {
-    return JSON.parse(readFileSync(path, 'utf8')) as CancelRequest;
+    const request = JSON.parse(readFileSync(path, 'utf8')) as Partial<StopRequest>;
+    return { reason: request.reason === 'timeout' ? 'timeout' : 'cancel', requestedAt: request.requestedAt ?? '', graceMs: request.graceMs ?? 10_000 };
   } catch {
-    return { requestedAt: new Date().toISOString(), graceMs: 10_000 };
+    return { reason: 'cancel', requestedAt: new Date().toISOString(), graceMs: 10_000 };
   }
+}
+
+function writeStopRequest(dir: string, request: Omit<StopRequest, 'requestedAt'>): void {
+  writeJsonAtomic(join(dir, RunFiles.cancelRequest), { ...request, requestedAt: new Date().toISOString() });
+}
+
+function takeBaselineSafely(run: Run): Baseline {
+  try {
+    return takeBaseline({ cwd: run.job.cwd, projectRoot: run.project, settings: run.job.artifacts });
+  } catch {
+    return new Map();
+  }
+}
+
+/** The artifact baseline is saved so that whoever finishes the run (maybe another process) captures only what changed. */
+function writeBaseline(dir: string, baseline: Baseline): void {
+  try {
+    writeJsonAtomic(join(dir, RunFiles.baseline), Object.fromEntries(baseline));
+  } catch {
+    // without it, a late finisher captures every file under the watched directories
+  }
+}
+
+function readBaseline(dir: string): Baseline {
+  try {
+    return new Map(Object.entries(JSON.parse(readFileSync(join(dir, RunFiles.baseline), 'utf8')) as Record<string, string>));
+  } catch {
+    return new Map();
+  }
+}
+
+function optional<K extends string, V>(key: K, value: V | undefined): Partial<Record<K, V>> {
+  return value === undefined ? {} : ({ [key]: value } as Record<K, V>);
 }
 
 function safeUser(): string {

@@ -12,7 +12,7 @@ import type { RunStore } from './run-store.js';
  */
 export interface WaitOptions {
   /** Reads the current record; defaults to reading run.json. */
-  refresh?: (dir: string) => Run;
+  refresh?: (dir: string) => Run | Promise<Run>;
   signal?: AbortSignal;
   /** How often the record is re-read even without a file event. */
   checkMs?: number;
@@ -52,13 +52,25 @@ export class Watcher {
         if (run) resolve(run);
         else reject(error);
       };
-      const check = (): void => {
+      let checking = false;
+      let again = false;
+      const check = async (): Promise<void> => {
         if (settled) return;
+        if (checking) {
+          again = true;
+          return;
+        }
+        checking = true;
         try {
-          const run = refresh(dir);
-          if (isTerminal(run.status)) finish(run);
+          do {
+            again = false;
+            const run = await refresh(dir);
+            if (isTerminal(run.status)) finish(run);
+          } while (again && !settled);
         } catch (error) {
           finish(undefined, error);
+        } finally {
+          checking = false;
         }
       };
       const onAbort = (): void => {
@@ -72,14 +84,14 @@ export class Watcher {
       options.signal?.addEventListener('abort', onAbort);
       try {
         fsWatcher = watch(dir, { persistent: true }, (_event, name) => {
-          if (name === null || name === RunFiles.record) check();
+          if (name === null || name === RunFiles.record || name === RunFiles.exit) void check();
         });
         fsWatcher.on('error', () => {});
       } catch {
         // no watch support: the interval below is enough
       }
-      timer = setInterval(check, options.checkMs ?? 1000);
-      check();
+      timer = setInterval(() => void check(), options.checkMs ?? 1000);
+      void check();
     });
   }
 

@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { newRunId } from '../src/ids.js';
 import type { Run } from '../src/run.js';
 import { RunIndex } from '../src/run-index.js';
-import { ROOT, qwex, qwexJson, sandbox, until, type Sandbox } from './helpers.js';
+import { ROOT, isAlive, qwex, qwexJson, sandbox, until, type Sandbox } from './helpers.js';
 
 let sb: Sandbox;
 beforeEach(() => {
@@ -140,25 +140,29 @@ describe('a run whose monitor died', () => {
     return JSON.parse(readFileSync(join(runDirOf(id), 'run.json'), 'utf8')) as Run;
   }
 
-  it('stays running while its command lives, then becomes lost with the reason', async () => {
+  it('its command goes on, and the exit status its shim wrote is recorded by the next look', async () => {
+    const id = String((await qwex(sb, ['run', '-d', '--', 'sh', '-c', 'sleep 3; echo done; exit 7'])).stdout);
+    const running = await until(() => (record(id).status === 'running' ? record(id) : undefined));
+    process.kill(running.backend.monitorPid!, 'SIGKILL');
+    await until(() => (isAlive(running.backend.monitorPid!) ? undefined : true));
+    expect((await qwexJson<Run>(sb, ['status', id])).status).toBe('running');
+    const w = await qwex(sb, ['wait', id]);
+    expect(w.exitCode).toBe(7);
+    expect(record(id)).toMatchObject({ status: 'failed', exitCode: 7, endReason: 'exit', artifacts: { count: 0 } });
+  });
+
+  it('becomes lost with the reason when its shim was killed too', async () => {
     const id = String((await qwex(sb, ['run', '-d', '--', 'sleep', '30'])).stdout);
     const running = await until(() => (record(id).status === 'running' ? record(id) : undefined));
     process.kill(running.backend.monitorPid!, 'SIGKILL');
-    await until(() => {
-      try {
-        process.kill(running.backend.monitorPid!, 0);
-        return undefined;
-      } catch {
-        return true;
-      }
-    });
-    expect((await qwexJson<Run>(sb, ['status', id])).status).toBe('running');
+    process.kill(running.backend.shimPid as number, 'SIGKILL');
+    expect((await qwexJson<Run>(sb, ['status', id])).status).toBe('running'); // its command still runs
     const waiting = qwex(sb, ['wait', id]);
     process.kill(-running.backend.pgid!, 'SIGKILL');
     expect((await waiting).exitCode).toBe(125);
     const lost = record(id);
     expect(lost).toMatchObject({ status: 'lost', endReason: 'lost', error: { code: 'QWEX_RUN_LOST' } });
-    expect(lost.error!.message).toMatch(/its monitor \(pid \d+\) died before the command's outcome was recorded/);
+    expect(lost.error!.message).toMatch(/its shim \(pid \d+\) was killed before the command ended/);
   });
 
   it('is not fooled by a recycled pid: the process start time must match too', async () => {
@@ -192,7 +196,7 @@ describe('a run whose monitor died', () => {
     expect((await qwexJson<Run>(sb, ['status', fresh.id])).status).toBe('pending');
     const lost = await qwexJson<Run>(sb, ['status', old.id]);
     expect(lost.status).toBe('lost');
-    expect(lost.error!.message).toMatch(/its monitor never started/);
+    expect(lost.error!.message).toMatch(/its supervisor never started/);
   });
 });
 

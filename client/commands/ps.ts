@@ -37,7 +37,7 @@ async function listDirect(ctx: Context, query: Parameters<ReturnType<Context['st
     rows.map(async (row): Promise<ListedRun> => {
       if (isTerminal(row.status)) return row;
       try {
-        const run = ctx.runner.reconcile(row.runDir);
+        const run = await ctx.runner.reconcile(row.runDir);
         const sample = run.status === 'running' && typeof run.backend.pgid === 'number' ? await sampleGroup(run.backend.pgid) : undefined;
         return {
           ...row,

@@ -2,39 +2,52 @@ import type { Job, RunError } from '../run.js';
 
 /** Where a run's output goes and what environment it gets. */
 export interface RunIO {
+  /** The run directory: backends keep their own files there (the local backend's exit file). */
+  dir: string;
   stdoutPath: string;
   stderrPath: string;
   /** The complete environment of the command (inherited, config, job, QWEX_*). */
   env: Record<string, string>;
 }
 
-/** How a command ended. Exactly one of exitCode / signal is set, or error when it never ran. */
+/** How a command ended. Exactly one of exitCode / signal is set, or error when it never ran, or lost. */
 export interface ExitInfo {
   exitCode: number | null;
   signal: string | null;
   /** Set when the command could not be started (not found, not executable); exitCode follows the shell's 127/126. */
   error?: RunError;
+  /** Set when how it ended can no longer be known (its parent process was killed): the reason. */
+  lost?: string;
+  /** When it ended, if the backend knows better than "now" (an exit file's time). */
+  endedAt?: Date;
 }
 
-/** A started command. The backend owns it until `exited` settles. */
+/** A started (or re-found) command. */
 export interface StartedProcess {
   /** False when the command could not be started at all; `exited` has already settled then. */
   spawned: boolean;
-  /** Facts to record in run.json under `backend` (pids, container id...). Never secrets. */
+  /** Facts to record in run.json under `backend` (pids, container id...), enough for `adopt`. Never secrets. */
   details: Record<string, unknown>;
-  /** Settles once the command and its output are finished; never rejects. */
+  /** Settles once the command has ended (or is known to be lost); never rejects. */
   exited: Promise<ExitInfo>;
   /** Signals everything the run started (its process group, its container). Safe after exit. */
   signal(signal: NodeJS.Signals): void;
+  /** How it ended, if that is already known; undefined while it runs. */
+  settled(): ExitInfo | undefined;
+  /** Stops watching (a process that exits without waiting for `exited`); the command is not touched. */
+  dispose(): void;
 }
 
 /**
  * One interface for every place a run can execute. `start` resolves once the
  * command really runs, or with an already-settled `exited` when it could not
  * start. It throws only when the backend itself cannot work (QwexError with
- * code QWEX_BACKEND_UNAVAILABLE, saying why).
+ * code QWEX_BACKEND_UNAVAILABLE, saying why). `adopt` finds a command started
+ * by another process from the details it recorded, so that a run outlives
+ * whoever started it.
  */
 export interface Backend {
   readonly name: string;
   start(job: Job, io: RunIO): Promise<StartedProcess>;
+  adopt(details: Record<string, unknown>, dir: string): StartedProcess;
 }

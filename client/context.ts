@@ -44,6 +44,11 @@ export class Context {
     return this.daemonClient;
   }
 
+  /** Uses a connection made elsewhere (after starting qwexd) as this context's own; it is closed with the context. */
+  adoptDaemon(client: DaemonClient): void {
+    this.daemonClient = Promise.resolve(client);
+  }
+
   resolve(prefix: string): ResolvedRun {
     return this.store.resolve(prefix, this.project);
   }

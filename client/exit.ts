@@ -1,6 +1,5 @@
-import { CommanderError } from 'commander';
 import { ErrorCode, QwexError, toQwexError } from '../src/errors.js';
-import { paint, styleFor } from './render.js';
+import { paint, styleFor } from './style.js';
 
 /**
  * The one place qwex exits, and the one table from error codes to exit
@@ -32,7 +31,8 @@ export function exitCodeFor(error: QwexError): number {
 
 /** Renders an error on stderr (as JSON when the command was asked for --json). Returns its exit code. */
 export function reportError(error: unknown, options: { json: boolean }): number {
-  const qe = error instanceof CommanderError ? new QwexError(ErrorCode.Usage, error.message.replace(/^error: /, '')) : toQwexError(error);
+  const isCommanderError = error instanceof Error && typeof (error as { code?: unknown }).code === 'string' && (error as unknown as { code: string }).code.startsWith('commander.');
+  const qe = isCommanderError ? new QwexError(ErrorCode.Usage, (error as Error).message.replace(/^error: /, '')) : toQwexError(error);
   if (options.json) {
     process.stderr.write(`${JSON.stringify({ error: qe.toJSON() })}\n`);
   } else {

@@ -23,8 +23,10 @@ const SWEEP_MS = 2000;
  */
 export class Supervisor {
   private readonly queue: string[] = [];
-  /** Runs this daemon supervises (started or adopted): they count against the concurrency limit. */
+  /** Runs this daemon supervises (started or adopted), until their record is final. */
   private readonly supervised = new Map<string, Supervision>();
+  /** Those whose command still runs: they count against the concurrency limit. */
+  private readonly running = new Set<string>();
   /** Runs supervised by another process (a direct-mode monitor): watched only, to report their end. */
   private readonly watched = new Map<string, FSWatcher | undefined>();
   private readonly endListeners = new Set<(dir: string, run: Run) => void>();
@@ -42,7 +44,7 @@ export class Supervisor {
   }
 
   counts(): { queued: number; running: number } {
-    return { queued: this.queue.length, running: this.supervised.size };
+    return { queued: this.queue.length, running: this.running.size };
   }
 
   /** Re-finds runs left active by an earlier qwexd (or direct mode), adopts or queues them, and starts the queue. */
@@ -77,7 +79,7 @@ export class Supervisor {
 
   /** Records the jobs as queued runs, in order, and starts what the concurrency limit allows. */
   submit(project: string, jobs: Job[], env: Record<string, string>): Run[] {
-    const created = jobs.map((job) => this.runner.create(job, project, { supervisor: 'qwexd', baseEnv: env }));
+    const created = this.runner.createMany(jobs, project, { supervisor: 'qwexd', baseEnv: env });
     for (const { dir } of created) this.queue.push(dir);
     this.options.log.info('submitted', { count: created.length, first: created[0]?.run.id });
     this.pump();
@@ -164,13 +166,14 @@ export class Supervisor {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     for (const supervision of this.supervised.values()) supervision.dispose();
     this.supervised.clear();
+    this.running.clear();
     for (const watcher of this.watched.values()) watcher?.close();
     this.watched.clear();
     this.queue.length = 0;
   }
 
   private pump(): void {
-    while (!this.closed && this.supervised.size < this.options.concurrency && this.queue.length > 0) {
+    while (!this.closed && this.running.size < this.options.concurrency && this.queue.length > 0) {
       const dir = this.queue.shift()!;
       if (!this.runner.claim(dir, 'launch')) continue; // cancelled (claimed by the cancel) before its turn
       this.supervise(dir, false);
@@ -180,11 +183,18 @@ export class Supervisor {
   private supervise(dir: string, adopt: boolean): void {
     const supervision = this.runner.supervise(dir, (event, fields) => this.options.log.info(`run-${event}`, { dir, ...fields }), { adopt });
     this.supervised.set(dir, supervision);
+    this.running.add(dir);
+    // The next queued run may start as soon as this command has exited; its record is finished meanwhile.
+    void supervision.commandEnded.then(() => {
+      this.running.delete(dir);
+      this.pump();
+    });
     supervision.done.then(
       (run) => this.ended(dir, run),
       async (error: unknown) => {
         this.options.log.error('supervise-failed', { dir, message: (error as Error).message });
         this.supervised.delete(dir);
+        this.running.delete(dir);
         this.watch(dir);
         this.pump();
       },

@@ -91,7 +91,8 @@ export async function captureArtifacts(
   }
   manifest.capturedAt = new Date().toISOString();
   try {
-    writeJsonAtomic(ctx.manifestPath, manifest);
+    // Its directory entry is flushed with the final run.json, written next in the same directory.
+    writeJsonAtomic(ctx.manifestPath, manifest, 'file');
   } catch (error) {
     manifest.error ??= `cannot write artifacts.json: ${(error as Error).message}`;
   }

@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { DaemonClient } from './daemon-client.js';
+import { installPath } from './install-paths.js';
 import { ErrorCode, QwexError } from './errors.js';
 import { daemonLogPath, socketPath } from './paths.js';
 import { Method } from './protocol.js';
@@ -13,10 +13,8 @@ export const DAEMON_START_TIMEOUT_MS = 10_000;
 export const DAEMON_STOP_TIMEOUT_MS = 10_000;
 
 export function qwexdScript(): string {
-  for (const rel of ['../daemon/qwexd.js', '../dist/daemon/qwexd.js']) {
-    const path = fileURLToPath(new URL(rel, import.meta.url));
-    if (existsSync(path)) return path;
-  }
+  const path = installPath('dist', 'daemon', 'qwexd.js');
+  if (existsSync(path)) return path;
   throw new QwexError(ErrorCode.Internal, 'qwexd (daemon/qwexd.js) is missing from this installation', { hint: 'run `npm run build`, or reinstall qwex' });
 }
 

@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ErrorCode, QwexError } from './errors.js';
+import { installPath } from './install-paths.js';
 import { RunFiles } from './paths.js';
 
 /**
@@ -31,11 +31,8 @@ export function launchMonitor(runDir: string): void {
 
 function monitorScript(): string {
   if (process.env.QWEX_MONITOR_SCRIPT) return process.env.QWEX_MONITOR_SCRIPT;
-  // From dist/src/ the monitor is dist/daemon/; from the TypeScript sources (tests) it is the built copy.
-  for (const rel of ['../daemon/monitor.js', '../dist/daemon/monitor.js']) {
-    const path = fileURLToPath(new URL(rel, import.meta.url));
-    if (existsSync(path)) return path;
-  }
+  const path = installPath('dist', 'daemon', 'monitor.js');
+  if (existsSync(path)) return path;
   throw new QwexError(ErrorCode.Internal, 'the run monitor (daemon/monitor.js) is missing from this installation', {
     hint: 'run `npm run build`, or reinstall qwex',
   });

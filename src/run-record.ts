@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, QwexError, errnoCode } from './errors.js';
-import { writeJsonAtomic } from './fs-atomic.js';
+import { writeJsonAtomic, type Durability } from './fs-atomic.js';
 import { RunFiles } from './paths.js';
 import { RUN_STATUSES, type Run } from './run.js';
 import { isRunId } from './ids.js';
@@ -44,6 +44,6 @@ function checkRun(value: unknown, path: string): Run {
   return run as Run;
 }
 
-export function writeRunRecord(dir: string, run: Run): void {
-  writeJsonAtomic(join(dir, RunFiles.record), run);
+export function writeRunRecord(dir: string, run: Run, durability: Durability = 'full'): void {
+  writeJsonAtomic(join(dir, RunFiles.record), run, durability);
 }

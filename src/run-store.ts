@@ -6,6 +6,7 @@ import { indexPath, runDir as runDirOf, runsDir } from './paths.js';
 import type { Run } from './run.js';
 import { RunIndex } from './run-index.js';
 import { readRunRecord, writeRunRecord } from './run-record.js';
+import { writeFileAtomic, type Durability } from './fs-atomic.js';
 
 export interface ResolvedRun {
   id: string;
@@ -33,24 +34,43 @@ export class RunStore {
 
   /** Creates the run directory (0700) and its first record. */
   create(run: Run): string {
-    const dir = runDirOf(run.project, run.id);
-    try {
-      mkdirSync(runsDir(run.project), { recursive: true });
-      mkdirSync(dir, { mode: 0o700 });
-      writeRunRecord(dir, run);
-    } catch (error) {
-      throw new QwexError(ErrorCode.StateUnwritable, `cannot create the run directory ${dir}: ${(error as Error).message}`, {
-        hint: errnoCode(error) === 'ENOSPC' ? 'free some disk space' : `check that ${join(run.project, '.qwex')} is writable`,
-        cause: error,
-      });
-    }
-    this.indexRun(run, dir);
-    return dir;
+    return this.createMany([run])[0]!;
   }
 
-  /** Writes run.json atomically, then the index. An index failure is thrown after the record is safe. */
-  save(run: Run, dir: string): void {
-    writeRunRecord(dir, run);
+  /**
+   * Creates run directories and first records, then indexes them all in one
+   * transaction (a batch of a thousand runs costs one index write). An index
+   * failure is thrown after every record is on disk.
+   */
+  createMany(runs: readonly Run[], extra: { name: string; content: string }[] = []): string[] {
+    const created: { run: Run; runDir: string }[] = [];
+    for (const run of runs) {
+      const dir = runDirOf(run.project, run.id);
+      try {
+        if (created.length === 0 || created[created.length - 1]!.run.project !== run.project) mkdirSync(runsDir(run.project), { recursive: true });
+        mkdirSync(dir, { mode: 0o700 });
+        // Extra files first: the record's directory flush makes their entries durable too.
+        for (const file of extra) writeFileAtomic(join(dir, file.name), file.content, 0o600, 'file');
+        writeRunRecord(dir, run, 'full');
+      } catch (error) {
+        throw new QwexError(ErrorCode.StateUnwritable, `cannot create the run directory ${dir}: ${(error as Error).message}`, {
+          hint: errnoCode(error) === 'ENOSPC' ? 'free some disk space' : `check that ${join(run.project, '.qwex')} is writable`,
+          cause: error,
+        });
+      }
+      created.push({ run, runDir: dir });
+    }
+    this.runIndex().upsertMany(created);
+    return created.map((c) => c.runDir);
+  }
+
+  /**
+   * Writes run.json atomically, then the index. An index failure is thrown
+   * after the record is safe. `none` durability is for intermediate states
+   * (a power loss may roll them back; reconcile copes).
+   */
+  save(run: Run, dir: string, durability: Durability = 'full'): void {
+    writeRunRecord(dir, run, durability);
     this.indexRun(run, dir);
   }
 

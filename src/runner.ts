@@ -5,7 +5,7 @@ import { captureArtifacts, summarize, takeBaseline, type Baseline } from './arti
 import { createBackend } from './backends/index.js';
 import type { Backend, ExitInfo, StartedProcess } from './backends/types.js';
 import { ErrorCode, QwexError, errnoCode } from './errors.js';
-import { writeJsonAtomic } from './fs-atomic.js';
+import { writeJsonAtomic, type Durability } from './fs-atomic.js';
 import { newRunId } from './ids.js';
 import { RunFiles, runDir as runDirOf } from './paths.js';
 import { isGroupAlive, isProcessAlive, processStartTime, signalGroup } from './process-info.js';
@@ -43,6 +43,8 @@ export type MonitorLauncher = (runDir: string) => void;
 export interface Supervision {
   /** Settles with the final record once the run ended and was recorded. */
   done: Promise<Run>;
+  /** Settles once the command is no longer running (before artifacts and the record are written), or it never ran. */
+  commandEnded: Promise<void>;
   /** Asks for cancellation (reads the grace period from the cancel request, if any). */
   cancel(): void;
   /** Passes a signal on to the command (the monitor itself was signalled). */
@@ -69,30 +71,43 @@ export class Runner {
    * that start later in another process (qwexd's queue).
    */
   create(job: Job, project: string, options: { supervisor: 'direct' | 'qwexd'; baseEnv?: Record<string, string> }): { run: Run; dir: string } {
-    const run: Run = {
+    return this.createMany([job], project, options)[0]!;
+  }
+
+  /** Records many pending runs at once, in order (ids ascend), indexed in one transaction. */
+  createMany(
+    jobs: readonly Job[],
+    project: string,
+    options: { supervisor: 'direct' | 'qwexd'; baseEnv?: Record<string, string> },
+  ): { run: Run; dir: string }[] {
+    const metadata = { host: hostname(), user: safeUser(), qwexVersion: VERSION };
+    const createdAt = new Date().toISOString();
+    const runs: Run[] = jobs.map((job) => ({
       version: 1,
       id: newRunId(),
       project,
       job,
       status: 'pending',
-      createdAt: new Date().toISOString(),
+      createdAt,
       exitCode: null,
       signal: null,
       backend: { name: job.backend },
       supervisor: options.supervisor,
-      metadata: { host: hostname(), user: safeUser(), qwexVersion: VERSION },
-    };
-    let dir: string;
+      metadata,
+    }));
+    const env = options.baseEnv === undefined ? [] : [{ name: RunFiles.env, content: `${JSON.stringify(options.baseEnv)}\n` }];
+    let dirs: string[];
     try {
-      dir = this.store.create(run);
+      dirs = this.store.createMany(runs, env);
     } catch (error) {
-      // The record is on disk once create got past writing it; an index failure must not stop the run.
+      // The records are on disk once createMany got past writing them; an index failure must not stop the runs.
       if (!(error instanceof QwexError) || error.code !== ErrorCode.IndexError) throw error;
-      dir = runDirOf(project, run.id);
+      dirs = runs.map((run) => runDirOf(project, run.id));
     }
-    for (const name of [RunFiles.stdout, RunFiles.stderr]) writeFileSync(join(dir, name), '', { flag: 'a', mode: 0o600 });
-    if (options.baseEnv) writeJsonAtomic(join(dir, RunFiles.env), options.baseEnv);
-    return { run, dir };
+    for (const dir of dirs) {
+      for (const name of [RunFiles.stdout, RunFiles.stderr]) writeFileSync(join(dir, name), '', { flag: 'a', mode: 0o600 });
+    }
+    return runs.map((run, i) => ({ run, dir: dirs[i]! }));
   }
 
   /**
@@ -121,7 +136,7 @@ export class Runner {
         endReason: 'error',
         error: { code: ErrorCode.Internal, message: `cannot start the run's monitor: ${(error as Error).message}` },
       });
-      this.saveQuietly(failed, dir);
+      this.saveQuietly(failed, dir, undefined, 'full');
       return failed;
     }
   }
@@ -139,6 +154,8 @@ export class Runner {
     let timeoutTimer: NodeJS.Timeout | undefined;
     let usage: ReturnType<typeof trackUsage> | undefined;
     let grace = 10_000;
+    let commandEnded!: () => void;
+    const ended = new Promise<void>((resolve) => (commandEnded = resolve));
 
     const stop = (reason: StopRequest['reason'], graceMs: number): void => {
       stopReason ??= reason;
@@ -224,6 +241,7 @@ export class Runner {
 
       usage = trackUsage(started.details.pgid);
       const exit = await started.exited;
+      commandEnded();
       const resources = usage.stop();
       if (timeoutTimer) clearTimeout(timeoutTimer);
       if (killTimer) clearTimeout(killTimer);
@@ -233,8 +251,10 @@ export class Runner {
       return this.finish(run, dir, exit, { baseline, stopReason, ...(resources ? { resources } : {}) }, log);
     })();
 
+    const settledDone = done.finally(() => commandEnded());
     return {
-      done,
+      done: settledDone,
+      commandEnded: ended,
       cancel,
       forward: (signal) => started?.signal(signal),
       dispose: () => {
@@ -396,9 +416,9 @@ export class Runner {
   }
 
   /** Saves, reporting an index failure without failing: run.json is already safe. */
-  private saveQuietly(run: Run, dir: string, log?: (event: string, fields?: Record<string, unknown>) => void): void {
+  private saveQuietly(run: Run, dir: string, log?: Log, durability: Durability = 'none'): void {
     try {
-      this.store.save(run, dir);
+      this.store.save(run, dir, durability);
     } catch (error) {
       if (error instanceof QwexError && error.code === ErrorCode.IndexError) {
         log?.('index-error', { message: error.message });
@@ -416,13 +436,13 @@ export class Runner {
   /** The last write of a run. On a full disk, captured files make way for the record. */
   private saveFinal(run: Run, dir: string, log: Log): void {
     try {
-      this.saveQuietly(run, dir, log);
+      this.saveQuietly(run, dir, log, 'full');
     } catch (error) {
       if (errnoCode(error) !== 'ENOSPC') throw error;
       log('enospc', { message: 'removing captured files to record the outcome' });
       rmSync(join(dir, RunFiles.files), { recursive: true, force: true });
       const artifacts = { count: 0, bytes: 0, skipped: run.artifacts?.skipped ?? 0, error: 'no space left on device: captured files were removed to record the run' };
-      this.saveQuietly({ ...run, artifacts }, dir, log);
+      this.saveQuietly({ ...run, artifacts }, dir, log, 'full');
     }
   }
 }
@@ -442,11 +462,14 @@ function trackUsage(pgid: unknown): { stop(): { peakRssBytes: number; cpuSeconds
       () => {},
     );
   };
-  sample();
+  // The first sample waits a little: most of a very short run's cost would be the sampling itself.
+  const first = setTimeout(sample, 200);
+  first.unref();
   const timer = setInterval(sample, 1000);
   timer.unref();
   return {
     stop: () => {
+      clearTimeout(first);
       clearInterval(timer);
       return peakRssBytes > 0 ? { peakRssBytes, cpuSeconds: Math.round(cpuSeconds * 100) / 100 } : undefined;
     },
@@ -506,7 +529,7 @@ export function readStopRequest(dir: string): StopRequest | undefined {
 }
 
 function writeStopRequest(dir: string, request: Omit<StopRequest, 'requestedAt'>): void {
-  writeJsonAtomic(join(dir, RunFiles.cancelRequest), { ...request, requestedAt: new Date().toISOString() });
+  writeJsonAtomic(join(dir, RunFiles.cancelRequest), { ...request, requestedAt: new Date().toISOString() }, 'file');
 }
 
 function takeBaselineSafely(run: Run): Baseline {
@@ -520,7 +543,8 @@ function takeBaselineSafely(run: Run): Baseline {
 /** The artifact baseline is saved so that whoever finishes the run (maybe another process) captures only what changed. */
 function writeBaseline(dir: string, baseline: Baseline): void {
   try {
-    writeJsonAtomic(join(dir, RunFiles.baseline), Object.fromEntries(baseline));
+    if (baseline.size === 0 && !existsSync(join(dir, RunFiles.baseline))) return; // absent means empty
+    writeJsonAtomic(join(dir, RunFiles.baseline), Object.fromEntries(baseline), 'none');
   } catch {
     // without it, a late finisher captures every file under the watched directories
   }

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { installPath } from './install-paths.js';
 
 /**
  * Renders the user-service definitions that start qwexd at login, from the
@@ -31,14 +31,7 @@ export function serviceEnv(env: NodeJS.ProcessEnv = process.env): Record<string,
 }
 
 function template(rel: string): string {
-  for (const base of ['../', '../../']) {
-    try {
-      return readFileSync(fileURLToPath(new URL(`${base}${rel}`, import.meta.url)), 'utf8');
-    } catch {
-      // try the next level (sources vs dist/)
-    }
-  }
-  throw new Error(`template ${rel} is missing from this installation`);
+  return readFileSync(installPath(rel), 'utf8');
 }
 
 /**

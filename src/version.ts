@@ -1,16 +1,13 @@
 import { readFileSync } from 'node:fs';
+import { installPath } from './install-paths.js';
 
-/** qwex's version, from its package.json (found from the sources and from dist/ alike). */
+/** qwex's version, from its package.json. */
 export const VERSION: string = readVersion();
 
 function readVersion(): string {
-  for (const rel of ['../package.json', '../../package.json']) {
-    try {
-      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string; version?: string };
-      if (pkg.name === 'qwex' && typeof pkg.version === 'string') return pkg.version;
-    } catch {
-      // not at this level; try the next
-    }
+  try {
+    return (JSON.parse(readFileSync(installPath('package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return '0.0.0-unknown';
   }
-  return '0.0.0-unknown';
 }

@@ -15,11 +15,11 @@ interface LogsOptions {
 
 /** `qwex logs`: what was written so far; with -f, follows to the end like `qwex attach` without the summary line. */
 export default async function logs(ctx: Context, prefix: string, options: LogsOptions): Promise<number> {
-  const { id, dir } = ctx.resolve(prefix);
+  const { dir } = ctx.resolve(prefix);
   const both = !options.stdout && !options.stderr;
   const toOut = both || options.stdout ? writer(process.stdout) : async (): Promise<void> => {};
   const toErr = both || options.stderr ? writer(process.stderr) : async (): Promise<void> => {};
-  if (options.follow) return follow(ctx, id, dir, toOut, toErr, false);
+  if (options.follow) return follow(ctx, dir, toOut, toErr, false);
   ctx.watcher.read(dir); // a clear error when the record is missing or torn
   if (both || options.stdout) await new LogFollower(join(dir, RunFiles.stdout), { onData: toOut }).finish();
   if (both || options.stderr) await new LogFollower(join(dir, RunFiles.stderr), { onData: toErr }).finish();
@@ -32,7 +32,6 @@ export default async function logs(ctx: Context, prefix: string, options: LogsOp
  */
 export async function follow(
   ctx: Context,
-  id: string,
   dir: string,
   onStdout: (chunk: Buffer) => Promise<void>,
   onStderr: (chunk: Buffer) => Promise<void>,
@@ -42,7 +41,7 @@ export async function follow(
   const onInterrupt = (): void => detach.abort();
   process.on('SIGINT', onInterrupt);
   try {
-    const run = await attach(ctx, dir, id, { onStdout, onStderr, signal: detach.signal });
+    const run = await attach(ctx, dir, { onStdout, onStderr, signal: detach.signal });
     if (detach.signal.aborted && !isTerminal(run.status)) {
       if (summary) process.stderr.write(`detached; run ${run.id} is still ${run.status}\n`);
       return 130;

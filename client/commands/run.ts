@@ -1,9 +1,8 @@
-import { commandSpec } from '../../src/command.js';
 import { loadConfig } from '../../src/config.js';
-import { isBackendName, BACKEND_NAMES } from '../../src/backends/names.js';
-import { ErrorCode, QwexError } from '../../src/errors.js';
-import { exitCodeOf, isTerminal, type Job, type Run } from '../../src/run.js';
+import { buildJob } from '../../src/job.js';
+import { exitCodeOf, isTerminal, type Run } from '../../src/run.js';
 import { runDir } from '../../src/paths.js';
+import { submitterEnv } from '../../src/sdk.js';
 import { Method } from '../../src/protocol.js';
 import { attach } from '../attach.js';
 import type { Context } from '../context.js';
@@ -26,25 +25,21 @@ interface RunOptions {
 
 export default async function run(ctx: Context, args: string[], options: RunOptions): Promise<number> {
   const { config } = loadConfig(ctx.project);
-  const backend = options.backend ?? config.backend;
-  if (!isBackendName(backend)) {
-    throw new QwexError(ErrorCode.BackendUnavailable, `backend "${backend}" is not available in this version of qwex`, {
-      hint: `available backends: ${BACKEND_NAMES.join(', ')}`,
-    });
-  }
-  const spec = commandSpec(args, { shell: options.shell === true });
   const timeoutMs = options.timeout === undefined ? undefined : parseDuration(options.timeout, '--timeout');
-  const job: Job = {
-    ...spec,
-    cwd: ctx.cwd,
-    env: { ...config.env, ...parseEnv(options.env) },
-    backend,
-    backendOptions: config.backends[backend] ?? {},
-    artifacts: { ...config.artifacts, ...(options.watch === undefined ? {} : { watch: parseWatch(options.watch) }) },
-    killGraceMs: options.grace === undefined ? config.killGraceSeconds * 1000 : parseDuration(options.grace, '--grace'),
-    ...(timeoutMs === undefined ? {} : { timeoutMs }),
-    ...(options.name === undefined ? {} : { name: options.name }),
-  };
+  const job = buildJob(
+    {
+      command: args,
+      shell: options.shell === true,
+      env: parseEnv(options.env),
+      ...(options.backend === undefined ? {} : { backend: options.backend }),
+      ...(options.watch === undefined ? {} : { watch: parseWatch(options.watch) }),
+      ...(options.grace === undefined ? {} : { killGraceMs: parseDuration(options.grace, '--grace') }),
+      ...(timeoutMs === undefined ? {} : { timeoutMs }),
+      ...(options.name === undefined ? {} : { name: options.name }),
+    },
+    config,
+    ctx.cwd,
+  );
 
   const daemon = await ctx.daemon();
   let submitted: Run;
@@ -84,7 +79,7 @@ export default async function run(ctx: Context, args: string[], options: RunOpti
   };
   process.on('SIGINT', onInterrupt);
   try {
-    const final = await attach(ctx, dir, submitted.id, {
+    const final = await attach(ctx, dir, {
       onStdout: writer(process.stdout),
       onStderr: writer(process.stderr),
       signal: detach.signal,
@@ -100,9 +95,3 @@ export default async function run(ctx: Context, args: string[], options: RunOpti
   }
 }
 
-/** The environment a run starts from when qwexd starts it: this shell's. */
-function submitterEnv(): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [name, value] of Object.entries(process.env)) if (value !== undefined) env[name] = value;
-  return env;
-}

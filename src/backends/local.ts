@@ -3,9 +3,8 @@ import { closeSync, existsSync, openSync, readFileSync, statSync, watch, type FS
 import { once } from 'node:events';
 import { constants } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { execa } from 'execa';
 import { executable } from '../command.js';
+import { installPath } from '../install-paths.js';
 import { RunFiles } from '../paths.js';
 import { isGroupAlive, isProcessAlive, processStartTime, signalGroup } from '../process-info.js';
 import type { Job } from '../run.js';
@@ -111,6 +110,8 @@ async function startWithShim(perl: string, file: string, args: string[], job: Jo
 
 /** Without perl: the command is our own child; nobody else can learn its exit status. */
 async function startDirectly(file: string, args: string[], job: Job, io: RunIO, stdoutFd: number, stderrFd: number): Promise<StartedProcess> {
+  // Loaded only here: qwexd and monitors with perl never need it, and it is the largest module qwex loads.
+  const { execa } = await import('execa');
   const subprocess = execa(file, args, {
     cwd: job.cwd,
     env: io.env,
@@ -280,9 +281,7 @@ export function findPerl(): string | null {
 }
 
 function shimScript(): string {
-  for (const rel of ['../../libexec/qwex-shim.pl', '../../../libexec/qwex-shim.pl']) {
-    const path = fileURLToPath(new URL(rel, import.meta.url));
-    if (existsSync(path)) return path;
-  }
-  throw new Error('libexec/qwex-shim.pl is missing from this installation');
+  const path = installPath('libexec', 'qwex-shim.pl');
+  if (existsSync(path)) return path;
+  throw new Error(`${path} is missing from this installation`);
 }

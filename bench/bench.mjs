@@ -1,0 +1,355 @@
+#!/usr/bin/env node
+// qwex's benchmark: every comparison side by side in one run, A B A B
+// interleaved, medians, and the ratio to a peer measured in the same run.
+// It installs nothing; missing peers are named with how to install them.
+//
+//   npm run bench                 # the full run (a few minutes)
+//   node bench/bench.mjs --smoke  # tiny counts: checks that it works (used by the tests)
+//
+// Writes bench/results/<date>-<host>.md and .json (or --out DIR).
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { cpus, hostname, tmpdir, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
+const CLI = join(ROOT, 'dist', 'client', 'cli.js');
+const FLOOD = join(ROOT, 'test', 'fixtures', 'flood.mjs');
+const args = process.argv.slice(2);
+const smoke = args.includes('--smoke');
+const outDir = args.includes('--out') ? resolve(args[args.indexOf('--out') + 1]) : join(ROOT, 'bench', 'results');
+const only = args.includes('--only') ? new Set(args[args.indexOf('--only') + 1].split(',')) : undefined;
+
+const N = smoke
+  ? { startupReps: 3, jobs: 10, jobReps: 1, drain: 20, drainReps: 1, latencyLines: 20, throughputBytes: 8e6, active: 4, sampleMs: 1000 }
+  : { startupReps: 15, jobs: 200, jobReps: 3, drain: 1000, drainReps: 2, latencyLines: 200, throughputBytes: 1e9, active: 100, sampleMs: 5000 };
+
+if (!existsSync(CLI)) {
+  console.error('bench: dist/ is missing; run `npm run build` first');
+  process.exit(2);
+}
+
+const base = mkdtempSync(join(tmpdir(), 'qwex-bench-'));
+const project = join(base, 'project');
+mkdirSync(project, { recursive: true });
+const env = {
+  ...process.env,
+  QWEX_STATE_DIR: join(base, 'state'),
+  QWEX_RUNTIME_DIR: join(base, 'run'),
+  NO_COLOR: '1',
+  TS_SOCKET: join(base, 'tsp.sock'),
+  TMPDIR: join(base, 'tsp-tmp'),
+  NQDIR: join(base, 'nq'),
+};
+delete env.QWEX_NO_DAEMON;
+mkdirSync(env.TMPDIR, { recursive: true });
+
+const have = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+const peers = { tsp: have('tsp'), nq: have('nq') };
+const missing = Object.entries(peers).filter(([, ok]) => !ok).map(([name]) => name);
+if (missing.length) console.error(`bench: peers missing: ${missing.join(', ')} (apt-get install task-spooler nq hyperfine); their comparisons are skipped`);
+
+const sections = [];
+const goals = [];
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+function percentile(xs, p) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
+}
+function sh(script, extraEnv = {}) {
+  const r = spawnSync('sh', ['-c', script], { cwd: project, env: { ...env, ...extraEnv }, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  if (r.status !== 0) throw new Error(`bench: \`${script.slice(0, 120)}\` exited ${r.status}: ${r.stderr}`);
+  return r.stdout;
+}
+function timed(fn) {
+  const t = process.hrtime.bigint();
+  fn();
+  return Number(process.hrtime.bigint() - t) / 1e6;
+}
+const qwex = (a) => `node ${JSON.stringify(CLI)} ${a}`;
+function daemon(start, concurrency, extraEnv = {}) {
+  sh(`${qwex('daemon stop')} >/dev/null 2>&1 || true`);
+  if (start) sh(`${qwex(`daemon start --concurrency ${concurrency}`)} >/dev/null 2>&1`, extraEnv);
+}
+function daemonPid() {
+  return Number(readFileSync(join(env.QWEX_RUNTIME_DIR, 'qwexd.pid'), 'utf8'));
+}
+/** Runs each variant `reps` times, interleaved (A B A B ...), and returns medians in ms. */
+function interleave(variants, reps) {
+  const times = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
+  for (let r = 0; r < reps; r++) for (const [name, fn] of Object.entries(variants)) times[name].push(fn());
+  return Object.fromEntries(Object.entries(times).map(([k, v]) => [k, { median: median(v), runs: v }]));
+}
+function fmt(ms) {
+  return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`;
+}
+function goal(measure, goalText, value, ok) {
+  goals.push({ measure, goal: goalText, value, met: ok });
+}
+const want = (name) => !only || only.has(name);
+
+// 1. CLI start-up
+if (want('startup')) {
+  daemon(false);
+  const bigState = join(base, 'state-100k');
+  // 100,000 runs in the index of another state directory, over three projects.
+  const { RunIndex } = await import(join(ROOT, 'dist', 'src', 'run-index.js'));
+  const { newRunId } = await import(join(ROOT, 'dist', 'src', 'ids.js'));
+  const index = RunIndex.open(join(bigState, 'index.db'));
+  const now = new Date().toISOString();
+  const rows = [];
+  for (let i = 0; i < 100_000; i++) {
+    const p = i % 3 === 0 ? project : `/elsewhere/p${i % 3}`;
+    const id = newRunId();
+    rows.push({
+      runDir: join(p, '.qwex', 'runs', id),
+      run: { version: 1, id, project: p, job: { command: ['true'], shell: false }, status: 'succeeded', createdAt: now, startedAt: now, finishedAt: now, exitCode: 0, signal: null, backend: { name: 'local' } },
+    });
+  }
+  index.upsertMany(rows);
+  index.close();
+  const run = (cmd, e = {}) => () => timed(() => sh(`${cmd} >/dev/null`, e));
+  const res = interleave(
+    {
+      'node -e 0': run('node -e 0'),
+      'qwex --version': run(qwex('--version')),
+      'qwex ps (empty)': run(qwex('ps -n 20')),
+      'qwex ps (100k runs)': run(qwex('ps -n 20'), { QWEX_STATE_DIR: bigState }),
+    },
+    N.startupReps,
+  );
+  const baseMs = res['node -e 0'].median;
+  sections.push({
+    name: 'CLI start-up',
+    unit: 'ms (median wall time)',
+    rows: Object.entries(res).map(([k, v]) => ({ variant: k, value: v.median, ratio: v.median / baseMs, peer: 'node -e 0' })),
+  });
+  for (const k of ['qwex --version', 'qwex ps (100k runs)']) {
+    goal(`${k} vs node -e 0`, '≤ 1.3×', `${(res[k].median / baseMs).toFixed(2)}×`, res[k].median / baseMs <= 1.3);
+  }
+  sections.nodeMs = baseMs;
+}
+
+// 2. N jobs of `true`, submitted and waited for
+if (want('jobs')) {
+  const n = N.jobs;
+  const jobsFile = join(base, 'jobs.txt');
+  writeFileSync(jobsFile, 'true\n'.repeat(n));
+  const concurrency = cpus().length;
+  const batch = (extraEnv) => () => {
+    daemon(true, concurrency, extraEnv);
+    return timed(() => sh(`${qwex(`submit ${jobsFile}`)} > ids && ${qwex('wait $(cat ids)')}`));
+  };
+  const variants = {
+    'qwex submit (batch) + wait': batch({}),
+    'qwex submit (batch) + wait, QWEX_FSYNC=0': batch({ QWEX_FSYNC: '0' }),
+    'qwex run -d (one process each) + wait': () => {
+      daemon(true, concurrency);
+      return timed(() => sh(`: > ids; i=0; while [ $i -lt ${n} ]; do ${qwex('run -d true')} >> ids; i=$((i+1)); done; ${qwex('wait $(cat ids)')}`));
+    },
+  };
+  if (peers.tsp) variants[`tsp (${'1 slot, its default'})`] = () => timed(() => sh(`i=0; while [ $i -lt ${n} ]; do tsp true >/dev/null; i=$((i+1)); done; tsp -w; tsp -K`));
+  if (peers.nq) variants['nq'] = () => timed(() => sh(`rm -rf "$NQDIR"; i=0; while [ $i -lt ${n} ]; do nq -q true; i=$((i+1)); done; nq -w`));
+  const res = interleave(variants, N.jobReps);
+  daemon(false);
+  const peer = peers.tsp ? res[Object.keys(res).find((k) => k.startsWith('tsp'))].median : NaN;
+  const nodeN = (sections.nodeMs ?? NaN) * n;
+  const rows = Object.entries(res).map(([k, v]) => ({ variant: k, value: v.median, ratio: v.median / peer, peer: 'tsp' }));
+  rows.push({ variant: `${n} × node -e 0 (reference)`, value: nodeN, ratio: nodeN / peer, peer: 'tsp' });
+  sections.push({ name: `${n} jobs of \`true\`, submitted and waited for (qwexd concurrency ${concurrency})`, unit: 'ms (median)', rows });
+  const batchMs = res['qwex submit (batch) + wait'].median;
+  goal(`${n} jobs, batch submit + wait vs tsp`, '< 1.0×', `${(batchMs / peer).toFixed(2)}×`, batchMs / peer < 1);
+  const perProcess = res['qwex run -d (one process each) + wait'].median;
+  goal(`${n} jobs, one CLI process each vs ${n} × node -e 0`, '≤ 1.3×', `${(perProcess / nodeN).toFixed(2)}×`, perProcess / nodeN <= 1.3);
+}
+
+// 3. queued jobs drained with concurrency 2
+if (want('drain')) {
+  const n = N.drain;
+  const jobsFile = join(base, 'drain.txt');
+  writeFileSync(jobsFile, 'true\n'.repeat(n));
+  const variants = {
+    'qwexd (concurrency 2)': () => {
+      daemon(true, 2);
+      const ms = timed(() => sh(`${qwex(`submit ${jobsFile}`)} > ids && ${qwex('wait $(cat ids)')}`));
+      daemon(false);
+      return ms;
+    },
+    'qwexd (concurrency 2), QWEX_FSYNC=0': () => {
+      daemon(true, 2, { QWEX_FSYNC: '0' });
+      const ms = timed(() => sh(`${qwex(`submit ${jobsFile}`)} > ids && ${qwex('wait $(cat ids)')}`));
+      daemon(false);
+      return ms;
+    },
+  };
+  if (peers.tsp) {
+    variants['tsp -S 2'] = () =>
+      timed(() =>
+        sh(`tsp -S 2; i=0; while [ $i -lt ${n} ]; do tsp true >/dev/null; i=$((i+1)); done; while tsp | grep -Eq ' (running|queued) '; do sleep 0.01; done; tsp -K`),
+      );
+  }
+  const res = interleave(variants, N.drainReps);
+  const rows = Object.entries(res).map(([k, v]) => ({ variant: k, value: (n / v.median) * 1000, ratio: peers.tsp ? res['tsp -S 2'].median / v.median : NaN, peer: 'tsp -S 2' }));
+  sections.push({ name: `${n} queued jobs of \`true\`, enqueued and drained`, unit: 'jobs per second (higher is better; ratio = qwex/peer throughput)', rows });
+  if (peers.tsp) {
+    const r = res['tsp -S 2'].median / res['qwexd (concurrency 2)'].median;
+    goal(`${n} jobs drained, concurrency 2 vs tsp -S 2`, '≥ 1.0× its jobs/s', `${r.toFixed(2)}×`, r >= 1);
+  }
+}
+
+// 4. log follow latency and throughput
+if (want('attach')) {
+  daemon(true, 4);
+  const lines = N.latencyLines;
+  const script = `let i=0;const t=setInterval(()=>{console.log(String(performance.timeOrigin+performance.now()));if(++i>=${lines})clearInterval(t)},10)`;
+  const id = sh(qwex(`run -d -- node -e ${JSON.stringify(script).replace(/\$/g, '\\$')}`)).trim();
+  const latencies = await new Promise((resolveLatency, reject) => {
+    const child = spawn('node', [CLI, 'attach', id], { cwd: project, env, stdio: ['ignore', 'pipe', 'ignore'] });
+    const seen = [];
+    let buf = '';
+    child.stdout.on('data', (chunk) => {
+      const now = performance.timeOrigin + performance.now();
+      buf += chunk;
+      let nl;
+      while ((nl = buf.indexOf('\n')) !== -1) {
+        const stamp = Number(buf.slice(0, nl));
+        buf = buf.slice(nl + 1);
+        if (Number.isFinite(stamp)) seen.push(now - stamp);
+      }
+    });
+    child.on('exit', () => resolveLatency(seen));
+    child.on('error', reject);
+  });
+  // The attacher joins a little after the run starts: lines written before it joined are replays, not live.
+  const live = latencies.slice(Math.floor(latencies.length / 4));
+  const p50 = median(live);
+  const p99 = percentile(live, 99);
+  const bytes = N.throughputBytes;
+  const tid = sh(qwex(`run -d -- node ${FLOOD} ${bytes}`)).trim();
+  sh(qwex(`wait ${tid}`));
+  const log = join(project, '.qwex', 'runs', tid, 'stdout.log');
+  // Both read the same bytes into a pipe that this process drains, as a terminal or a pager would.
+  const drainMs = (cmd, cmdArgs) =>
+    new Promise((resolveTime, reject) => {
+      const t = process.hrtime.bigint();
+      const child = spawn(cmd, cmdArgs, { cwd: project, env, stdio: ['ignore', 'pipe', 'ignore'] });
+      let got = 0;
+      child.stdout.on('data', (chunk) => (got += chunk.length));
+      child.on('error', reject);
+      child.on('close', () => (got === bytes ? resolveTime(Number(process.hrtime.bigint() - t) / 1e6) : reject(new Error(`bench: read ${got} of ${bytes} bytes`))));
+    });
+  const attachRuns = [];
+  const catRuns = [];
+  for (let i = 0; i < 3; i++) {
+    attachRuns.push(await drainMs('node', [CLI, 'attach', tid]));
+    catRuns.push(await drainMs('cat', [log]));
+  }
+  const attachMs = median(attachRuns);
+  const catMs = median(catRuns);
+  rmSync(log, { force: true });
+  daemon(false);
+  const mbps = (ms) => (bytes / 1e6 / (ms / 1000)).toFixed(0);
+  sections.push({
+    name: 'Log follow (qwex attach)',
+    unit: 'as noted',
+    rows: [
+      { variant: 'latency, child writes a line → attach prints it: median', value: p50, unitNote: 'ms' },
+      { variant: 'latency: 99th percentile', value: p99, unitNote: 'ms' },
+      { variant: `throughput: qwex attach replaying a ${bytes / 1e6} MB log into a pipe (MB/s)`, value: Number(mbps(attachMs)), ratio: catMs / attachMs, peer: 'cat of the same bytes' },
+      { variant: 'cat of the same file into a pipe (MB/s)', value: Number(mbps(catMs)) },
+    ],
+  });
+  goal('attach latency, 99th percentile', '< 50 ms', `${p99.toFixed(1)} ms`, p99 < 50);
+  goal('attach throughput vs cat', '≥ 0.5×', `${(catMs / attachMs).toFixed(2)}×`, catMs / attachMs >= 0.5);
+}
+
+// 5. qwexd memory and CPU
+if (want('daemon')) {
+  const procStat = (pid) => {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(f[11]) + Number(f[12]); // utime + stime, in clock ticks
+  };
+  const rss = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) * 1024;
+  const ticks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+  const sample = async (pid) => {
+    const t0 = procStat(pid);
+    await new Promise((r) => setTimeout(r, N.sampleMs));
+    return { rss: rss(pid), cpu: ((procStat(pid) - t0) / ticks / (N.sampleMs / 1000)) * 100 };
+  };
+  daemon(true, N.active);
+  const pid = daemonPid();
+  await new Promise((r) => setTimeout(r, 1000));
+  const idle = await sample(pid);
+  writeFileSync(join(base, 'active.txt'), 'sleep 30\n'.repeat(N.active));
+  const ids = sh(`${qwex(`submit ${join(base, 'active.txt')}`)}`).trim().split('\n');
+  await new Promise((r) => setTimeout(r, 1500));
+  const busy = await sample(pid);
+  const shimRss = sh(`ps -eo rss=,args= | grep qwex-shim.pl | grep -v grep | awk '{s+=$1} END {print s+0}'`).trim();
+  sh(`${qwex(`cancel --grace 0 ${ids.join(' ')}`)} >/dev/null 2>&1 || true`);
+  daemon(false);
+  sections.push({
+    name: 'qwexd resource use',
+    unit: 'as noted',
+    rows: [
+      { variant: 'idle: RSS (MB)', value: idle.rss / 1e6 },
+      { variant: 'idle: CPU (% of one core)', value: idle.cpu },
+      { variant: `${N.active} runs active: RSS (MB)`, value: busy.rss / 1e6 },
+      { variant: `${N.active} runs active: CPU (% of one core)`, value: busy.cpu },
+      { variant: `${N.active} runs active: their shims' RSS together (MB)`, value: Number(shimRss) / 1000 },
+    ],
+  });
+  goal('idle qwexd RSS', '< 60 MB', `${(idle.rss / 1e6).toFixed(1)} MB`, idle.rss / 1e6 < 60);
+  goal('idle qwexd CPU', '< 0.5%', `${idle.cpu.toFixed(2)}%`, idle.cpu < 0.5);
+}
+
+// 6. Docker
+sections.push({ name: 'Docker: `qwex run --backend docker -- true` vs `docker run --rm`', unit: '', rows: [], note: 'not measured: this version of qwex has no Docker backend yet.' });
+
+// Report
+const meta = {
+  date: new Date().toISOString(),
+  host: hostname(),
+  cpus: cpus().length,
+  cpuModel: cpus()[0]?.model ?? 'unknown',
+  memoryGb: Math.round(totalmem() / 1e9),
+  node: process.version,
+  smoke,
+  peers: Object.fromEntries(Object.entries(peers).map(([k, v]) => [k, v ? sh(`command -v ${k}`).trim() : null])),
+};
+const md = [
+  `# qwex benchmark${smoke ? ' (smoke)' : ''}`,
+  '',
+  `${meta.date} · ${meta.cpus} CPUs (${meta.cpuModel}) · ${meta.memoryGb} GB · Node ${meta.node}`,
+  '',
+  '## Goals',
+  '',
+  '| measure | goal | result | met |',
+  '|---|---|---|---|',
+  ...goals.map((g) => `| ${g.measure} | ${g.goal} | ${g.value} | ${g.met ? 'yes' : '**no**'} |`),
+  '',
+];
+for (const s of sections) {
+  md.push(`## ${s.name}`, '');
+  if (s.note) md.push(s.note, '');
+  if (s.rows.length === 0) continue;
+  md.push(`Unit: ${s.unit}`, '', '| variant | value | ratio | to |', '|---|---|---|---|');
+  for (const r of s.rows) {
+    const value = s.unit.startsWith('ms') ? fmt(r.value) : `${Number(r.value).toFixed(r.value < 10 ? 2 : 1)}${r.unitNote ? ` ${r.unitNote}` : ''}`;
+    md.push(`| ${r.variant} | ${value} | ${r.ratio === undefined || Number.isNaN(r.ratio) ? '' : `${r.ratio.toFixed(2)}×`} | ${r.peer ?? ''} |`);
+  }
+  md.push('');
+}
+const text = md.join('\n');
+console.log(text);
+mkdirSync(outDir, { recursive: true });
+const stem = `${meta.date.slice(0, 10)}-${meta.host}${smoke ? '-smoke' : ''}`;
+writeFileSync(join(outDir, `${stem}.md`), `${text}\n`);
+writeFileSync(join(outDir, `${stem}.json`), `${JSON.stringify({ meta, goals, sections }, null, 2)}\n`);
+console.error(`bench: wrote ${join(outDir, `${stem}.md`)} and .json`);
+rmSync(base, { recursive: true, force: true });

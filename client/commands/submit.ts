@@ -1,0 +1,72 @@
+import { readFileSync } from 'node:fs';
+import { loadConfig } from '../../src/config.js';
+import { ErrorCode, QwexError, errnoCode } from '../../src/errors.js';
+import { buildJob, parseJobLines, type JobSpec } from '../../src/job.js';
+import { Method } from '../../src/protocol.js';
+import type { Run } from '../../src/run.js';
+import { submitterEnv } from '../../src/sdk.js';
+import { startDaemon } from '../../src/daemon-process.js';
+import { DaemonClient } from '../../src/daemon-client.js';
+import type { Context } from '../context.js';
+import { parseDuration, parseEnv, parseWatch } from '../parse.js';
+import { publicRun } from '../render.js';
+
+interface SubmitOptions {
+  backend?: string;
+  watch?: string;
+  env: string[];
+  timeout?: string;
+  grace?: string;
+  json?: boolean;
+}
+
+/**
+ * `qwex submit FILE` (or `-` for stdin): many jobs in one request. Prints
+ * the run ids in order, one per line, so `qwex wait $(qwex submit jobs.txt)`
+ * works. Starts qwexd if it is not running: it is what queues them.
+ */
+export default async function submit(ctx: Context, file: string, options: SubmitOptions): Promise<number> {
+  const source = file === '-' ? 'stdin' : file;
+  let text: string;
+  try {
+    text = readFileSync(file === '-' ? 0 : file, 'utf8');
+  } catch (error) {
+    throw new QwexError(ErrorCode.Usage, `cannot read ${source}: ${errnoCode(error) ?? (error as Error).message}`);
+  }
+  const { config } = loadConfig(ctx.project);
+  const defaults: Partial<JobSpec> = {
+    env: parseEnv(options.env),
+    ...(options.backend === undefined ? {} : { backend: options.backend }),
+    ...(options.watch === undefined ? {} : { watch: parseWatch(options.watch) }),
+    ...(options.timeout === undefined ? {} : { timeoutMs: parseDuration(options.timeout, '--timeout') }),
+    ...(options.grace === undefined ? {} : { killGraceMs: parseDuration(options.grace, '--grace') }),
+  };
+  const jobs = parseJobLines(text, source).map((spec, i) => {
+    try {
+      return buildJob({ ...defaults, ...spec, env: { ...defaults.env, ...spec.env } }, config, ctx.cwd);
+    } catch (error) {
+      if (error instanceof QwexError) throw new QwexError(error.code, `${source}, job ${i + 1}: ${error.message}`, error.hint ? { hint: error.hint } : {});
+      throw error;
+    }
+  });
+  if (jobs.length === 0) {
+    process.stderr.write(`no jobs in ${source}\n`);
+    return 0;
+  }
+  let daemon = await ctx.daemon();
+  if (!daemon && process.env.QWEX_NO_DAEMON !== '1') {
+    const started = await startDaemon();
+    process.stderr.write(`started qwexd (pid ${started.pid}) to queue ${jobs.length} run(s)\n`);
+    daemon = await DaemonClient.connect();
+    ctx.adoptDaemon(daemon);
+  }
+  let runs: Run[];
+  if (daemon) {
+    runs = (await daemon.request(Method.submit, { project: ctx.project, jobs, env: submitterEnv() })).runs;
+  } else {
+    // Direct mode has no queue: every job starts now.
+    runs = ctx.runner.createMany(jobs, ctx.project, { supervisor: 'direct' }).map(({ run, dir }) => ctx.runner.launch(dir) ?? run);
+  }
+  process.stdout.write(options.json ? `${JSON.stringify(runs.map(publicRun), null, 2)}\n` : `${runs.map((r) => r.id).join('\n')}\n`);
+  return 0;
+}

@@ -1,0 +1,180 @@
+/**
+ * The `qwex` command line. This file only declares commands and parses;
+ * each command's module, and the context it works with (store, index,
+ * runner), is loaded when that command runs: `qwex --version` loads
+ * nothing else, and `qwex ps` never loads a backend.
+ */
+import { Command, Option } from 'commander';
+import { VERSION } from '../src/version.js';
+import type { Context } from './context.js';
+import { exit, reportError } from './exit.js';
+
+const collect = (value: string, previous: string[]): string[] => [...previous, value];
+
+type CommandModule<A extends unknown[]> = { default: (ctx: Context, ...args: A) => Promise<number> };
+
+export async function main(argv: string[]): Promise<number> {
+  let ctx: Context | undefined;
+  const wantsJson = argv.includes('--json');
+  const program = new Command('qwex')
+    .description('Run a command here or elsewhere, walk away, and keep its record, logs and artifacts.')
+    .version(VERSION, '-V, --version')
+    .enablePositionalOptions()
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureOutput({
+      // Errors are rendered by reportError (with a code and a hint); help and usage text pass through.
+      writeErr: (text) => {
+        if (!text.startsWith('error:')) process.stderr.write(text);
+      },
+    });
+
+  let result = 0;
+  const use =
+    <A extends unknown[]>(load: () => Promise<CommandModule<A>>) =>
+    async (...args: A): Promise<void> => {
+      const [mod, { Context }] = await Promise.all([load(), import('./context.js')]);
+      ctx ??= new Context();
+      result = await mod.default(ctx, ...args);
+    };
+
+  program
+    .command('run')
+    .description('run a command; streams its output and exits with its exit code (or returns at once with --detach)')
+    .argument('<command...>', 'the program and its arguments; one quoted string with shell syntax runs through /bin/sh -c')
+    .option('-d, --detach', 'print the run id and return at once; the run goes on')
+    .option('-b, --backend <name>', 'where to run (overrides the config)')
+    .option('-w, --watch <dirs>', 'comma-separated directories to capture artifacts from (default: out)')
+    .option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable; KEY alone copies it from here)', collect, [])
+    .option('--shell', 'run the command line through /bin/sh -c')
+    .option('--name <name>', 'a label shown by qwex ps')
+    .option('--timeout <duration>', 'stop the run after this long (e.g. 90s, 30m, 2h)')
+    .option('--grace <duration>', 'time between SIGTERM and SIGKILL when stopping it')
+    .option('-q, --quiet', 'print only the program\'s own output')
+    .option('--json', 'with --detach: print the run record as JSON')
+    .passThroughOptions()
+    .action(use(() => import('./commands/run.js')));
+
+  program
+    .command('submit')
+    .description('submit many jobs in one request (one shell command or NDJSON job spec per line); prints the run ids in order')
+    .argument('<file>', 'the jobs, or - for stdin')
+    .option('-b, --backend <name>', 'backend for jobs that name none')
+    .option('-w, --watch <dirs>', 'artifact directories for jobs that name none')
+    .option('-e, --env <KEY=VALUE>', 'set a variable for every job (repeatable)', collect, [])
+    .option('--timeout <duration>', 'stop each run after this long')
+    .option('--grace <duration>', 'time between SIGTERM and SIGKILL when stopping one')
+    .option('--json', 'print the run records as a JSON array')
+    .action(use(() => import('./commands/submit.js')));
+
+  program
+    .command('ps')
+    .description('list this project\'s runs, newest last')
+    .option('-a, --all', 'runs of every project')
+    .addOption(new Option('-n, --last <count>', 'show the newest COUNT runs (0: all)').default('20'))
+    .option('--status <list>', 'only runs with these statuses (comma-separated)')
+    .option('--json', 'print a JSON array')
+    .action(use(() => import('./commands/ps.js')));
+
+  program
+    .command('logs')
+    .description('print a run\'s output (stdout to stdout, stderr to stderr)')
+    .argument('<run>', 'run id or unique prefix')
+    .option('-f, --follow', 'keep printing until the run ends, then exit with its exit code')
+    .option('--stdout', 'only stdout')
+    .option('--stderr', 'only stderr')
+    .action(use(() => import('./commands/logs.js')));
+
+  program
+    .command('attach')
+    .description('replay a run\'s output, stream it live, and end with its status and exit code; Ctrl-C detaches')
+    .argument('<run>', 'run id or unique prefix')
+    .action(use(() => import('./commands/attach.js')));
+
+  program
+    .command('status')
+    .description('show a run\'s record')
+    .argument('<run>', 'run id or unique prefix')
+    .option('--json', 'print the whole record as JSON')
+    .action(use(() => import('./commands/status.js')));
+
+  program
+    .command('wait')
+    .description('wait until runs end; exits with the exit code of the first that did not succeed')
+    .argument('<runs...>', 'run ids or unique prefixes')
+    .option('--json', 'print the final records as a JSON array')
+    .action(use(() => import('./commands/wait.js')));
+
+  program
+    .command('cancel')
+    .description('stop runs: SIGTERM to the process group, SIGKILL after the grace period')
+    .argument('<runs...>', 'run ids or unique prefixes')
+    .option('--grace <duration>', 'time between SIGTERM and SIGKILL (default: kill_grace_seconds, 10s)')
+    .option('--no-wait', 'return once the request is made, without waiting for the run to stop')
+    .option('--json', 'print the records as a JSON array')
+    .action(use(() => import('./commands/cancel.js')));
+
+  program
+    .command('artifacts')
+    .description('list the files a run captured')
+    .argument('<run>', 'run id or unique prefix')
+    .option('--json', 'print artifacts.json')
+    .action(use(() => import('./commands/artifacts.js')));
+
+  program
+    .command('doctor')
+    .description('check qwex\'s state; --reindex rebuilds the run index from run directories')
+    .argument('[projects...]', 'project roots to reindex (default: this project and every project in the index)')
+    .option('--reindex', 'rebuild the index from the run.json files')
+    .option('--json', 'print the report as JSON')
+    .action(use(() => import('./commands/doctor.js')));
+
+  const daemon = program.command('daemon').description('manage qwexd, the optional per-user supervisor');
+  daemon
+    .command('start')
+    .description('start qwexd in the background (no-op if it runs)')
+    .option('--concurrency <n>', 'runs at a time (default: number of CPUs)')
+    .action(use(async () => ({ default: (await import('./commands/daemon.js')).start })));
+  daemon
+    .command('stop')
+    .description('stop qwexd; its runs go on and are re-adopted at the next start')
+    .action(use(async () => ({ default: (await import('./commands/daemon.js')).stop })));
+  daemon
+    .command('status')
+    .description('say whether qwexd runs (exit 0) or not (exit 1), and what it is doing')
+    .option('--json', 'print the status as JSON')
+    .action(use(async () => ({ default: (await import('./commands/daemon.js')).status })));
+  daemon
+    .command('logs')
+    .description('print qwexd\'s log (JSON lines)')
+    .addOption(new Option('-n, --lines <count>', 'the last COUNT lines (0: all)').default('50'))
+    .action(use(async () => ({ default: (await import('./commands/daemon.js')).logs })));
+
+  for (const [name, description] of [
+    ['install', 'write the systemd user unit (Linux) or launchd agent (macOS) for this installation and enable it'],
+    ['uninstall', 'disable and remove the qwexd user service'],
+  ] as const) {
+    daemon
+      .command(name)
+      .description(description)
+      .option('--no-enable', 'only write (or remove) the file; do not call systemctl or launchctl')
+      .addOption(new Option('--platform <name>', 'linux or darwin (default: this one)').hideHelp())
+      .option('--json', 'print the result as JSON')
+      .action(use(async () => ({ default: (await import('./commands/daemon.js'))[name] })));
+  }
+
+  try {
+    await program.parseAsync(argv);
+    return result;
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code === 'commander.helpDisplayed' || code === 'commander.version' || code === 'commander.help') return 0;
+    return reportError(error, { json: wantsJson });
+  } finally {
+    await ctx?.close();
+  }
+}
+
+export async function run(argv: string[]): Promise<never> {
+  return exit(await main(argv));
+}

@@ -1,0 +1,25 @@
+// Bundles the three entry points (qwex, qwexd, the per-run monitor) with
+// esbuild, over tsc's output, so that each starts by loading a few files
+// instead of about forty modules (measured: `qwex ps` 110 -> 90 ms on the
+// development machine). Commands stay lazily loaded (code splitting). The
+// rest of dist/ (the SDK under dist/src) stays as tsc wrote it.
+import { build } from 'esbuild';
+
+const common = {
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'esm',
+  splitting: true,
+  // A native addon cannot be bundled.
+  external: ['better-sqlite3'],
+  // Bundled CommonJS dependencies call require(); give them one in ESM.
+  banner: { js: "import { createRequire as __qwexCreateRequire } from 'node:module'; const require = __qwexCreateRequire(import.meta.url);" },
+  sourcemap: true,
+  logLevel: 'warning',
+  entryNames: '[name]',
+  chunkNames: 'chunks/[name]-[hash]',
+};
+
+await build({ ...common, entryPoints: ['client/cli.ts'], outdir: 'dist/client' });
+await build({ ...common, entryPoints: ['daemon/qwexd.ts', 'daemon/monitor.ts'], outdir: 'dist/daemon' });

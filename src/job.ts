@@ -1,0 +1,117 @@
+import { isAbsolute, resolve } from 'node:path';
+import { BACKEND_NAMES, isBackendName } from './backends/names.js';
+import { commandSpec } from './command.js';
+import type { QwexConfig } from './config.js';
+import { ErrorCode, QwexError } from './errors.js';
+import type { Job } from './run.js';
+
+/**
+ * What a caller asks for (a CLI line, an NDJSON line, an SDK call), before
+ * the project's configuration fills in the rest.
+ */
+export interface JobSpec {
+  /** argv, or one command line (run by /bin/sh -c when it has shell syntax). */
+  command: string | string[];
+  /** Force /bin/sh -c. */
+  shell?: boolean;
+  /** Working directory, relative to the caller's (default: the caller's). */
+  cwd?: string;
+  env?: Record<string, string>;
+  name?: string;
+  backend?: string;
+  /** Artifact directories for this job (default: the config's). */
+  watch?: string[];
+  timeoutMs?: number;
+  killGraceMs?: number;
+}
+
+/** Resolves a spec against the configuration into the Job recorded in run.json. Throws QwexError on bad input. */
+export function buildJob(spec: JobSpec, config: QwexConfig, callerCwd: string): Job {
+  const args = typeof spec.command === 'string' ? [spec.command] : spec.command;
+  if (!Array.isArray(args) || args.length === 0 || args.some((a) => typeof a !== 'string') || args[0] === '') {
+    throw new QwexError(ErrorCode.Usage, 'command: expected a non-empty string or array of strings');
+  }
+  const backend = spec.backend ?? config.backend;
+  if (!isBackendName(backend)) {
+    throw new QwexError(ErrorCode.BackendUnavailable, `backend "${backend}" is not available in this version of qwex`, {
+      hint: `available backends: ${BACKEND_NAMES.join(', ')}`,
+    });
+  }
+  for (const dir of spec.watch ?? []) {
+    if (isAbsolute(dir) || dir.split('/').includes('..')) {
+      throw new QwexError(ErrorCode.Usage, `watch: "${dir}" is outside the working directory`, {
+        hint: 'name directories relative to where the command runs, without ".."',
+      });
+    }
+  }
+  return {
+    ...commandSpec(args, { shell: spec.shell === true }),
+    cwd: spec.cwd === undefined ? callerCwd : resolve(callerCwd, spec.cwd),
+    env: { ...config.env, ...spec.env },
+    backend,
+    backendOptions: config.backends[backend] ?? {},
+    artifacts: { ...config.artifacts, ...(spec.watch === undefined ? {} : { watch: spec.watch }) },
+    killGraceMs: spec.killGraceMs ?? config.killGraceSeconds * 1000,
+    ...(spec.timeoutMs === undefined ? {} : { timeoutMs: spec.timeoutMs }),
+    ...(spec.name === undefined ? {} : { name: spec.name }),
+  };
+}
+
+/**
+ * Parses a batch file: one job per line, either a shell command line or an
+ * NDJSON job spec (a line starting with "{"). Blank lines and lines starting
+ * with "#" are skipped. Errors name the line.
+ */
+export function parseJobLines(text: string, source: string): JobSpec[] {
+  const specs: JobSpec[] = [];
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!.replace(/\r$/, '');
+    const trimmed = line.trim();
+    if (trimmed === '' || trimmed.startsWith('#')) continue;
+    const where = `${source}:${i + 1}`;
+    if (!trimmed.startsWith('{')) {
+      specs.push({ command: trimmed });
+      continue;
+    }
+    let value: unknown;
+    try {
+      value = JSON.parse(trimmed);
+    } catch (error) {
+      throw new QwexError(ErrorCode.Usage, `${where}: not valid JSON (${(error as Error).message})`, {
+        hint: 'each line is a shell command, or a JSON object like {"command": ["python", "train.py"], "name": "a"}',
+      });
+    }
+    specs.push(checkSpec(value, where));
+  }
+  return specs;
+}
+
+const SPEC_KEYS = new Set(['command', 'shell', 'cwd', 'env', 'name', 'backend', 'watch', 'timeoutMs', 'killGraceMs']);
+
+function checkSpec(value: unknown, where: string): JobSpec {
+  const bad = (what: string): never => {
+    throw new QwexError(ErrorCode.Usage, `${where}: ${what}`, {
+      hint: `job spec keys: ${[...SPEC_KEYS].join(', ')}`,
+    });
+  };
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return bad('expected a JSON object');
+  const spec = value as Record<string, unknown>;
+  for (const key of Object.keys(spec)) if (!SPEC_KEYS.has(key)) bad(`unknown key "${key}"`);
+  const command = spec.command;
+  if (!(typeof command === 'string' || (Array.isArray(command) && command.every((a) => typeof a === 'string')))) {
+    bad('command: expected a string or an array of strings');
+  }
+  if (spec.shell !== undefined && typeof spec.shell !== 'boolean') bad('shell: expected true or false');
+  for (const key of ['cwd', 'name', 'backend'] as const) {
+    if (spec[key] !== undefined && typeof spec[key] !== 'string') bad(`${key}: expected a string`);
+  }
+  if (spec.env !== undefined && (typeof spec.env !== 'object' || spec.env === null || Object.values(spec.env).some((v) => typeof v !== 'string'))) {
+    bad('env: expected an object of strings');
+  }
+  if (spec.watch !== undefined && !(Array.isArray(spec.watch) && spec.watch.every((d) => typeof d === 'string'))) bad('watch: expected an array of strings');
+  for (const key of ['timeoutMs', 'killGraceMs'] as const) {
+    if (spec[key] !== undefined && !(Number.isInteger(spec[key]) && (spec[key] as number) >= 0)) bad(`${key}: expected a whole number of milliseconds`);
+  }
+  return spec as unknown as JobSpec;
+}

@@ -2,12 +2,12 @@ import { watch, type FSWatcher } from 'node:fs';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { RunFiles, runDir } from '../src/paths.js';
-import type { ListedRun, ResourceUsage, RunView } from '../src/protocol.js';
+import { listRuns, usageOf } from '../src/listing.js';
+import type { ListedRun, RunView } from '../src/protocol.js';
 import { isProcessAlive } from '../src/process-info.js';
 import { isTerminal, type Job, type Run, type RunStatus } from '../src/run.js';
 import type { RunStore } from '../src/run-store.js';
 import type { Runner, Supervision } from '../src/runner.js';
-import { sampleGroup } from '../src/usage.js';
 import type { DaemonLog } from './log.js';
 
 /** How often runs finished by other processes are re-checked when no event arrived. */
@@ -117,35 +117,12 @@ export class Supervisor {
   async view(dir: string): Promise<RunView> {
     const run = await this.runner.reconcile(dir);
     const position = this.queuePosition(dir);
-    const usage = run.status === 'running' ? await usageOf(run) : undefined;
+    const usage = await usageOf(run);
     return { run, dir, ...(position === undefined ? {} : { queuePosition: position }), ...(usage ? { usage } : {}) };
   }
 
-  async list(query: { project?: string; statuses?: RunStatus[]; limit?: number }): Promise<ListedRun[]> {
-    const rows = this.store.runIndex().list(query);
-    return Promise.all(
-      rows.map(async (row): Promise<ListedRun> => {
-        if (isTerminal(row.status)) return row;
-        const position = this.queuePosition(row.runDir);
-        let run: Run;
-        try {
-          run = await this.runner.reconcile(row.runDir);
-        } catch {
-          return row;
-        }
-        const usage = run.status === 'running' ? await usageOf(run) : undefined;
-        return {
-          ...row,
-          status: run.status,
-          startedAt: run.startedAt ?? null,
-          finishedAt: run.finishedAt ?? null,
-          exitCode: run.exitCode,
-          signal: run.signal,
-          ...(position === undefined ? {} : { queuePosition: position }),
-          ...(usage ? { usage } : {}),
-        };
-      }),
-    );
+  list(query: { project?: string; statuses?: RunStatus[]; limit?: number }): Promise<ListedRun[]> {
+    return listRuns(this.store.runIndex(), query, (d) => this.runner.reconcile(d), (d) => this.queuePosition(d));
   }
 
   /** The run's record, brought up to date if its supervisor died. */
@@ -251,11 +228,4 @@ export class Supervisor {
       return run;
     }
   }
-}
-
-async function usageOf(run: Run): Promise<ResourceUsage | undefined> {
-  const pgid = run.backend.pgid;
-  if (typeof pgid !== 'number') return undefined;
-  const sample = await sampleGroup(pgid);
-  return sample && { cpuPercent: sample.cpuPercent, rssBytes: sample.rssBytes, processes: sample.processes };
 }

@@ -115,3 +115,10 @@ function checkSpec(value: unknown, where: string): JobSpec {
   }
   return spec as unknown as JobSpec;
 }
+
+/** The environment a run starts from when qwexd starts it: the submitter's. */
+export function submitterEnv(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(env)) if (value !== undefined) out[name] = value;
+  return out;
+}

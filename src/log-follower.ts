@@ -31,7 +31,6 @@ export class LogFollower {
   private finishing = false;
   private disposed = false;
   private loop: Promise<void> | undefined;
-  private readonly buffer = Buffer.allocUnsafe(CHUNK);
 
   constructor(path: string, options: LogFollowerOptions) {
     this.path = path;
@@ -74,9 +73,11 @@ export class LogFollower {
         // no watch support here: the poll below still finds new data
       }
       while (!this.disposed) {
-        const { bytesRead } = await this.handle.read(this.buffer, 0, CHUNK, this.offset);
+        // A fresh buffer per read: the chunk is handed over without a copy, and nothing is held between reads.
+        const buffer = Buffer.allocUnsafe(CHUNK);
+        const { bytesRead } = await this.handle.read(buffer, 0, CHUNK, this.offset);
         if (bytesRead > 0) {
-          const chunk = Buffer.from(this.buffer.subarray(0, bytesRead));
+          const chunk = buffer.subarray(0, bytesRead);
           const at = this.offset;
           this.offset += bytesRead;
           await this.options.onData(chunk, at);

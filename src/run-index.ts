@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import Database from 'better-sqlite3';
+import { createRequire } from 'node:module';
+import type Database from 'better-sqlite3';
 import { ErrorCode, QwexError, errnoCode, redactSecrets } from './errors.js';
 import { displayCommand, type Run, type RunStatus } from './run.js';
 
@@ -99,7 +100,7 @@ export class RunIndex {
     }
     let db: Database.Database | undefined;
     try {
-      db = new Database(path, { timeout: 10_000 });
+      db = new (loadSqlite())(path, { timeout: 10_000 });
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = NORMAL');
       const version = db.pragma('user_version', { simple: true }) as number;
@@ -197,6 +198,11 @@ export class RunIndex {
       });
     }
   }
+}
+
+/** better-sqlite3 is a native addon: loaded on first use, so commands that never open the index skip it. */
+function loadSqlite(): typeof Database {
+  return createRequire(import.meta.url)('better-sqlite3') as typeof Database;
 }
 
 function listQuery(query: ListQuery): { sql: string; params: unknown[] } {

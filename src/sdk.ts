@@ -5,7 +5,7 @@
 import { loadConfig } from './config.js';
 import { DaemonClient } from './daemon-client.js';
 import { startDaemon } from './daemon-process.js';
-import { buildJob, type JobSpec } from './job.js';
+import { buildJob, submitterEnv, type JobSpec } from './job.js';
 import { findProjectRoot, runDir } from './paths.js';
 import { Method } from './protocol.js';
 import { isTerminal, type Run } from './run.js';
@@ -27,12 +27,6 @@ export interface SubmitOptions {
   startDaemon?: boolean;
 }
 
-/** The environment a run starts from when qwexd starts it: the submitter's. */
-export function submitterEnv(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [name, value] of Object.entries(env)) if (value !== undefined) out[name] = value;
-  return out;
-}
 
 /**
  * Submits jobs in one request and returns their records, in order. Through
@@ -42,7 +36,7 @@ export function submitterEnv(env: NodeJS.ProcessEnv = process.env): Record<strin
 export async function submit(specs: readonly JobSpec[], options: SubmitOptions = {}): Promise<Run[]> {
   const cwd = options.cwd ?? process.cwd();
   const project = findProjectRoot(cwd);
-  const { config } = loadConfig(project);
+  const { config } = await loadConfig(project);
   const jobs = specs.map((spec) => buildJob(spec, config, cwd));
   if (jobs.length === 0) return [];
   let client = await DaemonClient.connectIfRunning();

@@ -3,23 +3,36 @@ import { readdirSync, readFileSync } from 'node:fs';
 import pidusage from 'pidusage';
 import type { ResourceUsage } from './protocol.js';
 
+/** How long one scan of /proc serves every group sampled (qwexd samples many runs each second). */
+const SCAN_TTL_MS = 500;
+let scan: { at: number; groups: Map<number, number[]> } | undefined;
+
+/** Process group -> member pids, from one pass over /proc, reused for SCAN_TTL_MS. */
+function procGroups(): Map<number, number[]> {
+  if (scan && Date.now() - scan.at < SCAN_TTL_MS) return scan.groups;
+  const groups = new Map<number, number[]>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      // After "pid (comm) ": state ppid pgrp ...
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (fields[0] === 'Z') continue;
+      const pgrp = Number(fields[2]);
+      const members = groups.get(pgrp);
+      if (members) members.push(Number(name));
+      else groups.set(pgrp, [Number(name)]);
+    } catch {
+      // exited while we looked
+    }
+  }
+  scan = { at: Date.now(), groups };
+  return groups;
+}
+
 /** Pids of every process in a process group (a run's whole tree, unless something left it with setsid). */
 export function groupMembers(pgid: number): number[] {
-  if (process.platform === 'linux') {
-    const pids: number[] = [];
-    for (const name of readdirSync('/proc')) {
-      if (!/^\d+$/.test(name)) continue;
-      try {
-        const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-        // After "pid (comm) ": state ppid pgrp ...
-        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-        if (Number(fields[2]) === pgid && fields[0] !== 'Z') pids.push(Number(name));
-      } catch {
-        // exited while we looked
-      }
-    }
-    return pids;
-  }
+  if (process.platform === 'linux') return procGroups().get(pgid) ?? [];
   try {
     const out = execFileSync('ps', ['-o', 'pid=', '-g', String(pgid)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
     return out.split('\n').map((s) => Number(s.trim())).filter((n) => n > 0);

@@ -15,9 +15,9 @@ afterEach(() => sb.cleanup());
 const projectFile = (text: string): void => writeFileSync(join(sb.project, 'qwex.yaml'), text);
 const localFile = (text: string): void => writeFileSync(join(sb.project, '.qwex', 'config.yaml'), text);
 
-function configError(): QwexError {
+async function configError(): Promise<QwexError> {
   try {
-    loadConfig(sb.project);
+    await loadConfig(sb.project);
   } catch (error) {
     expect(error).toBeInstanceOf(QwexError);
     return error as QwexError;
@@ -26,14 +26,14 @@ function configError(): QwexError {
 }
 
 describe('configuration', () => {
-  it('uses the defaults when there is no file', () => {
-    expect(loadConfig(sb.project)).toEqual({ config: DEFAULT_CONFIG, sources: [] });
+  it('uses the defaults when there is no file', async () => {
+    expect(await loadConfig(sb.project)).toEqual({ config: DEFAULT_CONFIG, sources: [] });
   });
 
-  it('applies qwex.yaml, then .qwex/config.yaml on top: objects merge, lists are replaced', () => {
+  it('applies qwex.yaml, then .qwex/config.yaml on top: objects merge, lists are replaced', async () => {
     projectFile('backend: local\nkill_grace_seconds: 3\nenv: {A: "1", B: "2"}\nartifacts:\n  watch: [out, models]\n  max_file_size_mb: 5\n');
     localFile('env: {B: "local"}\nartifacts:\n  watch: [results]\n');
-    const { config, sources } = loadConfig(sb.project);
+    const { config, sources } = await loadConfig(sb.project);
     expect(sources).toEqual([join(sb.project, 'qwex.yaml'), join(sb.project, '.qwex', 'config.yaml')]);
     expect(config).toMatchObject({
       killGraceSeconds: 3,
@@ -42,33 +42,33 @@ describe('configuration', () => {
     });
   });
 
-  it('rejects an unknown key, naming the file and the key', () => {
+  it('rejects an unknown key, naming the file and the key', async () => {
     localFile('artifacts:\n  watch: [out]\n  max_size: 3\n');
-    const error = configError();
+    const error = await configError();
     expect(error.code).toBe('QWEX_CONFIG_INVALID');
     expect(error.message).toBe(`${join(sb.project, '.qwex', 'config.yaml')}: unknown key "artifacts.max_size"`);
   });
 
-  it('rejects a wrong type, saying what was expected and what it got', () => {
+  it('rejects a wrong type, saying what was expected and what it got', async () => {
     projectFile('artifacts:\n  max_file_size_mb: "big"\n');
-    expect(configError().message).toBe(`${join(sb.project, 'qwex.yaml')}: artifacts.max_file_size_mb: expected number, got "big"`);
+    expect((await configError()).message).toBe(`${join(sb.project, 'qwex.yaml')}: artifacts.max_file_size_mb: expected number, got "big"`);
   });
 
-  it('rejects broken YAML with the file name', () => {
+  it('rejects broken YAML with the file name', async () => {
     projectFile('artifacts: [unclosed\n');
-    expect(configError().message).toMatch(/qwex\.yaml: invalid YAML/);
+    expect((await configError()).message).toMatch(/qwex\.yaml: invalid YAML/);
   });
 
-  it('rejects a watched directory outside the project', () => {
+  it('rejects a watched directory outside the project', async () => {
     projectFile('artifacts:\n  watch: ["../elsewhere"]\n');
-    expect(configError().message).toMatch(/artifacts\.watch\.0: expected a directory inside the project/);
+    expect((await configError()).message).toMatch(/artifacts\.watch\.0: expected a directory inside the project/);
   });
 
-  it('rejects a backend this version does not have, and an unknown one', () => {
+  it('rejects a backend this version does not have, and an unknown one', async () => {
     projectFile('backend: docker\n');
-    expect(configError().message).toMatch(/backend: "docker" is not available in this version of qwex \(available: local\)/);
+    expect((await configError()).message).toMatch(/backend: "docker" is not available in this version of qwex \(available: local\)/);
     projectFile('backend: mainframe\n');
-    expect(configError().message).toMatch(/backend: expected one of "local", "docker"/);
+    expect((await configError()).message).toMatch(/backend: expected one of "local", "docker"/);
   });
 
   it('qwex run refuses a broken config with exit code 5 and runs nothing', async () => {
@@ -79,8 +79,8 @@ describe('configuration', () => {
     expect(String(r.stderr)).toContain('hint: see "Configuration" in the README');
   });
 
-  it('treats an empty file as no settings', () => {
+  it('treats an empty file as no settings', async () => {
     projectFile('');
-    expect(loadConfig(sb.project).config).toEqual(DEFAULT_CONFIG);
+    expect((await loadConfig(sb.project)).config).toEqual(DEFAULT_CONFIG);
   });
 });

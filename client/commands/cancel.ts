@@ -14,7 +14,7 @@ interface CancelOptions {
 }
 
 export default async function cancel(ctx: Context, prefixes: string[], options: CancelOptions): Promise<number> {
-  const graceMs = options.grace === undefined ? loadConfig(ctx.project).config.killGraceSeconds * 1000 : parseDuration(options.grace, '--grace');
+  const graceMs = options.grace === undefined ? (await loadConfig(ctx.project)).config.killGraceSeconds * 1000 : parseDuration(options.grace, '--grace');
   const targets = prefixes.map((p) => ctx.resolve(p));
   let code = 0;
   const results: Run[] = [];

@@ -1,8 +1,7 @@
 import { loadConfig } from '../../src/config.js';
-import { buildJob } from '../../src/job.js';
+import { buildJob, submitterEnv } from '../../src/job.js';
 import { exitCodeOf, isTerminal, type Run } from '../../src/run.js';
 import { runDir } from '../../src/paths.js';
-import { submitterEnv } from '../../src/sdk.js';
 import { Method } from '../../src/protocol.js';
 import { attach } from '../attach.js';
 import type { Context } from '../context.js';
@@ -24,7 +23,7 @@ interface RunOptions {
 }
 
 export default async function run(ctx: Context, args: string[], options: RunOptions): Promise<number> {
-  const { config } = loadConfig(ctx.project);
+  const { config } = await loadConfig(ctx.project);
   const timeoutMs = options.timeout === undefined ? undefined : parseDuration(options.timeout, '--timeout');
   const job = buildJob(
     {

@@ -1,10 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { loadConfig } from '../../src/config.js';
 import { ErrorCode, QwexError, errnoCode } from '../../src/errors.js';
-import { buildJob, parseJobLines, type JobSpec } from '../../src/job.js';
+import { buildJob, parseJobLines, submitterEnv, type JobSpec } from '../../src/job.js';
 import { Method } from '../../src/protocol.js';
 import type { Run } from '../../src/run.js';
-import { submitterEnv } from '../../src/sdk.js';
 import { startDaemon } from '../../src/daemon-process.js';
 import { DaemonClient } from '../../src/daemon-client.js';
 import type { Context } from '../context.js';
@@ -33,7 +32,7 @@ export default async function submit(ctx: Context, file: string, options: Submit
   } catch (error) {
     throw new QwexError(ErrorCode.Usage, `cannot read ${source}: ${errnoCode(error) ?? (error as Error).message}`);
   }
-  const { config } = loadConfig(ctx.project);
+  const { config } = await loadConfig(ctx.project);
   const defaults: Partial<JobSpec> = {
     env: parseEnv(options.env),
     ...(options.backend === undefined ? {} : { backend: options.backend }),

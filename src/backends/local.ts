@@ -51,18 +51,25 @@ export class LocalBackend implements Backend {
   adopt(details: Record<string, unknown>, dir: string): StartedProcess {
     const pgid = typeof details.pgid === 'number' ? details.pgid : undefined;
     const shim = typeof details.shimPid === 'number' ? { pid: details.shimPid, startTime: details.shimStartTime as string | undefined } : undefined;
-    const watcher = new ExitWatcher(dir, shim, pgid);
-    return {
-      spawned: true,
-      details,
-      exited: watcher.exited,
-      settled: () => watcher.result,
-      signal: (sig) => {
-        if (pgid !== undefined) signalGroup(pgid, sig);
-      },
-      dispose: () => watcher.dispose(),
-    };
+    return watched(details, new ExitWatcher(dir, shim, pgid), pgid);
   }
+}
+
+/** A run whose end is learnt from its exit file. `onDispose` lets go of whatever else the starter holds. */
+function watched(details: Record<string, unknown>, watcher: ExitWatcher, pgid: number | undefined, onDispose: () => void = () => {}): StartedProcess {
+  return {
+    spawned: true,
+    details,
+    exited: watcher.exited,
+    settled: () => watcher.result,
+    signal: (sig) => {
+      if (pgid !== undefined) signalGroup(pgid, sig);
+    },
+    dispose: () => {
+      watcher.dispose();
+      onDispose();
+    },
+  };
 }
 
 async function startWithShim(perl: string, file: string, args: string[], job: Job, io: RunIO, stdoutFd: number, stderrFd: number): Promise<StartedProcess> {
@@ -93,19 +100,8 @@ async function startWithShim(perl: string, file: string, args: string[], job: Jo
   };
   const watcher = new ExitWatcher(io.dir, { pid: shim.pid, startTime: details.shimStartTime }, pid, file);
   void shimExited.then(() => watcher.check());
-  return {
-    spawned: true,
-    details,
-    exited: watcher.exited,
-    settled: () => watcher.result,
-    signal: (sig) => {
-      signalGroup(pid, sig);
-    },
-    dispose: () => {
-      watcher.dispose();
-      shim.unref(); // whoever stops watching must be able to exit while the run goes on
-    },
-  };
+  // Whoever stops watching must be able to exit while the run goes on.
+  return watched(details, watcher, pid, () => shim.unref());
 }
 
 /** Without perl: the command is our own child; nobody else can learn its exit status. */

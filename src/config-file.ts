@@ -1,0 +1,98 @@
+import { readFileSync } from 'node:fs';
+import { parseDocument } from 'yaml';
+import { z } from 'zod';
+import { BACKEND_NAMES, PLANNED_BACKENDS } from './backends/names.js';
+import { ErrorCode, QwexError, errnoCode } from './errors.js';
+
+/** Reading and validating one configuration file (see config.ts for how files combine). */
+const relativeDir = z
+  .string()
+  .min(1)
+  .refine((p) => !p.startsWith('/') && !p.split('/').includes('..'), { message: 'expected a directory inside the project (relative, no "..")' });
+
+const fileSchema = z.strictObject({
+  backend: z.enum([...BACKEND_NAMES, ...PLANNED_BACKENDS]).optional(),
+  kill_grace_seconds: z.number().nonnegative().optional(),
+  env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name'), z.string()).optional(),
+  artifacts: z
+    .strictObject({
+      watch: z.array(relativeDir).optional(),
+      ignore: z.array(z.string()).optional(),
+      max_file_size_mb: z.number().positive().optional(),
+    })
+    .optional(),
+  backends: z
+    .strictObject({
+      local: z.strictObject({}).optional(),
+    })
+    .optional(),
+});
+
+export type FileConfig = z.infer<typeof fileSchema>;
+
+/** Reads and validates one file; undefined when it does not exist. */
+export function readConfigFile(path: string): FileConfig | undefined {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    const code = errnoCode(error);
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    throw new QwexError(ErrorCode.ConfigInvalid, `cannot read ${path}: ${(error as Error).message}`, { cause: error });
+  }
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const first = doc.errors[0]!;
+    throw new QwexError(ErrorCode.ConfigInvalid, `${path}: invalid YAML: ${first.message.split('\n')[0]}`, {
+      hint: 'fix the YAML syntax at the line shown',
+      details: { file: path },
+    });
+  }
+  const value: unknown = doc.toJS() ?? {};
+  const result = fileSchema.safeParse(value);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    throw new QwexError(ErrorCode.ConfigInvalid, `${path}: ${describeIssue(issue, value)}`, {
+      hint: 'see "Configuration" in the README for every key and its type',
+      details: { file: path, key: keyOf(issue) },
+    });
+  }
+  if (result.data.backend !== undefined && !(BACKEND_NAMES as readonly string[]).includes(result.data.backend)) {
+    throw new QwexError(ErrorCode.ConfigInvalid, `${path}: backend: "${result.data.backend}" is not available in this version of qwex (available: ${BACKEND_NAMES.join(', ')})`, {
+      details: { file: path, key: 'backend' },
+    });
+  }
+  return result.data;
+}
+
+function keyOf(issue: z.core.$ZodIssue): string {
+  const path = issue.path.map(String);
+  if (issue.code === 'unrecognized_keys') path.push(issue.keys[0] ?? '');
+  return path.join('.') || '(top level)';
+}
+
+function describeIssue(issue: z.core.$ZodIssue, root: unknown): string {
+  const key = keyOf(issue);
+  switch (issue.code) {
+    case 'unrecognized_keys':
+      return `unknown key "${key}"`;
+    case 'invalid_type': {
+      const got = valueAt(root, issue.path);
+      return `${key}: expected ${issue.expected}, got ${got === undefined ? 'nothing' : JSON.stringify(got)}`;
+    }
+    case 'invalid_value':
+      return `${key}: expected one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}, got ${JSON.stringify(valueAt(root, issue.path))}`;
+    default:
+      return `${key}: ${issue.message}`;
+  }
+}
+
+function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
+  let cur: unknown = root;
+  for (const part of path) {
+    if (typeof cur !== 'object' || cur === null) return undefined;
+    cur = (cur as Record<PropertyKey, unknown>)[part];
+  }
+  return cur;
+}
+

@@ -50,6 +50,8 @@ export async function main(argv: string[]): Promise<number> {
     .option('--name <name>', 'a label shown by qwex ps')
     .option('--timeout <duration>', 'stop the run after this long (e.g. 90s, 30m, 2h)')
     .option('--grace <duration>', 'time between SIGTERM and SIGKILL when stopping it')
+    .option('--snapshot', 'run in a snapshot of the project taken now (the default for --detach)')
+    .option('--in-place', 'run in the project directory itself (the default in the foreground)')
     .option('-q, --quiet', 'print only the program\'s own output')
     .option('--json', 'with --detach: print the run record as JSON')
     .passThroughOptions()
@@ -64,6 +66,8 @@ export async function main(argv: string[]): Promise<number> {
     .option('-e, --env <KEY=VALUE>', 'set a variable for every job (repeatable)', collect, [])
     .option('--timeout <duration>', 'stop each run after this long')
     .option('--grace <duration>', 'time between SIGTERM and SIGKILL when stopping one')
+    .option('--snapshot', 'run each job in a snapshot of the project taken now (the default)')
+    .option('--in-place', 'run each job in the project directory itself')
     .option('--json', 'print the run records as a JSON array')
     .action(use(() => import('./commands/submit.js')));
 
@@ -120,6 +124,20 @@ export async function main(argv: string[]): Promise<number> {
     .argument('<run>', 'run id or unique prefix')
     .option('--json', 'print artifacts.json')
     .action(use(() => import('./commands/artifacts.js')));
+
+  program
+    .command('diff')
+    .description('which files of the code differ between two runs, or between a run and the working tree now')
+    .argument('<run>', 'run id or unique prefix')
+    .argument('[other]', 'another run (default: the working tree)')
+    .option('--json', 'print { from, to, added, removed, changed }')
+    .action(use(() => import('./commands/diff.js')));
+
+  program
+    .command('gc')
+    .description('remove workspace-snapshot objects that no run references')
+    .option('--json', 'print the report as JSON')
+    .action(use(() => import('./commands/gc.js')));
 
   program
     .command('doctor')

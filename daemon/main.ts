@@ -7,10 +7,14 @@ import { RunStore } from '../src/run-store.js';
 import { Runner } from '../src/runner.js';
 import { checkSocketPath, ensureRuntimeDir } from '../src/runtime-dir.js';
 import { VERSION } from '../src/version.js';
+import { ContentStore } from '../src/workspace.js';
+import { collectGarbage } from '../src/workspace-gc.js';
 import { DaemonLock } from './lock.js';
 import { DaemonLog } from './log.js';
 import { RpcServer } from './server.js';
 import { Supervisor } from './supervisor.js';
+
+const GC_INTERVAL_MS = 24 * 60 * 60 * 1000;
 
 export interface DaemonOptions {
   concurrency: number;
@@ -33,12 +37,14 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   let supervisor: Supervisor | undefined;
   let server: RpcServer | undefined;
   let stopping: Promise<void> | undefined;
+  let gcTimer: NodeJS.Timeout | undefined;
   let stopped!: () => void;
   const done = new Promise<void>((resolve) => (stopped = resolve));
 
   const stop = (reason: string): Promise<void> => {
     stopping ??= (async () => {
       log.info('stopping', { reason });
+      if (gcTimer) clearInterval(gcTimer);
       await server?.close();
       supervisor?.close();
       store.close();
@@ -67,6 +73,15 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       process.umask(umask);
     }
     writeFileSync(join(dir, 'qwexd.pid'), `${process.pid}\n`, { mode: 0o600 });
+    // Snapshot objects that no run references are collected once a day.
+    gcTimer = setInterval(() => {
+      try {
+        log.info('gc', { ...collectGarbage(new ContentStore(), store.runIndex()) });
+      } catch (error) {
+        log.warn('gc-failed', { message: (error as Error).message });
+      }
+    }, GC_INTERVAL_MS);
+    gcTimer.unref();
     log.info('ready', { version: VERSION, socket, concurrency: options.concurrency });
   } catch (error) {
     log.error('start-failed', { message: toQwexError(error).message });

@@ -204,7 +204,7 @@ export class RpcServer {
         }
         return { protocolVersion: PROTOCOL_VERSION, daemonVersion: VERSION, pid: process.pid };
       },
-      'run.submit': (params) => ({ runs: supervisor.submit(params.project, params.jobs, params.env) }),
+      'run.submit': (params) => ({ runs: supervisor.submit(params.project, params.jobs, params.env, params.provenance) }),
       'run.cancel': async (params) => {
         const { dir } = store.resolve(params.id);
         const run = store.read(dir);

@@ -5,7 +5,7 @@ import { RunFiles, runDir } from '../src/paths.js';
 import { listRuns, usageOf } from '../src/listing.js';
 import type { ListedRun, RunView } from '../src/protocol.js';
 import { isProcessAlive } from '../src/process-info.js';
-import { isTerminal, type Job, type Run, type RunStatus } from '../src/run.js';
+import { isTerminal, type Job, type Provenance, type Run, type RunStatus } from '../src/run.js';
 import type { RunStore } from '../src/run-store.js';
 import type { Runner, Supervision } from '../src/runner.js';
 import type { DaemonLog } from './log.js';
@@ -78,8 +78,12 @@ export class Supervisor {
   }
 
   /** Records the jobs as queued runs, in order, and starts what the concurrency limit allows. */
-  submit(project: string, jobs: Job[], env: Record<string, string>): Run[] {
-    const created = this.runner.createMany(jobs, project, { supervisor: 'qwexd', baseEnv: env });
+  submit(project: string, jobs: Job[], env: Record<string, string>, provenance?: (Provenance | null)[]): Run[] {
+    const created = this.runner.createMany(jobs, project, {
+      supervisor: 'qwexd',
+      baseEnv: env,
+      ...(provenance ? { provenance: provenance.map((p) => p ?? undefined) } : {}),
+    });
     for (const { dir } of created) this.queue.push(dir);
     this.options.log.info('submitted', { count: created.length, first: created[0]?.run.id });
     this.pump();

@@ -13,6 +13,8 @@ const relativeDir = z
 const fileSchema = z.strictObject({
   backend: z.enum([...BACKEND_NAMES, ...PLANNED_BACKENDS]).optional(),
   kill_grace_seconds: z.number().nonnegative().optional(),
+  workspace: z.enum(['snapshot', 'inplace']).optional(),
+  workspace_max_mb: z.number().positive().optional(),
   env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name'), z.string()).optional(),
   artifacts: z
     .strictObject({

@@ -13,6 +13,9 @@ import type { ArtifactSettings } from './run.js';
  */
 export interface QwexConfig {
   backend: string;
+  /** Where runs execute: their own snapshot of the project, or the project in place. Unset: by kind of run. */
+  workspace?: 'snapshot' | 'inplace';
+  workspaceMaxMb: number;
   killGraceSeconds: number;
   env: Record<string, string>;
   artifacts: ArtifactSettings;
@@ -23,6 +26,7 @@ export const DEFAULT_IGNORE = ['*.tmp', '*.log', '__pycache__', '.git'];
 
 export const DEFAULT_CONFIG: QwexConfig = {
   backend: 'local',
+  workspaceMaxMb: 1000,
   killGraceSeconds: 10,
   env: {},
   artifacts: { watch: ['out'], ignore: DEFAULT_IGNORE, maxFileSizeMb: 100 },
@@ -58,6 +62,8 @@ export async function loadConfig(projectRoot: string): Promise<LoadedConfig> {
 function applyFile(base: QwexConfig, file: FileConfig): QwexConfig {
   return {
     backend: file.backend ?? base.backend,
+    ...((file.workspace ?? base.workspace) === undefined ? {} : { workspace: file.workspace ?? base.workspace }),
+    workspaceMaxMb: file.workspace_max_mb ?? base.workspaceMaxMb,
     killGraceSeconds: file.kill_grace_seconds ?? base.killGraceSeconds,
     env: { ...base.env, ...file.env },
     artifacts: {

@@ -22,7 +22,13 @@ const jobSchema: z.ZodType<Job> = z.strictObject({
   killGraceMs: z.number().int().nonnegative(),
   timeoutMs: z.number().int().positive().optional(),
   name: z.string().optional(),
+  workspace: z.strictObject({ mode: z.literal('snapshot'), manifest: z.string().regex(/^[0-9a-f]{64}$/), cwd: z.string() }).optional(),
 }) as z.ZodType<Job>;
+
+const provenanceSchema = z.strictObject({
+  manifest: z.string().optional(),
+  git: z.strictObject({ commit: z.string(), branch: z.string().nullable(), dirty: z.boolean() }).optional(),
+});
 
 const runRef = z.strictObject({ id: z.string().min(1).max(36) });
 const empty = z.union([z.strictObject({}), z.undefined(), z.array(z.never()).length(0)]).transform(() => ({}));
@@ -34,7 +40,8 @@ export const ParamSchemas: { [M in MethodName]: z.ZodType<Params[M]> } = {
     project: z.string().startsWith('/'),
     jobs: z.array(jobSchema).min(1).max(10_000),
     env: z.record(z.string(), z.string()),
-  }),
+    provenance: z.array(provenanceSchema.nullable()).optional(),
+  }) as z.ZodType<Params['run.submit']>,
   'run.cancel': z.strictObject({ id: z.string().min(1).max(36), graceMs: z.number().int().nonnegative().optional() }),
   'run.get': runRef,
   'run.list': z.strictObject({

@@ -1,4 +1,4 @@
-import type { Job, Run, RunStatus } from './run.js';
+import type { Job, Provenance, Run, RunStatus } from './run.js';
 import type { RunSummary } from './run-index.js';
 
 /**
@@ -65,7 +65,7 @@ export interface DaemonStatus {
 export interface Params {
   'qwex.hello': { protocolVersion: number; client?: string };
   /** Jobs are resolved by the client (config, cwd); `env` is the submitter's environment, the base for every job. */
-  'run.submit': { project: string; jobs: Job[]; env: Record<string, string> };
+  'run.submit': { project: string; jobs: Job[]; env: Record<string, string>; provenance?: (Provenance | null)[] };
   'run.cancel': { id: string; graceMs?: number };
   'run.get': { id: string };
   'run.list': { project?: string; statuses?: RunStatus[]; limit?: number };

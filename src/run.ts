@@ -29,6 +29,21 @@ export interface Job {
   /** Wall-clock limit; the run is stopped and fails with endReason `timeout`. */
   timeoutMs?: number;
   name?: string;
+  /** Set when the run executes in its own copy of a workspace snapshot instead of the project in place. */
+  workspace?: WorkspaceSpec;
+}
+
+export interface WorkspaceSpec {
+  mode: 'snapshot';
+  /** The snapshot's manifest id in the content store. */
+  manifest: string;
+  /** The working directory relative to the project root ('' for the root): the same place in the copy. */
+  cwd: string;
+}
+
+export interface Provenance {
+  manifest?: string;
+  git?: { commit: string; branch: string | null; dirty: boolean };
 }
 
 export const RunStatus = {
@@ -95,6 +110,8 @@ export interface Run {
   artifacts?: ArtifactSummary;
   /** Peak use of the run's process tree, sampled while it ran. */
   resources?: { peakRssBytes: number; cpuSeconds: number };
+  /** Which code ran: the workspace snapshot and the git state when it was submitted. */
+  provenance?: Provenance;
   /** Who starts the run: `direct` (the CLI, at once) or `qwexd` (its queue). */
   supervisor?: 'direct' | 'qwexd';
   metadata: RunMetadata;

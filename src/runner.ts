@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { captureArtifacts, summarize, takeBaseline, type Baseline } from './artifacts.js';
@@ -9,10 +9,11 @@ import { writeJsonAtomic, type Durability } from './fs-atomic.js';
 import { newRunId } from './ids.js';
 import { RunFiles, runDir as runDirOf } from './paths.js';
 import { isGroupAlive, isProcessAlive, processStartTime, signalGroup } from './process-info.js';
-import { isTerminal, transition, type EndReason, type Job, type Run, type RunStatus } from './run.js';
+import { isTerminal, transition, type EndReason, type Job, type Provenance, type Run, type RunStatus } from './run.js';
 import type { RunStore } from './run-store.js';
 import { VERSION } from './version.js';
 import { sampleGroup } from './usage.js';
+import { ContentStore, materializeWorkspace, under, workspaceDir } from './workspace.js';
 
 /**
  * The Runner owns a run's lifecycle and is the only code that changes a
@@ -60,8 +61,8 @@ export class Runner {
   ) {}
 
   /** Records a new pending run and launches its monitor at once (direct mode). Returns without waiting for it to start. */
-  submit(job: Job, project: string): { run: Run; dir: string } {
-    const created = this.create(job, project, { supervisor: 'direct' });
+  submit(job: Job, project: string, provenance?: Provenance): { run: Run; dir: string } {
+    const created = this.createMany([job], project, { supervisor: 'direct', provenance: [provenance] })[0]!;
     return { run: this.launch(created.dir) ?? created.run, dir: created.dir };
   }
 
@@ -78,11 +79,11 @@ export class Runner {
   createMany(
     jobs: readonly Job[],
     project: string,
-    options: { supervisor: 'direct' | 'qwexd'; baseEnv?: Record<string, string> },
+    options: { supervisor: 'direct' | 'qwexd'; baseEnv?: Record<string, string>; provenance?: readonly (Provenance | undefined)[] },
   ): { run: Run; dir: string }[] {
     const metadata = { host: hostname(), user: safeUser(), qwexVersion: VERSION };
     const createdAt = new Date().toISOString();
-    const runs: Run[] = jobs.map((job) => ({
+    const runs: Run[] = jobs.map((job, i) => ({
       version: 1,
       id: newRunId(),
       project,
@@ -93,6 +94,7 @@ export class Runner {
       signal: null,
       backend: { name: job.backend },
       supervisor: options.supervisor,
+      ...(options.provenance?.[i] ? { provenance: options.provenance[i] } : {}),
       metadata,
     }));
     const env = options.baseEnv === undefined ? [] : [{ name: RunFiles.env, content: `${JSON.stringify(options.baseEnv)}\n` }];
@@ -202,10 +204,16 @@ export class Runner {
         if (stopReason === 'cancel' || readStopRequest(dir)) {
           return this.saveFinalQuietly(transition(run, 'cancelled', { endReason: 'cancel' }), dir, log);
         }
-        baseline = takeBaselineSafely(run);
+        try {
+          prepareCopy(run, dir);
+        } catch (error) {
+          const qe = error instanceof QwexError ? error : new QwexError(ErrorCode.StateUnwritable, `cannot make the run's copy of the workspace: ${(error as Error).message}`);
+          return this.saveFinalQuietly(transition(run, 'failed', { endReason: 'error', error: { code: qe.code, message: qe.message } }), dir, log);
+        }
+        baseline = takeBaselineSafely(run, dir);
         writeBaseline(dir, baseline);
         try {
-          started = await backend.start(run.job, {
+          started = await backend.start({ ...run.job, cwd: execCwd(run, dir) }, {
             dir,
             stdoutPath: join(dir, RunFiles.stdout),
             stderrPath: join(dir, RunFiles.stderr),
@@ -283,8 +291,8 @@ export class Runner {
       );
     }
     const manifest = await captureArtifacts({
-      cwd: run.job.cwd,
-      projectRoot: run.project,
+      cwd: execCwd(run, dir),
+      projectRoot: execRoot(run, dir),
       settings: run.job.artifacts,
       runId: run.id,
       baseline: context.baseline,
@@ -303,6 +311,8 @@ export class Runner {
       ...(endReason === 'timeout' ? { error: { code: 'QWEX_TIMEOUT', message: `stopped after the ${run.job.timeoutMs} ms timeout` } } : {}),
     });
     this.saveFinal(final, dir, log);
+    // The run's copy of the workspace has served: its artifacts are in files/.
+    if (run.job.workspace) rmSync(workspaceDir(dir), { recursive: true, force: true });
     return final;
   }
 
@@ -532,9 +542,29 @@ function writeStopRequest(dir: string, request: Omit<StopRequest, 'requestedAt'>
   writeJsonAtomic(join(dir, RunFiles.cancelRequest), { ...request, requestedAt: new Date().toISOString() }, 'file');
 }
 
-function takeBaselineSafely(run: Run): Baseline {
+/** Where the command runs: its working directory in the project, or the same place in the run's own copy. */
+function execCwd(run: Run, dir: string): string {
+  return run.job.workspace ? under(workspaceDir(dir), run.job.workspace.cwd) : run.job.cwd;
+}
+
+function execRoot(run: Run, dir: string): string {
+  return run.job.workspace ? workspaceDir(dir) : run.project;
+}
+
+/** Makes the run's own copy of its workspace snapshot (snapshot mode only). */
+function prepareCopy(run: Run, dir: string): void {
+  const spec = run.job.workspace;
+  if (!spec) return;
+  const store = new ContentStore();
+  const root = workspaceDir(dir);
+  rmSync(root, { recursive: true, force: true });
+  materializeWorkspace(store.readManifest(spec.manifest), store, run.project, root);
+  mkdirSync(execCwd(run, dir), { recursive: true });
+}
+
+function takeBaselineSafely(run: Run, dir: string): Baseline {
   try {
-    return takeBaseline({ cwd: run.job.cwd, projectRoot: run.project, settings: run.job.artifacts });
+    return takeBaseline({ cwd: execCwd(run, dir), projectRoot: execRoot(run, dir), settings: run.job.artifacts });
   } catch {
     return new Map();
   }

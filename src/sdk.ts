@@ -13,6 +13,7 @@ import { RunStore } from './run-store.js';
 import { Runner } from './runner.js';
 import { launchMonitor } from './monitor-launch.js';
 import { Watcher } from './watcher.js';
+import { prepareWorkspaces, workspaceMode, type WorkspaceMode } from './workspace-job.js';
 
 export type { JobSpec } from './job.js';
 export type { Run, RunStatus } from './run.js';
@@ -25,6 +26,8 @@ export interface SubmitOptions {
   env?: Record<string, string>;
   /** Start qwexd if it is not running (default true): it queues the jobs. With false and no qwexd, they all start at once. */
   startDaemon?: boolean;
+  /** Run in a snapshot of the project (the default) or in place. */
+  workspace?: WorkspaceMode;
 }
 
 
@@ -39,6 +42,7 @@ export async function submit(specs: readonly JobSpec[], options: SubmitOptions =
   const { config } = await loadConfig(project);
   const jobs = specs.map((spec) => buildJob(spec, config, cwd));
   if (jobs.length === 0) return [];
+  const provenance = await prepareWorkspaces(jobs, project, config, options.workspace ?? workspaceMode({}, config, false));
   let client = await DaemonClient.connectIfRunning();
   if (!client && options.startDaemon !== false && process.env.QWEX_NO_DAEMON !== '1') {
     await startDaemon();
@@ -46,7 +50,7 @@ export async function submit(specs: readonly JobSpec[], options: SubmitOptions =
   }
   if (client) {
     try {
-      return (await client.request(Method.submit, { project, jobs, env: options.env ?? submitterEnv() })).runs;
+      return (await client.request(Method.submit, { project, jobs, env: options.env ?? submitterEnv(), provenance: provenance.map((p) => p ?? null) })).runs;
     } finally {
       client.close();
     }
@@ -54,7 +58,7 @@ export async function submit(specs: readonly JobSpec[], options: SubmitOptions =
   const store = new RunStore();
   try {
     const runner = new Runner(store, launchMonitor);
-    const created = runner.createMany(jobs, project, { supervisor: 'direct', ...(options.env ? { baseEnv: options.env } : {}) });
+    const created = runner.createMany(jobs, project, { supervisor: 'direct', provenance, ...(options.env ? { baseEnv: options.env } : {}) });
     return created.map(({ run, dir }) => runner.launch(dir) ?? run);
   } finally {
     store.close();

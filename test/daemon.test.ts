@@ -251,7 +251,8 @@ describe('runs survive the daemon', () => {
   it('kill -9 of qwexd: runs go on, queued runs start exactly once after the restart, records are right', async () => {
     const pid = await startDaemon(1);
     const first = String((await qwex(sb, ['run', '-d', '--', node, fixture('ticker.mjs'), '30', '100'])).stdout);
-    const queued = String((await qwex(sb, ['run', '-d', '--', 'sh', '-c', 'echo once >> ../once.txt; echo queued; exit 6'])).stdout);
+    const once = join(sb.project, '..', 'once.txt');
+    const queued = String((await qwex(sb, ['run', '-d', '--', 'sh', '-c', `echo once >> ${once}; echo queued; exit 6`])).stdout);
     await until(() => (record(first).status === 'running' ? true : undefined));
     process.kill(pid, 'SIGKILL');
     await until(() => (isAlive(pid) ? undefined : true));

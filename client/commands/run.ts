@@ -1,5 +1,6 @@
 import { loadConfig } from '../../src/config.js';
 import { buildJob, submitterEnv } from '../../src/job.js';
+import { prepareWorkspaces, workspaceMode } from '../../src/workspace-job.js';
 import { exitCodeOf, isTerminal, type Run } from '../../src/run.js';
 import { runDir } from '../../src/paths.js';
 import { Method } from '../../src/protocol.js';
@@ -20,6 +21,8 @@ interface RunOptions {
   grace?: string;
   quiet?: boolean;
   json?: boolean;
+  snapshot?: boolean;
+  inPlace?: boolean;
 }
 
 export default async function run(ctx: Context, args: string[], options: RunOptions): Promise<number> {
@@ -40,15 +43,17 @@ export default async function run(ctx: Context, args: string[], options: RunOpti
     ctx.cwd,
   );
 
+  const mode = workspaceMode({ snapshot: options.snapshot, inPlace: options.inPlace }, config, !options.detach);
+  const [provenance] = await prepareWorkspaces([job], ctx.project, config, mode);
   const daemon = await ctx.daemon();
   let submitted: Run;
   let dir: string;
   if (daemon) {
-    const { runs } = await daemon.request(Method.submit, { project: ctx.project, jobs: [job], env: submitterEnv() });
+    const { runs } = await daemon.request(Method.submit, { project: ctx.project, jobs: [job], env: submitterEnv(), provenance: [provenance ?? null] });
     submitted = runs[0]!;
     dir = runDir(ctx.project, submitted.id);
   } else {
-    ({ run: submitted, dir } = ctx.runner.submit(job, ctx.project));
+    ({ run: submitted, dir } = ctx.runner.submit(job, ctx.project, provenance));
   }
   if (options.detach) {
     process.stdout.write(options.json ? `${JSON.stringify(publicRun(submitted), null, 2)}\n` : `${submitted.id}\n`);

@@ -9,6 +9,7 @@ import { DaemonClient } from '../../src/daemon-client.js';
 import type { Context } from '../context.js';
 import { parseDuration, parseEnv, parseWatch } from '../parse.js';
 import { publicRun } from '../render.js';
+import { prepareWorkspaces, workspaceMode } from '../../src/workspace-job.js';
 
 interface SubmitOptions {
   backend?: string;
@@ -17,6 +18,8 @@ interface SubmitOptions {
   timeout?: string;
   grace?: string;
   json?: boolean;
+  snapshot?: boolean;
+  inPlace?: boolean;
 }
 
 /**
@@ -52,6 +55,7 @@ export default async function submit(ctx: Context, file: string, options: Submit
     process.stderr.write(`no jobs in ${source}\n`);
     return 0;
   }
+  const provenance = await prepareWorkspaces(jobs, ctx.project, config, workspaceMode({ snapshot: options.snapshot, inPlace: options.inPlace }, config, false));
   let daemon = await ctx.daemon();
   if (!daemon && process.env.QWEX_NO_DAEMON !== '1') {
     const started = await startDaemon();
@@ -61,10 +65,10 @@ export default async function submit(ctx: Context, file: string, options: Submit
   }
   let runs: Run[];
   if (daemon) {
-    runs = (await daemon.request(Method.submit, { project: ctx.project, jobs, env: submitterEnv() })).runs;
+    runs = (await daemon.request(Method.submit, { project: ctx.project, jobs, env: submitterEnv(), provenance: provenance.map((p) => p ?? null) })).runs;
   } else {
     // Direct mode has no queue: every job starts now.
-    runs = ctx.runner.createMany(jobs, ctx.project, { supervisor: 'direct' }).map(({ run, dir }) => ctx.runner.launch(dir) ?? run);
+    runs = ctx.runner.createMany(jobs, ctx.project, { supervisor: 'direct', provenance }).map(({ run, dir }) => ctx.runner.launch(dir) ?? run);
   }
   process.stdout.write(options.json ? `${JSON.stringify(runs.map(publicRun), null, 2)}\n` : `${runs.map((r) => r.id).join('\n')}\n`);
   return 0;

@@ -308,7 +308,34 @@ if (want('daemon')) {
   goal('idle qwexd CPU', '< 0.5%', `${idle.cpu.toFixed(2)}%`, idle.cpu < 0.5);
 }
 
-// 6. Docker
+// 6. workspace snapshots
+if (want('snapshot')) {
+  const files = smoke ? 100 : 10_000;
+  const tree = join(base, 'tree');
+  for (let d = 0; d < files / 100; d++) {
+    mkdirSync(join(tree, `d${d}`), { recursive: true });
+    for (let f = 0; f < 100; f++) writeFileSync(join(tree, `d${d}`, `f${f}.bin`), Buffer.alloc(10_000, d * 100 + f));
+  }
+  const { ContentStore, snapshotWorkspace } = await import(join(ROOT, 'dist', 'src', 'workspace.js'));
+  const store = new ContentStore(join(base, 'store'));
+  const times = [];
+  for (let i = 0; i < 3; i++) {
+    const t = performance.now();
+    await snapshotWorkspace(tree, store);
+    times.push(performance.now() - t);
+  }
+  sections.push({
+    name: `Workspace snapshot of ${files.toLocaleString('en')} files (${(files * 10_000) / 1e6} MB)`,
+    unit: 'ms',
+    rows: [
+      { variant: 'first snapshot (hash and store every file)', value: times[0] },
+      { variant: 'second snapshot, tree unchanged (median of 2)', value: median(times.slice(1)) },
+    ],
+  });
+  goal(`second snapshot of an unchanged ${files.toLocaleString('en')}-file tree`, '< 1 s', fmt(median(times.slice(1))), median(times.slice(1)) < 1000);
+}
+
+// 7. Docker
 sections.push({ name: 'Docker: `qwex run --backend docker -- true` vs `docker run --rm`', unit: '', rows: [], note: 'not measured: this version of qwex has no Docker backend yet.' });
 
 // Report

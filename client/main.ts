@@ -122,6 +122,7 @@ export async function main(argv: string[]): Promise<number> {
     .command('artifacts')
     .description('list the files a run captured')
     .argument('<run>', 'run id or unique prefix')
+    .option('--copy-to <dir>', 'also copy them into DIR, keeping their paths')
     .option('--json', 'print artifacts.json')
     .action(use(() => import('./commands/artifacts.js')));
 

@@ -167,5 +167,8 @@ describe('workspace snapshots', () => {
     const manifest = await qwexJson<{ files: { path: string }[] }>(sb, ['artifacts', id]);
     expect(manifest.files.map((f) => f.path)).toEqual(['out/new.txt']);
     await until(() => (existsSync(join(sb.project, '.qwex', 'runs', id, 'files', 'out', 'new.txt')) ? true : undefined));
+    const copied = await qwex(sb, ['artifacts', id, '--copy-to', 'results']);
+    expect(copied.exitCode).toBe(0);
+    expect(readFileSync(join(sb.project, 'results', 'out', 'new.txt'), 'utf8')).toBe('new\n');
   });
 });

@@ -1,12 +1,12 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import type { ArtifactManifest } from '../../src/artifacts.js';
 import { errnoCode } from '../../src/errors.js';
 import { RunFiles } from '../../src/paths.js';
 import type { Context } from '../context.js';
 import { formatBytes, styleFor, table } from '../render.js';
 
-export default async function artifacts(ctx: Context, prefix: string, options: { json?: boolean }): Promise<number> {
+export default async function artifacts(ctx: Context, prefix: string, options: { json?: boolean; copyTo?: string }): Promise<number> {
   const { dir } = ctx.resolve(prefix);
   const run = ctx.watcher.read(dir);
   let manifest: ArtifactManifest | undefined;
@@ -14,6 +14,16 @@ export default async function artifacts(ctx: Context, prefix: string, options: {
     manifest = JSON.parse(readFileSync(join(dir, RunFiles.artifacts), 'utf8')) as ArtifactManifest;
   } catch (error) {
     if (errnoCode(error) !== 'ENOENT') throw error;
+  }
+  if (options.copyTo !== undefined && manifest) {
+    // The files keep their paths under DIR (DIR/out/model.pth); existing files there are replaced.
+    const target = resolve(options.copyTo);
+    for (const file of manifest.files) {
+      const dest = join(target, ...file.path.split('/'));
+      mkdirSync(dirname(dest), { recursive: true });
+      copyFileSync(join(dir, RunFiles.files, ...file.path.split('/')), dest);
+    }
+    process.stderr.write(`copied ${manifest.files.length} file(s) to ${target}\n`);
   }
   if (options.json) {
     process.stdout.write(`${JSON.stringify(manifest ?? null, null, 2)}\n`);

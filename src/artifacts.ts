@@ -109,7 +109,7 @@ export function summarize(manifest: ArtifactManifest): ArtifactSummary {
 }
 
 /** Copies src to dest while hashing it, in one read. A partial dest is removed on failure. */
-async function copyHashing(src: string, dest: string): Promise<string> {
+export async function copyHashing(src: string, dest: string, mode = 0o644): Promise<string> {
   mkdirSync(dirname(dest), { recursive: true });
   const hash = createHash('sha256');
   try {
@@ -121,7 +121,7 @@ async function copyHashing(src: string, dest: string): Promise<string> {
           yield chunk;
         }
       },
-      createWriteStream(dest, { flags: 'w', mode: 0o644 }),
+      createWriteStream(dest, { flags: 'w', mode }),
     );
   } catch (error) {
     rmSync(dest, { force: true });

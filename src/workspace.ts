@@ -16,9 +16,8 @@ import {
   type Stats,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import { createWriteStream } from 'node:fs';
 import ignore, { type Ignore } from 'ignore';
+import { copyHashing } from './artifacts.js';
 import { ErrorCode, QwexError, errnoCode } from './errors.js';
 import { writeJsonAtomic } from './fs-atomic.js';
 import { QWEX_DIR, stateDir } from './paths.js';
@@ -78,20 +77,8 @@ export class ContentStore {
   async put(source: string, expected: string): Promise<boolean> {
     const target = this.objectPath(expected);
     if (existsSync(target)) return false;
-    mkdirSync(dirname(target), { recursive: true });
     const tmp = `${target}.${process.pid}.tmp`;
-    const hash = createHash('sha256');
-    await pipeline(
-      createReadStream(source),
-      async function* (chunks: AsyncIterable<Buffer>) {
-        for await (const chunk of chunks) {
-          hash.update(chunk);
-          yield chunk;
-        }
-      },
-      createWriteStream(tmp, { mode: 0o444 }),
-    );
-    if (hash.digest('hex') !== expected) {
+    if ((await copyHashing(source, tmp, 0o444)) !== expected) {
       rmSync(tmp, { force: true });
       throw new QwexError(ErrorCode.Internal, `${source} changed while it was being snapshotted`, { hint: 'submit again once it is written' });
     }

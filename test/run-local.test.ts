@@ -306,6 +306,22 @@ describe('listing and looking up runs', () => {
   });
 });
 
+describe('qwex itself', () => {
+  it('--version prints the package version; --help lists the commands', async () => {
+    const pkg = JSON.parse(readFileSync(join(FIXTURES, '..', '..', 'package.json'), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-V']) {
+      const r = await qwex(sb, [flag]);
+      expect(r.exitCode).toBe(0);
+      expect(String(r.stdout)).toBe(pkg.version);
+    }
+    const help = await qwex(sb, ['--help']);
+    expect(help.exitCode).toBe(0);
+    for (const command of ['run', 'submit', 'ps', 'logs', 'attach', 'status', 'wait', 'cancel', 'artifacts', 'diff', 'gc', 'doctor', 'daemon']) {
+      expect(String(help.stdout)).toMatch(new RegExp(`^  ${command}\\b`, 'm'));
+    }
+  });
+});
+
 describe('bad input', () => {
   it('exits 2 with a usage error for an unknown flag or a bad duration', async () => {
     const r = await qwex(sb, ['ps', '--bogus']);

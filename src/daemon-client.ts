@@ -18,7 +18,6 @@ export interface NotificationMessage {
 export class DaemonClient {
   private readonly rpc: JSONRPCClient;
   private readonly listeners = new Set<(note: NotificationMessage) => void>();
-  private readonly closeListeners = new Set<() => void>();
   private closedError: QwexError | undefined;
   daemonVersion = '';
   daemonPid = 0;
@@ -92,25 +91,6 @@ export class DaemonClient {
     return () => this.listeners.delete(listener);
   }
 
-  /** Called once when the connection ends, for whatever reason. Returns a function that stops listening. */
-  onClose(listener: () => void): () => void {
-    if (this.closedError) {
-      listener();
-      return () => {};
-    }
-    this.closeListeners.add(listener);
-    return () => this.closeListeners.delete(listener);
-  }
-
-  /** Stops reading from qwexd (its subscriptions then wait: backpressure) until resume(). */
-  pause(): void {
-    this.socket.pause();
-  }
-
-  resume(): void {
-    this.socket.resume();
-  }
-
   close(): void {
     this.fail(new QwexError(ErrorCode.DaemonUnavailable, 'the connection to qwexd was closed'));
     this.socket.destroy();
@@ -137,7 +117,6 @@ export class DaemonClient {
     if (this.closedError) return;
     this.closedError = error;
     this.rpc.rejectAllPendingRequests(error.message);
-    for (const listener of this.closeListeners) listener();
   }
 
   private toQwexError(error: unknown): QwexError {

@@ -32,13 +32,8 @@ export class RunStore {
     return this.index;
   }
 
-  /** Creates the run directory (0700) and its first record. */
-  create(run: Run): string {
-    return this.createMany([run])[0]!;
-  }
-
   /**
-   * Creates run directories and first records, then indexes them all in one
+   * Creates run directories (0700) and first records, then indexes them all in one
    * transaction (a batch of a thousand runs costs one index write). An index
    * failure is thrown after every record is on disk.
    */

@@ -67,15 +67,11 @@ export class Runner {
   }
 
   /**
-   * Records a new pending run without starting it. `baseEnv`, when given, is
-   * saved (0600) as the environment the command will start from, for runs
-   * that start later in another process (qwexd's queue).
+   * Records pending runs without starting them, in order (ids ascend),
+   * indexed in one transaction. `baseEnv`, when given, is saved (0600) as
+   * the environment their commands start from, for runs started later in
+   * another process (qwexd's queue).
    */
-  create(job: Job, project: string, options: { supervisor: 'direct' | 'qwexd'; baseEnv?: Record<string, string> }): { run: Run; dir: string } {
-    return this.createMany([job], project, options)[0]!;
-  }
-
-  /** Records many pending runs at once, in order (ids ascend), indexed in one transaction. */
   createMany(
     jobs: readonly Job[],
     project: string,

@@ -1,7 +1,7 @@
 import { watch, type FSWatcher } from 'node:fs';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { RunFiles, runDir } from '../src/paths.js';
+import { RunFiles } from '../src/paths.js';
 import { listRuns, usageOf } from '../src/listing.js';
 import type { ListedRun, RunView } from '../src/protocol.js';
 import { isProcessAlive } from '../src/process-info.js';
@@ -87,7 +87,8 @@ export class Supervisor {
     for (const { dir } of created) this.queue.push(dir);
     this.options.log.info('submitted', { count: created.length, first: created[0]?.run.id });
     this.pump();
-    return created.map(({ run }) => this.readOr(run));
+    // The records as submitted: those just started say so in run.json, which the client reads if it cares.
+    return created.map(({ run }) => run);
   }
 
   async cancel(dir: string, graceMs: number): Promise<Run> {
@@ -223,13 +224,5 @@ export class Supervisor {
 
   private notifyEnd(dir: string, run: Run): void {
     for (const listener of this.endListeners) listener(dir, run);
-  }
-
-  private readOr(run: Run): Run {
-    try {
-      return this.store.read(runDir(run.project, run.id));
-    } catch {
-      return run;
-    }
   }
 }

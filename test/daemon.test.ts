@@ -16,10 +16,7 @@ let sb: Sandbox;
 beforeEach(() => {
   sb = sandbox();
 });
-afterEach(async () => {
-  await qwex(sb, ['daemon', 'stop']);
-  sb.cleanup();
-});
+afterEach(() => sb.cleanup());
 
 async function startDaemon(concurrency = 4): Promise<number> {
   const r = await qwex(sb, ['daemon', 'start', '--concurrency', String(concurrency)]);

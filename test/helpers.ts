@@ -16,7 +16,8 @@ export interface Sandbox {
   runtime: string;
   socket: string;
   env: Record<string, string>;
-  cleanup(): void;
+  /** Stops this sandbox's qwexd if one runs (SIGTERM, then SIGKILL), and removes everything. */
+  cleanup(): Promise<void>;
 }
 
 export function sandbox(): Sandbox {
@@ -31,13 +32,18 @@ export function sandbox(): Sandbox {
     runtime,
     socket: join(runtime, 'qwexd.sock'),
     env: { QWEX_STATE_DIR: state, QWEX_RUNTIME_DIR: runtime, NO_COLOR: '1' },
-    cleanup: () => {
-      // A qwexd left by a failed test must not outlive it.
+    cleanup: async () => {
+      let pid = 0;
       try {
-        const pid = Number(readFileSync(join(runtime, 'qwexd.pid'), 'utf8'));
-        if (pid > 0) process.kill(pid, 'SIGKILL');
+        pid = Number(readFileSync(join(runtime, 'qwexd.pid'), 'utf8'));
       } catch {
         // none running
+      }
+      if (pid > 0 && isAlive(pid)) {
+        process.kill(pid, 'SIGTERM');
+        const deadline = Date.now() + 5000;
+        while (isAlive(pid) && Date.now() < deadline) await sleep(25);
+        if (isAlive(pid)) process.kill(pid, 'SIGKILL');
       }
       rmSync(base, { recursive: true, force: true });
     },

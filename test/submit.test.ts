@@ -9,10 +9,7 @@ let sb: Sandbox;
 beforeEach(() => {
   sb = sandbox();
 });
-afterEach(async () => {
-  await qwex(sb, ['daemon', 'stop']);
-  sb.cleanup();
-});
+afterEach(() => sb.cleanup());
 
 function record(id: string): Run {
   return JSON.parse(readFileSync(join(sb.project, '.qwex', 'runs', id, 'run.json'), 'utf8')) as Run;

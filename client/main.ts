@@ -11,6 +11,19 @@ import { exit, reportError } from './exit.js';
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
+/** Flags of the container backends (Docker), shared by `run` and `submit`; they override backends.<name> in the config. */
+function containerOptions(command: Command): Command {
+  return command
+    .option('--image <name>', 'container image (container backends)')
+    .addOption(new Option('--pull <policy>', 'when to pull the image').choices(['never', 'missing', 'always']))
+    .option('--cpus <n>', 'CPU limit, e.g. 2 or 0.5')
+    .option('--memory <size>', 'memory limit, e.g. 512m or 4g')
+    .option('--gpus <request>', 'GPUs: all, a count, or device=0,1')
+    .option('--mount <src:dst[:ro]>', 'bind-mount a host path into the container (repeatable)', collect, [])
+    .option('--network <name>', 'container network (bridge, host, none, or a named network)')
+    .option('--user <user>', 'run as this uid[:gid] or user in the container (default: yours)');
+}
+
 type CommandModule<A extends unknown[]> = { default: (ctx: Context, ...args: A) => Promise<number> };
 
 export async function main(argv: string[]): Promise<number> {
@@ -38,7 +51,7 @@ export async function main(argv: string[]): Promise<number> {
       result = await mod.default(ctx, ...args);
     };
 
-  program
+  const runCommand = program
     .command('run')
     .description('run a command; streams its output and exits with its exit code (or returns at once with --detach)')
     .argument('<command...>', 'the program and its arguments; one quoted string with shell syntax runs through /bin/sh -c')
@@ -53,11 +66,12 @@ export async function main(argv: string[]): Promise<number> {
     .option('--snapshot', 'run in a snapshot of the project taken now (the default for --detach)')
     .option('--in-place', 'run in the project directory itself (the default in the foreground)')
     .option('-q, --quiet', 'print only the program\'s own output')
-    .option('--json', 'with --detach: print the run record as JSON')
+    .option('--json', 'with --detach: print the run record as JSON');
+  containerOptions(runCommand)
     .passThroughOptions()
     .action(use(() => import('./commands/run.js')));
 
-  program
+  const submitCommand = program
     .command('submit')
     .description('submit many jobs in one request (one shell command or NDJSON job spec per line); prints the run ids in order')
     .argument('<file>', 'the jobs, or - for stdin')
@@ -68,8 +82,8 @@ export async function main(argv: string[]): Promise<number> {
     .option('--grace <duration>', 'time between SIGTERM and SIGKILL when stopping one')
     .option('--snapshot', 'run each job in a snapshot of the project taken now (the default)')
     .option('--in-place', 'run each job in the project directory itself')
-    .option('--json', 'print the run records as a JSON array')
-    .action(use(() => import('./commands/submit.js')));
+    .option('--json', 'print the run records as a JSON array');
+  containerOptions(submitCommand).action(use(() => import('./commands/submit.js')));
 
   program
     .command('ps')
@@ -142,9 +156,10 @@ export async function main(argv: string[]): Promise<number> {
 
   program
     .command('doctor')
-    .description('check qwex\'s state; --reindex rebuilds the run index from run directories')
+    .description('check qwex\'s state (the run index, orphaned containers); --reindex rebuilds the index from run directories')
     .argument('[projects...]', 'project roots to reindex (default: this project and every project in the index)')
     .option('--reindex', 'rebuild the index from the run.json files')
+    .option('--remove-orphans', 'remove qwex containers that no active run accounts for')
     .option('--json', 'print the report as JSON')
     .action(use(() => import('./commands/doctor.js')));
 

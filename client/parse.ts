@@ -1,3 +1,4 @@
+import type { ContainerSpec } from '../src/container.js';
 import { ErrorCode, QwexError } from '../src/errors.js';
 import { RUN_STATUSES, type RunStatus } from '../src/run.js';
 
@@ -64,4 +65,25 @@ export function parseStatuses(text: string): RunStatus[] {
 export function parseCount(text: string, what: string): number {
   if (!/^\d+$/.test(text)) throw usage(`${what}: "${text}" is not a whole number`);
   return Number(text);
+}
+
+/** The container flags given on the command line, or undefined when there are none. Values are checked when the job is built. */
+export interface ContainerFlags {
+  image?: string;
+  pull?: string;
+  cpus?: string;
+  memory?: string;
+  gpus?: string;
+  mount: string[];
+  network?: string;
+  user?: string;
+}
+
+export function containerSpec(flags: ContainerFlags): ContainerSpec | undefined {
+  const spec: ContainerSpec = {};
+  for (const key of ['image', 'pull', 'cpus', 'memory', 'gpus', 'network', 'user'] as const) {
+    if (flags[key] !== undefined) spec[key] = flags[key];
+  }
+  if (flags.mount.length > 0) spec.mounts = flags.mount;
+  return Object.keys(spec).length === 0 ? undefined : spec;
 }

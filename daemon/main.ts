@@ -62,7 +62,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     // Holding the lock, any socket file left here is a dead daemon's.
     rmSync(socket, { force: true });
     // qwexd supervises its runs in-process; the monitor launcher serves only Runner.submit, which qwexd does not call.
-    const runner = new Runner(store, launchMonitor);
+    const runner = new Runner(store, launchMonitor, { relaunchMonitors: false });
     supervisor = new Supervisor(store, runner, { concurrency: options.concurrency, log });
     await supervisor.recover();
     server = new RpcServer({ socketPath: socket, store, supervisor, log, onShutdown: () => void stop('daemon.shutdown') });

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 /**
- * The per-run monitor: `node monitor.js RUN_DIR`. Launched detached by
+ * The per-run monitor: `node monitor.js RUN_DIR [--adopt]`. Launched detached by
  * `qwex run` in direct mode; supervises exactly one run from pending to its
- * final record, then exits. SIGUSR1 asks it to cancel the run (what
+ * final record, then exits. With --adopt it takes over a run that is already
+ * running and whose supervisor died (launched by whoever noticed). SIGUSR1 asks it to cancel the run (what
  * `qwex cancel` sends); SIGTERM/SIGINT/SIGHUP are passed on to the command.
  */
 import { Runner } from '../src/runner.js';
@@ -15,13 +16,14 @@ function log(event: string, fields: Record<string, unknown> = {}): void {
 
 async function main(): Promise<number> {
   const dir = process.argv[2];
+  const adopt = process.argv[3] === '--adopt';
   if (!dir) {
-    log('usage', { message: 'usage: monitor.js RUN_DIR' });
+    log('usage', { message: 'usage: monitor.js RUN_DIR [--adopt]' });
     return 2;
   }
   const store = new RunStore();
   try {
-    const supervision = new Runner(store, launchMonitor).supervise(dir, log);
+    const supervision = new Runner(store, launchMonitor).supervise(dir, log, { adopt });
     process.on('SIGUSR1', () => supervision.cancel());
     for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
       process.on(signal, () => {

@@ -212,10 +212,23 @@ export class Supervisor {
       this.options.log.warn('check-failed', { dir, message: (error as Error).message });
       return;
     }
-    if (!isTerminal(run.status) || !this.watched.has(dir)) return;
+    if (!this.watched.has(dir)) return;
+    if (!isTerminal(run.status)) {
+      // Its supervisor (a direct-mode monitor) died while the command runs: this daemon takes it over.
+      const { monitorPid, monitorStartTime } = run.backend;
+      if (run.status === 'running' && monitorPid !== undefined && !isProcessAlive(monitorPid, monitorStartTime)) {
+        this.unwatch(dir);
+        this.supervise(dir, true);
+      }
+      return;
+    }
+    this.unwatch(dir);
+    this.notifyEnd(dir, run);
+  }
+
+  private unwatch(dir: string): void {
     this.watched.get(dir)?.close();
     this.watched.delete(dir);
-    this.notifyEnd(dir, run);
   }
 
   private async sweep(): Promise<void> {

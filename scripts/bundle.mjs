@@ -11,8 +11,8 @@ const common = {
   target: 'node20',
   format: 'esm',
   splitting: true,
-  // A native addon cannot be bundled.
-  external: ['better-sqlite3'],
+  // A native addon cannot be bundled; dockerode (and the ssh2 it brings) load optional native parts with require().
+  external: ['better-sqlite3', 'dockerode', 'ssh2'],
   // Bundled CommonJS dependencies call require(); give them one in ESM.
   banner: { js: "import { createRequire as __qwexCreateRequire } from 'node:module'; const require = __qwexCreateRequire(import.meta.url);" },
   sourcemap: true,

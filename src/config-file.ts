@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { BACKEND_NAMES, PLANNED_BACKENDS } from './backends/names.js';
+import { parseMount, parseResources } from './container.js';
 import { ErrorCode, QwexError, errnoCode } from './errors.js';
 
 /** Reading and validating one configuration file (see config.ts for how files combine). */
@@ -26,6 +27,19 @@ const fileSchema = z.strictObject({
   backends: z
     .strictObject({
       local: z.strictObject({}).optional(),
+      docker: z
+        .strictObject({
+          image: z.string().min(1).optional(),
+          pull: z.enum(['never', 'missing', 'always']).optional(),
+          user: z.string().min(1).optional(),
+          network: z.string().min(1).optional(),
+          cpus: z.union([z.number(), z.string()]).optional(),
+          memory: z.union([z.number(), z.string()]).optional(),
+          gpus: z.union([z.number(), z.string()]).optional(),
+          mounts: z.array(z.string()).optional(),
+          env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name'), z.string()).optional(),
+        })
+        .optional(),
     })
     .optional(),
 });
@@ -63,6 +77,17 @@ export function readConfigFile(path: string): FileConfig | undefined {
     throw new QwexError(ErrorCode.ConfigInvalid, `${path}: backend: "${result.data.backend}" is not available in this version of qwex (available: ${BACKEND_NAMES.join(', ')})`, {
       details: { file: path, key: 'backend' },
     });
+  }
+  const docker = result.data.backends?.docker;
+  if (docker) {
+    // Checked here too, so that a bad value names this file rather than failing the first run that uses it.
+    try {
+      parseResources(docker, `${path}: backends.docker`);
+      for (const mount of docker.mounts ?? []) parseMount(mount, '/', `${path}: backends.docker`);
+    } catch (error) {
+      const qe = error as QwexError;
+      throw new QwexError(ErrorCode.ConfigInvalid, qe.message, { ...(qe.hint ? { hint: qe.hint } : {}), details: { file: path, key: 'backends.docker' } });
+    }
   }
   return result.data;
 }

@@ -26,6 +26,11 @@ export const ErrorCode = {
   SocketPathTooLong: 'QWEX_SOCKET_PATH_TOO_LONG',
   /** systemctl or launchctl refused to enable or disable the qwexd service. */
   ServiceManager: 'QWEX_SERVICE_MANAGER',
+  /** The image is not on the engine and the pull policy forbids pulling it. */
+  ImageNotFound: 'QWEX_IMAGE_NOT_FOUND',
+  ImagePullFailed: 'QWEX_IMAGE_PULL_FAILED',
+  /** The engine refused to create or start the run's container (bad mount, network, GPU request...). */
+  ContainerFailed: 'QWEX_CONTAINER_FAILED',
   Internal: 'QWEX_INTERNAL',
 } as const;
 

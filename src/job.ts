@@ -2,6 +2,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { BACKEND_NAMES, isBackendName } from './backends/names.js';
 import { commandSpec } from './command.js';
 import type { QwexConfig } from './config.js';
+import { resolveContainerConfig, type ContainerSpec } from './container.js';
 import { ErrorCode, QwexError } from './errors.js';
 import type { Job } from './run.js';
 
@@ -23,10 +24,15 @@ export interface JobSpec {
   watch?: string[];
   timeoutMs?: number;
   killGraceMs?: number;
+  /** Image, resources and the rest for container backends; over the config's `backends.<name>`. Mount sources resolve against `cwd`. */
+  container?: ContainerSpec;
 }
 
+/** Backends whose jobs run in a container and so need a ContainerConfig. */
+const CONTAINER_BACKENDS: ReadonlySet<string> = new Set(['docker']);
+
 /** Resolves a spec against the configuration into the Job recorded in run.json. Throws QwexError on bad input. */
-export function buildJob(spec: JobSpec, config: QwexConfig, callerCwd: string): Job {
+export function buildJob(spec: JobSpec, config: QwexConfig, callerCwd: string, project: string = callerCwd): Job {
   const args = typeof spec.command === 'string' ? [spec.command] : spec.command;
   if (!Array.isArray(args) || args.length === 0 || args.some((a) => typeof a !== 'string') || args[0] === '') {
     throw new QwexError(ErrorCode.Usage, 'command: expected a non-empty string or array of strings');
@@ -44,9 +50,21 @@ export function buildJob(spec: JobSpec, config: QwexConfig, callerCwd: string): 
       });
     }
   }
+  const cwd = spec.cwd === undefined ? callerCwd : resolve(callerCwd, spec.cwd);
+  let container: Job['container'];
+  if (CONTAINER_BACKENDS.has(backend)) {
+    container = resolveContainerConfig([
+      { spec: (config.backends[backend] ?? {}) as ContainerSpec, root: project, where: `backends.${backend}` },
+      { spec: spec.container ?? {}, root: cwd, where: `--backend ${backend}` },
+    ]);
+  } else if (spec.container !== undefined && Object.values(spec.container).some((v) => v !== undefined)) {
+    throw new QwexError(ErrorCode.Usage, `image, cpus, memory, gpus and the other container options need a container backend, not "${backend}"`, {
+      hint: 'add --backend docker',
+    });
+  }
   return {
     ...commandSpec(args, { shell: spec.shell === true }),
-    cwd: spec.cwd === undefined ? callerCwd : resolve(callerCwd, spec.cwd),
+    cwd,
     env: { ...config.env, ...spec.env },
     backend,
     backendOptions: config.backends[backend] ?? {},
@@ -54,6 +72,7 @@ export function buildJob(spec: JobSpec, config: QwexConfig, callerCwd: string): 
     killGraceMs: spec.killGraceMs ?? config.killGraceSeconds * 1000,
     ...(spec.timeoutMs === undefined ? {} : { timeoutMs: spec.timeoutMs }),
     ...(spec.name === undefined ? {} : { name: spec.name }),
+    ...(container === undefined ? {} : { container }),
   };
 }
 
@@ -87,7 +106,8 @@ export function parseJobLines(text: string, source: string): JobSpec[] {
   return specs;
 }
 
-const SPEC_KEYS = new Set(['command', 'shell', 'cwd', 'env', 'name', 'backend', 'watch', 'timeoutMs', 'killGraceMs']);
+const SPEC_KEYS = new Set(['command', 'shell', 'cwd', 'env', 'name', 'backend', 'watch', 'timeoutMs', 'killGraceMs', 'container']);
+const CONTAINER_KEYS = new Set(['image', 'pull', 'user', 'network', 'cpus', 'memory', 'gpus', 'mounts', 'env']);
 
 function checkSpec(value: unknown, where: string): JobSpec {
   const bad = (what: string): never => {
@@ -112,6 +132,19 @@ function checkSpec(value: unknown, where: string): JobSpec {
   if (spec.watch !== undefined && !(Array.isArray(spec.watch) && spec.watch.every((d) => typeof d === 'string'))) bad('watch: expected an array of strings');
   for (const key of ['timeoutMs', 'killGraceMs'] as const) {
     if (spec[key] !== undefined && !(Number.isInteger(spec[key]) && (spec[key] as number) >= 0)) bad(`${key}: expected a whole number of milliseconds`);
+  }
+  if (spec.container !== undefined) {
+    const c = spec.container as Record<string, unknown>;
+    if (typeof c !== 'object' || c === null || Array.isArray(c)) bad('container: expected an object like {"image": "python:3.12-slim"}');
+    for (const key of Object.keys(c)) if (!CONTAINER_KEYS.has(key)) bad(`container: unknown key "${key}" (keys: ${[...CONTAINER_KEYS].join(', ')})`);
+    for (const key of ['image', 'pull', 'user', 'network'] as const) if (c[key] !== undefined && typeof c[key] !== 'string') bad(`container.${key}: expected a string`);
+    for (const key of ['cpus', 'memory', 'gpus'] as const) {
+      if (c[key] !== undefined && typeof c[key] !== 'string' && typeof c[key] !== 'number') bad(`container.${key}: expected a number or a string`);
+    }
+    if (c.mounts !== undefined && !(Array.isArray(c.mounts) && c.mounts.every((m) => typeof m === 'string'))) bad('container.mounts: expected an array of "SRC:DST[:ro]" strings');
+    if (c.env !== undefined && (typeof c.env !== 'object' || c.env === null || Object.values(c.env).some((v) => typeof v !== 'string'))) {
+      bad('container.env: expected an object of strings');
+    }
   }
   return spec as unknown as JobSpec;
 }

@@ -11,11 +11,11 @@ import { RunFiles } from './paths.js';
  * and Ctrl-C. Its own diagnostics go to monitor.log in the run directory.
  * Fire and forget: the monitor reports through run.json.
  */
-export function launchMonitor(runDir: string): void {
+export function launchMonitor(runDir: string, options: { adopt?: boolean } = {}): void {
   const script = monitorScript();
   const logFd = openSync(join(runDir, RunFiles.monitorLog), 'a', 0o600);
   try {
-    const child = spawn(process.execPath, [script, runDir], {
+    const child = spawn(process.execPath, [script, runDir, ...(options.adopt ? ['--adopt'] : [])], {
       detached: true,
       stdio: ['ignore', logFd, logFd],
       env: process.env,

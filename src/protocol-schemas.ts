@@ -23,6 +23,21 @@ const jobSchema: z.ZodType<Job> = z.strictObject({
   timeoutMs: z.number().int().positive().optional(),
   name: z.string().optional(),
   workspace: z.strictObject({ mode: z.literal('snapshot'), manifest: z.string().regex(/^[0-9a-f]{64}$/), cwd: z.string() }).optional(),
+  container: z
+    .strictObject({
+      image: z.string().min(1),
+      pull: z.enum(['never', 'missing', 'always']),
+      user: z.string().min(1).optional(),
+      network: z.string().min(1).optional(),
+      mounts: z.array(z.strictObject({ source: z.string().startsWith('/'), target: z.string().startsWith('/'), readonly: z.boolean() })),
+      env: z.record(z.string(), z.string()),
+      resources: z.strictObject({
+        cpus: z.number().positive().optional(),
+        memoryBytes: z.number().int().positive().optional(),
+        gpus: z.union([z.number().int().positive(), z.literal('all'), z.array(z.string().min(1))]).optional(),
+      }),
+    })
+    .optional(),
 }) as z.ZodType<Job>;
 
 const provenanceSchema = z.strictObject({

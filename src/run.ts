@@ -1,3 +1,4 @@
+import type { ContainerConfig } from './container.js';
 import { ErrorCode, QwexError } from './errors.js';
 
 /**
@@ -31,6 +32,8 @@ export interface Job {
   name?: string;
   /** Set when the run executes in its own copy of a workspace snapshot instead of the project in place. */
   workspace?: WorkspaceSpec;
+  /** Image, user, mounts and resources, for the container backends. */
+  container?: ContainerConfig;
 }
 
 export interface WorkspaceSpec {

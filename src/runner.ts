@@ -8,7 +8,7 @@ import { ErrorCode, QwexError, errnoCode } from './errors.js';
 import { writeJsonAtomic, type Durability } from './fs-atomic.js';
 import { newRunId } from './ids.js';
 import { RunFiles, runDir as runDirOf } from './paths.js';
-import { isGroupAlive, isProcessAlive, processStartTime, signalGroup } from './process-info.js';
+import { isProcessAlive, processStartTime } from './process-info.js';
 import { isTerminal, transition, type EndReason, type Job, type Provenance, type Run, type RunStatus } from './run.js';
 import type { RunStore } from './run-store.js';
 import { VERSION } from './version.js';
@@ -38,8 +38,8 @@ export interface StopRequest {
 
 type Log = (event: string, fields?: Record<string, unknown>) => void;
 
-/** Starts the process that will supervise a run (in direct mode: a detached monitor). */
-export type MonitorLauncher = (runDir: string) => void;
+/** Starts the process that will supervise a run (in direct mode: a detached monitor); `adopt` for a run already running. */
+export type MonitorLauncher = (runDir: string, options?: { adopt?: boolean }) => void;
 
 export interface Supervision {
   /** Settles with the final record once the run ended and was recorded. */
@@ -55,9 +55,15 @@ export interface Supervision {
 }
 
 export class Runner {
+  /**
+   * `relaunchMonitors`: when a look at a run finds its supervisor dead while
+   * its command runs on a backend whose output must be copied (Docker), start
+   * a monitor that adopts it. qwexd sets it false: it adopts such runs itself.
+   */
   constructor(
     private readonly store: RunStore,
     private readonly launchMonitor: MonitorLauncher,
+    private readonly options: { relaunchMonitors?: boolean } = {},
   ) {}
 
   /** Records a new pending run and launches its monitor at once (direct mode). Returns without waiting for it to start. */
@@ -186,6 +192,8 @@ export class Runner {
       if (options.adopt) {
         if (isTerminal(run.status)) return run;
         if (run.status !== 'running') throw new QwexError(ErrorCode.InvalidTransition, `run ${run.id} is ${run.status}, not running`);
+        // One adopter at a time: two would both copy its output and both write its end.
+        if (!this.claimFinalize(dir)) throw new QwexError(ErrorCode.InvalidTransition, `run ${run.id} is already adopted by another process`);
         started = backend.adopt(run.backend, dir);
         run = { ...run, backend: { ...run.backend, ...me } };
         this.saveQuietly(run, dir, log);
@@ -211,6 +219,9 @@ export class Runner {
         try {
           started = await backend.start({ ...run.job, cwd: execCwd(run, dir) }, {
             dir,
+            runId: run.id,
+            project: run.project,
+            root: execRoot(run, dir),
             stdoutPath: join(dir, RunFiles.stdout),
             stderrPath: join(dir, RunFiles.stderr),
             env: runEnvironment(run, dir),
@@ -252,7 +263,7 @@ export class Runner {
       // Whatever the leader left behind in its group goes with it when the run was stopped.
       if (stopReason) started.signal('SIGKILL');
       log('exited', { ...exit });
-      return this.finish(run, dir, exit, { baseline, stopReason, ...(resources ? { resources } : {}) }, log);
+      return this.finish(run, dir, exit, started, { baseline, stopReason, ...(resources ? { resources } : {}) }, log);
     })();
 
     const settledDone = done.finally(() => commandEnded());
@@ -275,16 +286,19 @@ export class Runner {
     run: Run,
     dir: string,
     exit: ExitInfo,
+    started: StartedProcess,
     context: { baseline: Baseline; stopReason: StopRequest['reason'] | undefined; resources?: Run['resources'] },
     log: Log,
   ): Promise<Run> {
     const finishedAt = (exit.endedAt ?? new Date()).toISOString();
     if (exit.lost !== undefined) {
-      return this.saveFinalQuietly(
+      const lost = this.saveFinalQuietly(
         transition(run, 'lost', { finishedAt, endReason: 'lost', error: { code: 'QWEX_RUN_LOST', message: `run ${run.id} is lost: ${exit.lost}` } }),
         dir,
         log,
       );
+      await started.release();
+      return lost;
     }
     const manifest = await captureArtifacts({
       cwd: execCwd(run, dir),
@@ -307,7 +321,8 @@ export class Runner {
       ...(endReason === 'timeout' ? { error: { code: 'QWEX_TIMEOUT', message: `stopped after the ${run.job.timeoutMs} ms timeout` } } : {}),
     });
     this.saveFinal(final, dir, log);
-    // The run's copy of the workspace has served: its artifacts are in files/.
+    // Only now that the outcome is recorded: what served the run (its container, its copy of the workspace) goes.
+    await started.release();
     if (run.job.workspace) rmSync(workspaceDir(dir), { recursive: true, force: true });
     return final;
   }
@@ -340,7 +355,7 @@ export class Runner {
     }
     writeStopRequest(dir, { reason: 'cancel', graceMs });
     run = this.store.read(dir);
-    const { monitorPid, monitorStartTime, pgid } = run.backend;
+    const { monitorPid, monitorStartTime } = run.backend;
     if (monitorPid !== undefined && isProcessAlive(monitorPid, monitorStartTime)) {
       // The supervisor (a monitor, or qwexd) reads the request file on SIGUSR1.
       process.kill(monitorPid, 'SIGUSR1');
@@ -350,12 +365,25 @@ export class Runner {
     run = this.store.read(dir);
     if (isTerminal(run.status)) return run; // it finished while we looked
     // The supervisor is gone: stop the command ourselves, then record it as any supervisor would.
-    if (typeof pgid === 'number' && isGroupAlive(pgid)) {
-      signalGroup(pgid, 'SIGTERM');
-      const deadline = Date.now() + graceMs;
-      while (isGroupAlive(pgid) && Date.now() < deadline) await sleep(50);
-      signalGroup(pgid, 'SIGKILL');
-      while (isGroupAlive(pgid) && Date.now() < deadline + 2000) await sleep(20);
+    let backend: Backend;
+    try {
+      backend = await createBackend(run.job.backend);
+    } catch {
+      return run;
+    }
+    const started = backend.adopt(run.backend, dir);
+    try {
+      if ((await started.state()) === undefined) {
+        started.signal('SIGTERM');
+        if (!(await settlesWithin(started.exited, graceMs))) {
+          started.signal('SIGKILL');
+          await settlesWithin(started.exited, 2000);
+        }
+        // Whatever the leader left behind in its group goes with it.
+        started.signal('SIGKILL');
+      }
+    } finally {
+      started.dispose();
     }
     return this.reconcile(dir);
   }
@@ -385,14 +413,32 @@ export class Runner {
     } catch {
       return run;
     }
+    if (!this.claimFinalize(dir)) return this.store.read(dir); // someone else adopted it or is writing the outcome
     const started = backend.adopt(run.backend, dir);
-    const exit = started.settled();
-    started.dispose();
-    if (exit === undefined) return run; // still running, unsupervised until someone adopts it
-    if (!this.claimFinalize(dir)) return this.store.read(dir); // someone else is writing the outcome
-    const fresh = this.store.read(dir);
-    if (isTerminal(fresh.status)) return fresh;
-    return this.finish(fresh, dir, exit, { baseline: readBaseline(dir), stopReason: readStopRequest(dir)?.reason }, () => {});
+    try {
+      const exit = await started.state();
+      if (exit === undefined) {
+        // Still running, with nobody supervising it. Where its output must be copied, someone must adopt it now.
+        this.releaseFinalize(dir);
+        if (backend.outputNeedsSupervisor && this.options.relaunchMonitors !== false) this.launchMonitor(dir, { adopt: true });
+        return run;
+      }
+      const fresh = this.store.read(dir);
+      if (isTerminal(fresh.status)) return fresh;
+      return await this.finish(fresh, dir, exit, started, { baseline: readBaseline(dir), stopReason: readStopRequest(dir)?.reason }, () => {});
+    } finally {
+      started.dispose();
+    }
+  }
+
+  /** Gives up the finalize claim taken by this process (the run goes on, and someone else may adopt it). */
+  private releaseFinalize(dir: string): void {
+    try {
+      const holder = JSON.parse(readFileSync(join(dir, RunFiles.finalizeClaim), 'utf8')) as { pid: number };
+      if (holder.pid === process.pid) rmSync(join(dir, RunFiles.finalizeClaim), { force: true });
+    } catch {
+      // nothing held
+    }
   }
 
   /** Exclusive right to finish a run whose supervisor died; a claim by a dead process is taken over. */
@@ -596,6 +642,13 @@ function safeUser(): string {
   }
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/** True when `promise` settled within `ms`. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([promise.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -40,7 +40,7 @@ export async function submit(specs: readonly JobSpec[], options: SubmitOptions =
   const cwd = options.cwd ?? process.cwd();
   const project = findProjectRoot(cwd);
   const { config } = await loadConfig(project);
-  const jobs = specs.map((spec) => buildJob(spec, config, cwd));
+  const jobs = specs.map((spec) => buildJob(spec, config, cwd, project));
   if (jobs.length === 0) return [];
   const provenance = await prepareWorkspaces(jobs, project, config, options.workspace ?? workspaceMode({}, config, false));
   let client = await DaemonClient.connectIfRunning();

@@ -65,8 +65,8 @@ describe('configuration', () => {
   });
 
   it('rejects a backend this version does not have, and an unknown one', async () => {
-    projectFile('backend: docker\n');
-    expect((await configError()).message).toMatch(/backend: "docker" is not available in this version of qwex \(available: local\)/);
+    projectFile('backend: kueue\n');
+    expect((await configError()).message).toMatch(/backend: "kueue" is not available in this version of qwex \(available: local, docker\)/);
     projectFile('backend: mainframe\n');
     expect((await configError()).message).toMatch(/backend: expected one of "local", "docker"/);
   });

@@ -105,3 +105,27 @@ export function isAlive(pid: number): boolean {
     return false;
   }
 }
+
+export const DOCKER_TEST_IMAGE = 'qwex-test/busybox:latest';
+
+/**
+ * Why Docker tests cannot run here (no engine, or no test image), or
+ * undefined when they can. scripts/provision-docker.sh provides both.
+ */
+export async function dockerUnavailable(): Promise<string | undefined> {
+  const r = await execa('docker', ['image', 'inspect', '--format', '{{.Id}}', DOCKER_TEST_IMAGE], { reject: false, timeout: 20_000 });
+  if (r.exitCode === 0) return undefined;
+  const detail = String(r.stderr || r.stdout || (r as { shortMessage?: string }).shortMessage || '').trim().split('\n')[0];
+  return `no Docker engine with ${DOCKER_TEST_IMAGE} (${detail}); run scripts/provision-docker.sh as root`;
+}
+
+/**
+ * Skips the test with a printed reason when a real component is missing,
+ * unless the matching QWEX_REQUIRE_* is 1 (as in CI): then it fails.
+ */
+export function requireComponent(ctx: { skip(): void }, variable: string, reason: string | undefined): void {
+  if (reason === undefined) return;
+  if (process.env[variable] === '1') throw new Error(`${variable}=1 but ${reason}`);
+  console.log(`skipped: ${reason}`);
+  ctx.skip();
+}

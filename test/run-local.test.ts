@@ -347,8 +347,9 @@ describe('bad input', () => {
   });
 
   it('an unknown backend is refused before anything runs', async () => {
-    const r = await qwex(sb, ['run', '--backend', 'docker', 'true']);
+    const r = await qwex(sb, ['run', '--backend', 'kueue', 'true']);
     expect(r.exitCode).toBe(9);
-    expect(String(r.stderr)).toContain('backend "docker" is not available');
+    expect(String(r.stderr)).toContain('backend "kueue" is not available');
+    expect(existsSync(join(sb.project, '.qwex', 'runs'))).toBe(false);
   });
 });

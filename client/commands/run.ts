@@ -7,10 +7,10 @@ import { Method } from '../../src/protocol.js';
 import { attach } from '../attach.js';
 import type { Context } from '../context.js';
 import { writer } from '../context.js';
-import { parseDuration, parseEnv, parseWatch } from '../parse.js';
+import { containerSpec, parseDuration, parseEnv, parseWatch, type ContainerFlags } from '../parse.js';
 import { publicRun, startLine, styleFor, summaryLine } from '../render.js';
 
-interface RunOptions {
+interface RunOptions extends ContainerFlags {
   detach?: boolean;
   backend?: string;
   watch?: string;
@@ -28,8 +28,10 @@ interface RunOptions {
 export default async function run(ctx: Context, args: string[], options: RunOptions): Promise<number> {
   const { config } = await loadConfig(ctx.project);
   const timeoutMs = options.timeout === undefined ? undefined : parseDuration(options.timeout, '--timeout');
+  const container = containerSpec(options);
   const job = buildJob(
     {
+      ...(container === undefined ? {} : { container }),
       command: args,
       shell: options.shell === true,
       env: parseEnv(options.env),
@@ -41,6 +43,7 @@ export default async function run(ctx: Context, args: string[], options: RunOpti
     },
     config,
     ctx.cwd,
+    ctx.project,
   );
 
   const mode = workspaceMode({ snapshot: options.snapshot, inPlace: options.inPlace }, config, !options.detach);

@@ -7,11 +7,11 @@ import type { Run } from '../../src/run.js';
 import { startDaemon } from '../../src/daemon-process.js';
 import { DaemonClient } from '../../src/daemon-client.js';
 import type { Context } from '../context.js';
-import { parseDuration, parseEnv, parseWatch } from '../parse.js';
+import { containerSpec, parseDuration, parseEnv, parseWatch, type ContainerFlags } from '../parse.js';
 import { publicRun } from '../render.js';
 import { prepareWorkspaces, workspaceMode } from '../../src/workspace-job.js';
 
-interface SubmitOptions {
+interface SubmitOptions extends ContainerFlags {
   backend?: string;
   watch?: string;
   env: string[];
@@ -36,8 +36,10 @@ export default async function submit(ctx: Context, file: string, options: Submit
     throw new QwexError(ErrorCode.Usage, `cannot read ${source}: ${errnoCode(error) ?? (error as Error).message}`);
   }
   const { config } = await loadConfig(ctx.project);
+  const container = containerSpec(options);
   const defaults: Partial<JobSpec> = {
     env: parseEnv(options.env),
+    ...(container === undefined ? {} : { container }),
     ...(options.backend === undefined ? {} : { backend: options.backend }),
     ...(options.watch === undefined ? {} : { watch: parseWatch(options.watch) }),
     ...(options.timeout === undefined ? {} : { timeoutMs: parseDuration(options.timeout, '--timeout') }),
@@ -45,7 +47,9 @@ export default async function submit(ctx: Context, file: string, options: Submit
   };
   const jobs = parseJobLines(text, source).map((spec, i) => {
     try {
-      return buildJob({ ...defaults, ...spec, env: { ...defaults.env, ...spec.env } }, config, ctx.cwd);
+      const merged = { ...defaults, ...spec, env: { ...defaults.env, ...spec.env } };
+      if (defaults.container || spec.container) merged.container = { ...defaults.container, ...spec.container, env: { ...defaults.container?.env, ...spec.container?.env } };
+      return buildJob(merged, config, ctx.cwd, ctx.project);
     } catch (error) {
       if (error instanceof QwexError) throw new QwexError(error.code, `${source}, job ${i + 1}: ${error.message}`, error.hint ? { hint: error.hint } : {});
       throw error;

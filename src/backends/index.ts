@@ -9,6 +9,10 @@ export async function createBackend(name: string): Promise<Backend> {
       const { LocalBackend } = await import('./local.js');
       return new LocalBackend();
     }
+    case 'docker': {
+      const { DockerBackend } = await import('./docker.js');
+      return new DockerBackend();
+    }
     default:
       throw new QwexError(ErrorCode.BackendUnavailable, `backend "${name}" is not available in this version of qwex`, {
         hint: (PLANNED_BACKENDS as readonly string[]).includes(name)

@@ -8,7 +8,7 @@ import { installPath } from '../install-paths.js';
 import { RunFiles } from '../paths.js';
 import { isGroupAlive, isProcessAlive, processStartTime, signalGroup } from '../process-info.js';
 import type { Job } from '../run.js';
-import type { Backend, ExitInfo, RunIO, StartedProcess } from './types.js';
+import { notStartedProcess, type Backend, type ExitInfo, type RunIO, type StartedProcess } from './types.js';
 
 /** How often a run whose shim we did not start is checked for a shim that died without a word. */
 const ADOPTED_CHECK_MS = 1000;
@@ -27,6 +27,7 @@ const ADOPTED_CHECK_MS = 1000;
  */
 export class LocalBackend implements Backend {
   readonly name = 'local';
+  readonly outputNeedsSupervisor = false;
 
   async start(job: Job, io: RunIO): Promise<StartedProcess> {
     const perl = findPerl();
@@ -61,7 +62,8 @@ function watched(details: Record<string, unknown>, watcher: ExitWatcher, pgid: n
     spawned: true,
     details,
     exited: watcher.exited,
-    settled: () => watcher.result,
+    state: () => Promise.resolve(watcher.result),
+    release: () => Promise.resolve(),
     signal: (sig) => {
       if (pgid !== undefined) signalGroup(pgid, sig);
     },
@@ -135,7 +137,8 @@ async function startDirectly(file: string, args: string[], job: Job, io: RunIO, 
     spawned: true,
     details: { pid, pgid: pid, startTime: processStartTime(pid) },
     exited: result,
-    settled: () => settledInfo,
+    state: () => Promise.resolve(settledInfo),
+    release: () => Promise.resolve(),
     signal: (sig) => {
       signalGroup(pid, sig);
     },
@@ -229,7 +232,7 @@ function readExitFile(dir: string, file: string): ExitInfo | undefined {
 }
 
 function notStarted(info: ExitInfo): StartedProcess {
-  return { spawned: false, details: {}, exited: Promise.resolve(info), settled: () => info, signal: () => {}, dispose: () => {} };
+  return notStartedProcess(info);
 }
 
 function cwdMissing(cwd: string): ExitInfo {

@@ -4,6 +4,11 @@ import type { Job, RunError } from '../run.js';
 export interface RunIO {
   /** The run directory: backends keep their own files there (the local backend's exit file). */
   dir: string;
+  runId: string;
+  /** The project the run belongs to (labels, listings). */
+  project: string;
+  /** The tree the command runs in: the project, or the run's own copy of its snapshot. `job.cwd` is inside it. */
+  root: string;
   stdoutPath: string;
   stderrPath: string;
   /** The complete environment of the command (inherited, config, job, QWEX_*). */
@@ -32,8 +37,13 @@ export interface StartedProcess {
   exited: Promise<ExitInfo>;
   /** Signals everything the run started (its process group, its container). Safe after exit. */
   signal(signal: NodeJS.Signals): void;
-  /** How it ended, if that is already known; undefined while it runs. */
-  settled(): ExitInfo | undefined;
+  /**
+   * How it ended if it has ended (after collecting what must be collected
+   * first, such as the rest of its output), undefined while it runs. Never rejects.
+   */
+  state(): Promise<ExitInfo | undefined>;
+  /** Called once the outcome is recorded: removes what only served the run (its container). Never rejects. */
+  release(): Promise<void>;
   /** Stops watching (a process that exits without waiting for `exited`); the command is not touched. */
   dispose(): void;
 }
@@ -48,6 +58,26 @@ export interface StartedProcess {
  */
 export interface Backend {
   readonly name: string;
+  /**
+   * True when the command's output reaches the run's log files only while
+   * some process supervises it (it is copied from the backend); false when
+   * the command writes them itself. A run of such a backend whose supervisor
+   * died is re-adopted as soon as it is looked at, not only when it ends.
+   */
+  readonly outputNeedsSupervisor: boolean;
   start(job: Job, io: RunIO): Promise<StartedProcess>;
   adopt(details: Record<string, unknown>, dir: string): StartedProcess;
+}
+
+/** A command that never started: `exited` has settled with why. */
+export function notStartedProcess(info: ExitInfo): StartedProcess {
+  return {
+    spawned: false,
+    details: {},
+    exited: Promise.resolve(info),
+    signal: () => {},
+    state: () => Promise.resolve(info),
+    release: () => Promise.resolve(),
+    dispose: () => {},
+  };
 }

@@ -21,7 +21,8 @@ function containerOptions(command: Command): Command {
     .option('--gpus <request>', 'GPUs: all, a count, or device=0,1')
     .option('--mount <src:dst[:ro]>', 'bind-mount a host path into the container (repeatable)', collect, [])
     .option('--network <name>', 'container network (bridge, host, none, or a named network)')
-    .option('--user <user>', 'run as this uid[:gid] or user in the container (default: yours)');
+    .option('--user <user>', 'run as this uid[:gid] or user in the container (default: yours)')
+    .option('--host <name>', 'the machine of an ssh run: a host from qwex.yaml or ~/.ssh/config');
 }
 
 type CommandModule<A extends unknown[]> = { default: (ctx: Context, ...args: A) => Promise<number> };

@@ -77,6 +77,7 @@ export interface ContainerFlags {
   mount: string[];
   network?: string;
   user?: string;
+  host?: string;
 }
 
 export function containerSpec(flags: ContainerFlags): ContainerSpec | undefined {

@@ -40,6 +40,25 @@ const fileSchema = z.strictObject({
           env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name'), z.string()).optional(),
         })
         .optional(),
+      ssh: z
+        .strictObject({
+          host: z.string().min(1).optional(),
+          root: z.string().min(1).optional(),
+          keep_days: z.number().nonnegative().optional(),
+          hosts: z
+            .record(
+              z.string(),
+              z.strictObject({
+                hostname: z.string().min(1).optional(),
+                port: z.number().int().min(1).max(65535).optional(),
+                user: z.string().min(1).optional(),
+                identity_file: z.string().min(1).optional(),
+                proxy_jump: z.string().min(1).optional(),
+              }),
+            )
+            .optional(),
+        })
+        .optional(),
     })
     .optional(),
 });

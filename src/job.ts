@@ -24,6 +24,8 @@ export interface JobSpec {
   watch?: string[];
   timeoutMs?: number;
   killGraceMs?: number;
+  /** The host of an ssh run (an alias from qwex.yaml or ~/.ssh/config); over backends.ssh.host. */
+  host?: string;
   /** Image, resources and the rest for container backends; over the config's `backends.<name>`. Mount sources resolve against `cwd`. */
   container?: ContainerSpec;
 }
@@ -57,7 +59,14 @@ export function buildJob(spec: JobSpec, config: QwexConfig, callerCwd: string, p
       { spec: (config.backends[backend] ?? {}) as ContainerSpec, root: project, where: `backends.${backend}` },
       { spec: spec.container ?? {}, root: cwd, where: `--backend ${backend}` },
     ]);
-  } else if (spec.container !== undefined && Object.values(spec.container).some((v) => v !== undefined)) {
+  }
+  if (spec.host !== undefined && backend !== 'ssh') {
+    throw new QwexError(ErrorCode.Usage, `--host is for the ssh backend, not "${backend}"`, { hint: 'add --backend ssh' });
+  }
+  if (backend === 'ssh' && (spec.host ?? (config.backends.ssh as { host?: string } | undefined)?.host) === undefined) {
+    throw new QwexError(ErrorCode.Usage, 'no host given for an ssh run', { hint: 'pass --host NAME, or set backends.ssh.host in qwex.yaml' });
+  }
+  if (!CONTAINER_BACKENDS.has(backend) && spec.container !== undefined && Object.values(spec.container).some((v) => v !== undefined)) {
     throw new QwexError(ErrorCode.Usage, `image, cpus, memory, gpus and the other container options need a container backend, not "${backend}"`, {
       hint: 'add --backend docker',
     });
@@ -67,7 +76,7 @@ export function buildJob(spec: JobSpec, config: QwexConfig, callerCwd: string, p
     cwd,
     env: { ...config.env, ...spec.env },
     backend,
-    backendOptions: config.backends[backend] ?? {},
+    backendOptions: { ...config.backends[backend], ...(spec.host === undefined ? {} : { host: spec.host }) },
     artifacts: { ...config.artifacts, ...(spec.watch === undefined ? {} : { watch: spec.watch }) },
     killGraceMs: spec.killGraceMs ?? config.killGraceSeconds * 1000,
     ...(spec.timeoutMs === undefined ? {} : { timeoutMs: spec.timeoutMs }),
@@ -106,7 +115,7 @@ export function parseJobLines(text: string, source: string): JobSpec[] {
   return specs;
 }
 
-const SPEC_KEYS = new Set(['command', 'shell', 'cwd', 'env', 'name', 'backend', 'watch', 'timeoutMs', 'killGraceMs', 'container']);
+const SPEC_KEYS = new Set(['command', 'shell', 'cwd', 'env', 'name', 'backend', 'watch', 'timeoutMs', 'killGraceMs', 'container', 'host']);
 const CONTAINER_KEYS = new Set(['image', 'pull', 'user', 'network', 'cpus', 'memory', 'gpus', 'mounts', 'env']);
 
 function checkSpec(value: unknown, where: string): JobSpec {
@@ -123,7 +132,7 @@ function checkSpec(value: unknown, where: string): JobSpec {
     bad('command: expected a string or an array of strings');
   }
   if (spec.shell !== undefined && typeof spec.shell !== 'boolean') bad('shell: expected true or false');
-  for (const key of ['cwd', 'name', 'backend'] as const) {
+  for (const key of ['cwd', 'name', 'backend', 'host'] as const) {
     if (spec[key] !== undefined && typeof spec[key] !== 'string') bad(`${key}: expected a string`);
   }
   if (spec.env !== undefined && (typeof spec.env !== 'object' || spec.env === null || Object.values(spec.env).some((v) => typeof v !== 'string'))) {

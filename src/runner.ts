@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
 import { join } from 'node:path';
-import { captureArtifacts, summarize, takeBaseline, type Baseline } from './artifacts.js';
+import { captureArtifacts, summarize, takeBaseline, type ArtifactManifest, type Baseline } from './artifacts.js';
 import { createBackend } from './backends/index.js';
 import type { Backend, ExitInfo, StartedProcess } from './backends/types.js';
 import { ErrorCode, QwexError, errnoCode } from './errors.js';
@@ -209,12 +209,12 @@ export class Runner {
           return this.saveFinalQuietly(transition(run, 'cancelled', { endReason: 'cancel' }), dir, log);
         }
         try {
-          prepareCopy(run, dir);
+          if (!backend.runsRemotely) prepareCopy(run, dir);
         } catch (error) {
           const qe = error instanceof QwexError ? error : new QwexError(ErrorCode.StateUnwritable, `cannot make the run's copy of the workspace: ${(error as Error).message}`);
           return this.saveFinalQuietly(transition(run, 'failed', { endReason: 'error', error: { code: qe.code, message: qe.message } }), dir, log);
         }
-        baseline = takeBaselineSafely(run, dir);
+        baseline = backend.runsRemotely ? new Map() : takeBaselineSafely(run, dir);
         writeBaseline(dir, baseline);
         try {
           started = await backend.start({ ...run.job, cwd: execCwd(run, dir) }, {
@@ -300,7 +300,9 @@ export class Runner {
       await started.release();
       return lost;
     }
-    const manifest = await captureArtifacts({
+    const manifest = started.collectArtifacts
+      ? await started.collectArtifacts({ runId: run.id, cwd: run.job.workspace?.cwd ?? '', settings: run.job.artifacts, runDir: dir }).catch((error: unknown) => failedCapture(run.id, dir, error))
+      : await captureArtifacts({
       cwd: execCwd(run, dir),
       projectRoot: execRoot(run, dir),
       settings: run.job.artifacts,
@@ -497,6 +499,17 @@ export class Runner {
       this.saveQuietly({ ...run, artifacts }, dir, log, 'full');
     }
   }
+}
+
+/** The manifest recorded when artifacts could not be brought home at all (the remote went away). */
+function failedCapture(runId: string, dir: string, error: unknown): ArtifactManifest {
+  const manifest: ArtifactManifest = { runId, capturedAt: new Date().toISOString(), files: [], skipped: [], totalBytes: 0, error: `artifacts could not be collected: ${(error as Error).message}` };
+  try {
+    writeJsonAtomic(join(dir, RunFiles.artifacts), manifest, 'file');
+  } catch {
+    // the record still says what happened
+  }
+  return manifest;
 }
 
 /** Samples the run's process group every second and keeps the peaks, for the final record. */

@@ -7,18 +7,26 @@ import { ContentStore, snapshotWorkspace } from './workspace.js';
 
 export type WorkspaceMode = 'snapshot' | 'inplace';
 
+/** Backends that run the snapshot on another machine. */
+const REMOTE_BACKENDS: ReadonlySet<string> = new Set(['ssh']);
+
 /**
  * Snapshots the project for jobs that run in snapshot mode and records which
  * snapshot each job runs. Jobs with the same artifact directories share one
  * snapshot. Returns the provenance to record with each job.
  */
 export async function prepareWorkspaces(jobs: Job[], project: string, config: QwexConfig, mode: WorkspaceMode): Promise<(Provenance | undefined)[]> {
-  if (mode === 'inplace') return jobs.map(() => undefined);
+  // A run on another machine always gets a snapshot: it is what is sent there.
+  if (mode === 'inplace' && !jobs.some((j) => REMOTE_BACKENDS.has(j.backend))) return jobs.map(() => undefined);
   const store = new ContentStore();
   const git = gitProvenance(project);
   const byExclude = new Map<string, string>();
-  const provenance: Provenance[] = [];
+  const provenance: (Provenance | undefined)[] = [];
   for (const job of jobs) {
+    if (mode === 'inplace' && !REMOTE_BACKENDS.has(job.backend)) {
+      provenance.push(undefined);
+      continue;
+    }
     const cwd = relative(project, job.cwd);
     if (cwd.startsWith('..') || isAbsolute(cwd)) {
       throw new QwexError(ErrorCode.Usage, `the working directory ${job.cwd} is outside the project ${project}`, {

@@ -6,34 +6,67 @@
  * (busybox) have.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Run } from '../src/run.js';
 import { DOCKER_TEST_IMAGE, dockerUnavailable, qwex, requireComponent, sandbox, sleep, until, type Sandbox } from './helpers.js';
+import { sshdUnavailable, startSshd, type TestSshd } from './sshd.js';
 
 interface BackendCase {
   name: string;
   args: string[];
   unavailable: () => Promise<string | undefined>;
   requireVariable: string;
+  /** Per-suite set-up (a test sshd); returns what every sandbox needs (environment, qwex.yaml). */
+  setup?: () => Promise<{ env: Record<string, string>; config: string; args: string[]; close(): Promise<void> }>;
 }
 
 const BACKENDS: BackendCase[] = [
   { name: 'local', args: [], unavailable: async () => undefined, requireVariable: 'QWEX_REQUIRE_LOCAL' },
   { name: 'docker', args: ['--backend', 'docker', '--image', DOCKER_TEST_IMAGE, '--pull', 'never'], unavailable: dockerUnavailable, requireVariable: 'QWEX_REQUIRE_DOCKER' },
+  {
+    name: 'ssh',
+    args: [],
+    unavailable: sshdUnavailable,
+    requireVariable: 'QWEX_REQUIRE_SSHD',
+    setup: async () => {
+      const base = mkdtempSync(join(tmpdir(), 'qwex-sshd-'));
+      const sshd: TestSshd = await startSshd(base);
+      return {
+        env: { HOME: sshd.home },
+        config: `backends:\n  ssh:\n    root: ${join(base, 'remote')}\n`,
+        args: ['--backend', 'ssh', '--host', sshd.alias],
+        close: async () => {
+          await sshd.stop();
+          rmSync(base, { recursive: true, force: true });
+        },
+      };
+    },
+  },
 ];
 
 describe.each(BACKENDS)('$name backend: the shared contract', (backend) => {
   let reason: string | undefined;
   let sb: Sandbox;
+  let extra: Awaited<ReturnType<NonNullable<BackendCase['setup']>>> | undefined;
   beforeAll(async () => {
     reason = await backend.unavailable();
+    if (reason === undefined && backend.setup) extra = await backend.setup();
+  });
+  afterAll(async () => {
+    await extra?.close();
   });
   beforeEach((ctx) => {
     requireComponent(ctx, backend.requireVariable, reason);
     sb = sandbox();
+    if (extra) {
+      Object.assign(sb.env, extra.env);
+      mkdirSync(join(sb.project, '.qwex'), { recursive: true });
+      writeFileSync(join(sb.project, '.qwex', 'config.yaml'), extra.config);
+    }
   });
   afterEach(async () => {
     if (!sb) return;
@@ -50,7 +83,7 @@ describe.each(BACKENDS)('$name backend: the shared contract', (backend) => {
     }
   });
 
-  const run = (args: string[], options: { cwd?: string; env?: Record<string, string> } = {}) => qwex(sb, ['run', ...backend.args, ...args], options);
+  const run = (args: string[], options: { cwd?: string; env?: Record<string, string> } = {}) => qwex(sb, ['run', ...backend.args, ...(extra?.args ?? []), ...args], options);
   const runDir = (id: string): string => join(sb.project, '.qwex', 'runs', id);
   const readRun = (id: string): Run => JSON.parse(readFileSync(join(runDir(id), 'run.json'), 'utf8')) as Run;
   const onlyRunId = (): string => {
@@ -95,7 +128,7 @@ describe.each(BACKENDS)('$name backend: the shared contract', (backend) => {
   }, 120_000);
 
   it('sets the environment and runs in the same place within the project', async () => {
-    mkdirSync(join(sb.project, '.qwex')); // marks the project root, so that sub/ is inside it
+    mkdirSync(join(sb.project, '.qwex'), { recursive: true }); // marks the project root, so that sub/ is inside it
     mkdirSync(join(sb.project, 'sub'));
     const r = await run(['-q', '--env', 'GREETING=hello there', '--', 'sh', '-c', 'echo "$GREETING|$QWEX_RUN_ID|$PYTHONUNBUFFERED"; pwd'], { cwd: join(sb.project, 'sub') });
     expect(r.exitCode).toBe(0);

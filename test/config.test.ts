@@ -66,9 +66,9 @@ describe('configuration', () => {
 
   it('rejects a backend this version does not have, and an unknown one', async () => {
     projectFile('backend: kueue\n');
-    expect((await configError()).message).toMatch(/backend: "kueue" is not available in this version of qwex \(available: local, docker\)/);
+    expect((await configError()).message).toMatch(/backend: "kueue" is not available in this version of qwex \(available: local, docker, ssh\)/);
     projectFile('backend: mainframe\n');
-    expect((await configError()).message).toMatch(/backend: expected one of "local", "docker"/);
+    expect((await configError()).message).toMatch(/backend: expected one of "local", "docker", "ssh"/);
   });
 
   it('qwex run refuses a broken config with exit code 5 and runs nothing', async () => {

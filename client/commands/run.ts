@@ -32,6 +32,7 @@ export default async function run(ctx: Context, args: string[], options: RunOpti
   const job = buildJob(
     {
       ...(container === undefined ? {} : { container }),
+      ...(options.host === undefined ? {} : { host: options.host }),
       command: args,
       shell: options.shell === true,
       env: parseEnv(options.env),

@@ -40,6 +40,7 @@ export default async function submit(ctx: Context, file: string, options: Submit
   const defaults: Partial<JobSpec> = {
     env: parseEnv(options.env),
     ...(container === undefined ? {} : { container }),
+    ...(options.host === undefined ? {} : { host: options.host }),
     ...(options.backend === undefined ? {} : { backend: options.backend }),
     ...(options.watch === undefined ? {} : { watch: parseWatch(options.watch) }),
     ...(options.timeout === undefined ? {} : { timeoutMs: parseDuration(options.timeout, '--timeout') }),

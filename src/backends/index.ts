@@ -13,6 +13,10 @@ export async function createBackend(name: string): Promise<Backend> {
       const { DockerBackend } = await import('./docker.js');
       return new DockerBackend();
     }
+    case 'ssh': {
+      const { SshBackend } = await import('./ssh.js');
+      return new SshBackend();
+    }
     default:
       throw new QwexError(ErrorCode.BackendUnavailable, `backend "${name}" is not available in this version of qwex`, {
         hint: (PLANNED_BACKENDS as readonly string[]).includes(name)

@@ -1,4 +1,5 @@
-import type { Job, RunError } from '../run.js';
+import type { ArtifactManifest } from '../artifacts.js';
+import type { ArtifactSettings, Job, RunError } from '../run.js';
 
 /** Where a run's output goes and what environment it gets. */
 export interface RunIO {
@@ -42,6 +43,11 @@ export interface StartedProcess {
    * first, such as the rest of its output), undefined while it runs. Never rejects.
    */
   state(): Promise<ExitInfo | undefined>;
+  /**
+   * Present when the run's files are not on this machine: brings the watched
+   * directories home into the run directory's files/ and writes artifacts.json.
+   */
+  collectArtifacts?(target: { runId: string; cwd: string; settings: ArtifactSettings; runDir: string }): Promise<ArtifactManifest>;
   /** Called once the outcome is recorded: removes what only served the run (its container). Never rejects. */
   release(): Promise<void>;
   /** Stops watching (a process that exits without waiting for `exited`); the command is not touched. */
@@ -65,6 +71,12 @@ export interface Backend {
    * died is re-adopted as soon as it is looked at, not only when it ends.
    */
   readonly outputNeedsSupervisor: boolean;
+  /**
+   * True when the command runs on another machine from the run's workspace
+   * snapshot, which the backend sends itself: no local copy is made and
+   * artifacts come from `collectArtifacts`.
+   */
+  readonly runsRemotely?: boolean;
   start(job: Job, io: RunIO): Promise<StartedProcess>;
   adopt(details: Record<string, unknown>, dir: string): StartedProcess;
 }

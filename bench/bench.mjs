@@ -335,8 +335,25 @@ if (want('snapshot')) {
   goal(`second snapshot of an unchanged ${files.toLocaleString('en')}-file tree`, '< 1 s', fmt(median(times.slice(1))), median(times.slice(1)) < 1000);
 }
 
-// 7. Docker
-sections.push({ name: 'Docker: `qwex run --backend docker -- true` vs `docker run --rm`', unit: '', rows: [], note: 'not measured: this version of qwex has no Docker backend yet.' });
+// 7. Docker: one foreground container run of `true`, qwex against `docker run --rm` on the same engine and image
+if (want('docker')) {
+  const image = 'qwex-test/busybox:latest';
+  const name = 'Docker: `qwex run --backend docker -- true` vs `docker run --rm IMAGE true`';
+  if (!have('docker') || spawnSync('docker', ['image', 'inspect', image]).status !== 0) {
+    sections.push({ name, unit: '', rows: [], note: `skipped: no Docker engine with ${image} (run scripts/provision-docker.sh as root).` });
+  } else {
+    daemon(false);
+    const res = interleave(
+      {
+        'docker run --rm': () => timed(() => sh(`docker run --rm ${image} true`)),
+        'qwex run --backend docker (foreground, direct mode)': () => timed(() => sh(`${qwex(`run -q --backend docker --image ${image} --pull never -- true`)}`)),
+      },
+      smoke ? 1 : 7,
+    );
+    const peer = res['docker run --rm'].median;
+    sections.push({ name, unit: 'ms (median wall time)', rows: Object.entries(res).map(([k, v]) => ({ variant: k, value: v.median, ratio: v.median / peer, peer: 'docker run --rm' })) });
+  }
+}
 
 // Report
 const meta = {

@@ -74,3 +74,9 @@ export function fsyncDir(dir: string): void {
 export function writeJsonAtomic(path: string, value: unknown, durability: Durability = 'full'): void {
   writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`, 0o600, durability);
 }
+
+/** Writes all of `data` at the descriptor's position (writeSync may write less than asked). */
+export function writeAll(fd: number, data: Uint8Array): void {
+  let off = 0;
+  while (off < data.length) off += writeSync(fd, data, off, data.length - off);
+}

@@ -1,5 +1,5 @@
 import { isAbsolute, resolve } from 'node:path';
-import { BACKEND_NAMES, isBackendName } from './backends/names.js';
+import { BACKEND_NAMES, CONTAINER_BACKENDS, REMOTE_BACKENDS, isBackendName } from './backends/names.js';
 import { commandSpec } from './command.js';
 import type { QwexConfig } from './config.js';
 import { resolveContainerConfig, type ContainerSpec } from './container.js';
@@ -30,9 +30,6 @@ export interface JobSpec {
   container?: ContainerSpec;
 }
 
-/** Backends whose jobs run in a container and so need a ContainerConfig. */
-const CONTAINER_BACKENDS: ReadonlySet<string> = new Set(['docker']);
-
 /** Resolves a spec against the configuration into the Job recorded in run.json. Throws QwexError on bad input. */
 export function buildJob(spec: JobSpec, config: QwexConfig, callerCwd: string, project: string = callerCwd): Job {
   const args = typeof spec.command === 'string' ? [spec.command] : spec.command;
@@ -60,10 +57,10 @@ export function buildJob(spec: JobSpec, config: QwexConfig, callerCwd: string, p
       { spec: spec.container ?? {}, root: cwd, where: `--backend ${backend}` },
     ]);
   }
-  if (spec.host !== undefined && backend !== 'ssh') {
+  if (spec.host !== undefined && !REMOTE_BACKENDS.has(backend)) {
     throw new QwexError(ErrorCode.Usage, `--host is for the ssh backend, not "${backend}"`, { hint: 'add --backend ssh' });
   }
-  if (backend === 'ssh' && (spec.host ?? (config.backends.ssh as { host?: string } | undefined)?.host) === undefined) {
+  if (REMOTE_BACKENDS.has(backend) && (spec.host ?? (config.backends[backend] as { host?: string } | undefined)?.host) === undefined) {
     throw new QwexError(ErrorCode.Usage, 'no host given for an ssh run', { hint: 'pass --host NAME, or set backends.ssh.host in qwex.yaml' });
   }
   if (!CONTAINER_BACKENDS.has(backend) && spec.container !== undefined && Object.values(spec.container).some((v) => v !== undefined)) {

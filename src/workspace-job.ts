@@ -1,4 +1,5 @@
 import { isAbsolute, join, relative } from 'node:path';
+import { REMOTE_BACKENDS } from './backends/names.js';
 import type { QwexConfig } from './config.js';
 import { ErrorCode, QwexError } from './errors.js';
 import { gitProvenance } from './provenance.js';
@@ -7,8 +8,6 @@ import { ContentStore, snapshotWorkspace } from './workspace.js';
 
 export type WorkspaceMode = 'snapshot' | 'inplace';
 
-/** Backends that run the snapshot on another machine. */
-const REMOTE_BACKENDS: ReadonlySet<string> = new Set(['ssh']);
 
 /**
  * Snapshots the project for jobs that run in snapshot mode and records which

@@ -1,4 +1,5 @@
-import { closeSync, fstatSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, openSync } from 'node:fs';
+import { writeAll } from '../fs-atomic.js';
 
 /**
  * Copies a container's output from the engine into the run's stdout.log and
@@ -66,7 +67,6 @@ export class ContainerLogCopy {
       this.skip[stream] = skip - n;
       data = data.subarray(n);
     }
-    let off = 0;
-    while (off < data.length) off += writeSync(this.fds[stream], data, off, data.length - off);
+    writeAll(this.fds[stream], data);
   }
 }

@@ -1,11 +1,13 @@
 import { createHash } from 'node:crypto';
-import { closeSync, createReadStream, fstatSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, fstatSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join, normalize, sep } from 'node:path';
 import type { Client } from 'ssh2';
 import { captureArtifacts, type ArtifactManifest } from '../artifacts.js';
 import { executable } from '../command.js';
 import { ErrorCode, QwexError } from '../errors.js';
+import { writeAll } from '../fs-atomic.js';
+import { readRunRecord } from '../run-record.js';
 import { RunFiles } from '../paths.js';
 import type { ArtifactSettings, Job } from '../run.js';
 import { connectHost, exec, resolveHost, shellQuote, type HostEntry, type HostSettings } from '../ssh-connection.js';
@@ -81,7 +83,7 @@ export class SshBackend implements Backend {
     // The host settings the run was started with (qwex.yaml's hosts) are in its record.
     let options: SshOptions = {};
     try {
-      options = (JSON.parse(readFileSync(join(dir, RunFiles.record), 'utf8')) as { job: Job }).job.backendOptions as SshOptions;
+      options = readRunRecord(dir).job.backendOptions as SshOptions;
     } catch {
       // ~/.ssh/config still resolves the host
     }
@@ -244,10 +246,7 @@ function follow(details: Record<string, unknown>, stdoutPath: string, stderrPath
       const local = fstatSync(fd).size;
       if (remoteSize <= local) return;
       await exec(c, `tail -c +${local + 1} ${shellQuote(`${remoteDir}/${name}`)} | head -c ${remoteSize - local}`, {
-        onStdout: (chunk) => {
-          let off = 0;
-          while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off);
-        },
+        onStdout: (chunk) => writeAll(fd, chunk),
       });
     } finally {
       closeSync(fd);
@@ -354,11 +353,7 @@ async function collectArtifacts(client: Client, remoteDir: string, target: { run
         }
         mkdirSync(dirname(dest), { recursive: true });
         const fd = openSync(dest, 'w', 0o600);
-        stream.on('data', (data: unknown) => {
-          const chunk = data as Buffer;
-          let off = 0;
-          while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off);
-        });
+        stream.on('data', (data: unknown) => writeAll(fd, data as Buffer));
         stream.on('end', () => {
           closeSync(fd);
           next();

@@ -11,7 +11,7 @@ import { exit, reportError } from './exit.js';
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
-/** Flags of the container backends (Docker), shared by `run` and `submit`; they override backends.<name> in the config. */
+/** Flags of the container, ssh and cluster backends, shared by `run` and `submit`; they override backends.<name> in the config. */
 function containerOptions(command: Command): Command {
   return command
     .option('--image <name>', 'container image (container backends)')
@@ -22,7 +22,11 @@ function containerOptions(command: Command): Command {
     .option('--mount <src:dst[:ro]>', 'bind-mount a host path into the container (repeatable)', collect, [])
     .option('--network <name>', 'container network (bridge, host, none, or a named network)')
     .option('--user <user>', 'run as this uid[:gid] or user in the container (default: yours)')
-    .option('--host <name>', 'the machine of an ssh run: a host from qwex.yaml or ~/.ssh/config');
+    .option('--host <name>', 'the machine of an ssh run: a host from qwex.yaml or ~/.ssh/config')
+    .option('--context <name>', 'the kubeconfig context of a k8s or kueue run')
+    .option('--namespace <name>', 'the namespace of a k8s or kueue run')
+    .option('--queue <name>', 'the Kueue LocalQueue of a kueue run')
+    .option('--no-sync', 'k8s/kueue: run the image as it is, without sending the workspace');
 }
 
 type CommandModule<A extends unknown[]> = { default: (ctx: Context, ...args: A) => Promise<number> };

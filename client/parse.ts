@@ -1,4 +1,5 @@
 import type { ContainerSpec } from '../src/container.js';
+import type { ClusterSpec } from '../src/job.js';
 import { ErrorCode, QwexError } from '../src/errors.js';
 import { RUN_STATUSES, type RunStatus } from '../src/run.js';
 
@@ -78,6 +79,11 @@ export interface ContainerFlags {
   network?: string;
   user?: string;
   host?: string;
+  context?: string;
+  namespace?: string;
+  queue?: string;
+  /** Commander's --no-sync: false when given, true otherwise. */
+  sync?: boolean;
 }
 
 export function containerSpec(flags: ContainerFlags): ContainerSpec | undefined {
@@ -86,5 +92,15 @@ export function containerSpec(flags: ContainerFlags): ContainerSpec | undefined 
     if (flags[key] !== undefined) spec[key] = flags[key];
   }
   if (flags.mount.length > 0) spec.mounts = flags.mount;
+  return Object.keys(spec).length === 0 ? undefined : spec;
+}
+
+/** The cluster flags given on the command line, or undefined when there are none. */
+export function clusterSpec(flags: ContainerFlags): ClusterSpec | undefined {
+  const spec: ClusterSpec = {};
+  for (const key of ['context', 'namespace', 'queue'] as const) {
+    if (flags[key] !== undefined) spec[key] = flags[key];
+  }
+  if (flags.sync === false) spec.sync = false;
   return Object.keys(spec).length === 0 ? undefined : spec;
 }

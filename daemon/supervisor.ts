@@ -1,6 +1,7 @@
 import { watch, type FSWatcher } from 'node:fs';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { CLUSTER_BACKENDS } from '../src/backends/names.js';
 import { RunFiles } from '../src/paths.js';
 import { listRuns, usageOf } from '../src/listing.js';
 import type { ListedRun, RunView } from '../src/protocol.js';
@@ -27,6 +28,8 @@ export class Supervisor {
   private readonly supervised = new Map<string, Supervision>();
   /** Those whose command still runs: they count against the concurrency limit. */
   private readonly running = new Set<string>();
+  /** Queued or supervised runs placed by a cluster's scheduler (k8s, kueue): they take no local slot. */
+  private readonly clusterRuns = new Set<string>();
   /** Runs supervised by another process (a direct-mode monitor): watched only, to report their end. */
   private readonly watched = new Map<string, FSWatcher | undefined>();
   private readonly endListeners = new Set<(dir: string, run: Run) => void>();
@@ -59,6 +62,7 @@ export class Supervisor {
         continue;
       }
       if (isTerminal(run.status)) continue;
+      if (CLUSTER_BACKENDS.has(run.job.backend)) this.clusterRuns.add(row.runDir);
       if (run.status === 'pending') {
         if (run.supervisor === 'qwexd' && !existsSync(join(row.runDir, RunFiles.claim))) this.queue.push(row.runDir);
         else this.watch(row.runDir);
@@ -84,7 +88,10 @@ export class Supervisor {
       baseEnv: env,
       ...(provenance ? { provenance: provenance.map((p) => p ?? undefined) } : {}),
     });
-    for (const { dir } of created) this.queue.push(dir);
+    for (const { dir, run } of created) {
+      this.queue.push(dir);
+      if (CLUSTER_BACKENDS.has(run.job.backend)) this.clusterRuns.add(dir);
+    }
     this.options.log.info('submitted', { count: created.length, first: created[0]?.run.id });
     this.pump();
     // The records as submitted: those just started say so in run.json, which the client reads if it cares.
@@ -102,6 +109,7 @@ export class Supervisor {
     const run = await this.runner.cancel(dir, graceMs);
     if (queued !== -1 && run.status === 'cancelled') {
       this.queue.splice(queued, 1);
+      this.clusterRuns.delete(dir);
       this.notifyEnd(dir, run);
     }
     return run;
@@ -155,6 +163,16 @@ export class Supervisor {
   }
 
   private pump(): void {
+    // Cluster runs start at once, whatever the local slots: the cluster decides when they run.
+    for (let i = 0; this.clusterRuns.size > 0 && !this.closed && i < this.queue.length; ) {
+      const dir = this.queue[i]!;
+      if (!this.clusterRuns.has(dir)) {
+        i++;
+        continue;
+      }
+      this.queue.splice(i, 1);
+      if (this.runner.claim(dir, 'launch')) this.supervise(dir, false);
+    }
     while (!this.closed && this.running.size < this.options.concurrency && this.queue.length > 0) {
       const dir = this.queue.shift()!;
       if (!this.runner.claim(dir, 'launch')) continue; // cancelled (claimed by the cancel) before its turn
@@ -165,7 +183,7 @@ export class Supervisor {
   private supervise(dir: string, adopt: boolean): void {
     const supervision = this.runner.supervise(dir, (event, fields) => this.options.log.info(`run-${event}`, { dir, ...fields }), { adopt });
     this.supervised.set(dir, supervision);
-    this.running.add(dir);
+    if (!this.clusterRuns.has(dir)) this.running.add(dir);
     // The next queued run may start as soon as this command has exited; its record is finished meanwhile.
     void supervision.commandEnded.then(() => {
       this.running.delete(dir);
@@ -185,6 +203,7 @@ export class Supervisor {
 
   private ended(dir: string, run: Run): void {
     this.supervised.delete(dir);
+    this.clusterRuns.delete(dir);
     this.options.log.info('ended', { runId: run.id, status: run.status, exitCode: run.exitCode, signal: run.signal });
     this.notifyEnd(dir, run);
     this.pump();

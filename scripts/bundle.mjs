@@ -11,8 +11,9 @@ const common = {
   target: 'node20',
   format: 'esm',
   splitting: true,
-  // A native addon cannot be bundled; dockerode (and the ssh2 it brings) load optional native parts with require().
-  external: ['better-sqlite3', 'dockerode', 'ssh2'],
+  // A native addon cannot be bundled; dockerode (and the ssh2 it brings) load optional native parts with require();
+  // the Kubernetes client is large and loaded only by the k8s backend.
+  external: ['better-sqlite3', 'dockerode', 'ssh2', '@kubernetes/client-node'],
   // Bundled CommonJS dependencies call require(); give them one in ESM.
   banner: { js: "import { createRequire as __qwexCreateRequire } from 'node:module'; const require = __qwexCreateRequire(import.meta.url);" },
   sourcemap: true,

@@ -28,7 +28,7 @@ fi
 if ! docker info >/dev/null 2>&1; then
   if [ "$(id -u)" != 0 ]; then say "no Docker engine answers and only root can start one here"; exit 1; fi
   say "starting dockerd (log: $LOG)"
-  nohup dockerd >"$LOG" 2>&1 &
+  setsid nohup dockerd >"$LOG" 2>&1 &
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && break
     sleep 0.5

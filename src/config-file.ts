@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
-import { BACKEND_NAMES, PLANNED_BACKENDS } from './backends/names.js';
+import { BACKEND_NAMES } from './backends/names.js';
 import { parseMount, parseResources } from './container.js';
 import { ErrorCode, QwexError, errnoCode } from './errors.js';
 
@@ -11,8 +11,30 @@ const relativeDir = z
   .min(1)
   .refine((p) => !p.startsWith('/') && !p.split('/').includes('..'), { message: 'expected a directory inside the project (relative, no "..")' });
 
+const envSchema = z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name'), z.string());
+
+/** backends.k8s and backends.kueue: the container settings a pod can have, and where in which cluster. */
+const clusterSchema = z.strictObject({
+  image: z.string().min(1).optional(),
+  pull: z.enum(['never', 'missing', 'always']).optional(),
+  user: z.string().min(1).optional(),
+  cpus: z.union([z.number(), z.string()]).optional(),
+  memory: z.union([z.number(), z.string()]).optional(),
+  gpus: z.union([z.number(), z.string()]).optional(),
+  env: envSchema.optional(),
+  context: z.string().min(1).optional(),
+  namespace: z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'expected a namespace name (lowercase letters, digits, -)').optional(),
+  queue: z.string().min(1).optional(),
+  sync: z.boolean().optional(),
+  retries: z.number().int().nonnegative().optional(),
+  ttl_seconds_after_finished: z.number().int().nonnegative().optional(),
+  pending_timeout_seconds: z.number().positive().optional(),
+  artifact_timeout_seconds: z.number().positive().optional(),
+  keep_jobs: z.boolean().optional(),
+});
+
 const fileSchema = z.strictObject({
-  backend: z.enum([...BACKEND_NAMES, ...PLANNED_BACKENDS]).optional(),
+  backend: z.enum(BACKEND_NAMES).optional(),
   kill_grace_seconds: z.number().nonnegative().optional(),
   workspace: z.enum(['snapshot', 'inplace']).optional(),
   workspace_max_mb: z.number().positive().optional(),
@@ -59,6 +81,8 @@ const fileSchema = z.strictObject({
             .optional(),
         })
         .optional(),
+      k8s: clusterSchema.optional(),
+      kueue: clusterSchema.optional(),
     })
     .optional(),
 });
@@ -92,20 +116,16 @@ export function readConfigFile(path: string): FileConfig | undefined {
       details: { file: path, key: keyOf(issue) },
     });
   }
-  if (result.data.backend !== undefined && !(BACKEND_NAMES as readonly string[]).includes(result.data.backend)) {
-    throw new QwexError(ErrorCode.ConfigInvalid, `${path}: backend: "${result.data.backend}" is not available in this version of qwex (available: ${BACKEND_NAMES.join(', ')})`, {
-      details: { file: path, key: 'backend' },
-    });
-  }
-  const docker = result.data.backends?.docker;
-  if (docker) {
+  for (const name of ['docker', 'k8s', 'kueue'] as const) {
+    const section = result.data.backends?.[name];
+    if (!section) continue;
     // Checked here too, so that a bad value names this file rather than failing the first run that uses it.
     try {
-      parseResources(docker, `${path}: backends.docker`);
-      for (const mount of docker.mounts ?? []) parseMount(mount, '/', `${path}: backends.docker`);
+      parseResources(section, `${path}: backends.${name}`);
+      for (const mount of (section as { mounts?: string[] }).mounts ?? []) parseMount(mount, '/', `${path}: backends.${name}`);
     } catch (error) {
       const qe = error as QwexError;
-      throw new QwexError(ErrorCode.ConfigInvalid, qe.message, { ...(qe.hint ? { hint: qe.hint } : {}), details: { file: path, key: 'backends.docker' } });
+      throw new QwexError(ErrorCode.ConfigInvalid, qe.message, { ...(qe.hint ? { hint: qe.hint } : {}), details: { file: path, key: `backends.${name}` } });
     }
   }
   return result.data;

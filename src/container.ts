@@ -165,6 +165,6 @@ function invalid(message: string, hint: string): QwexError {
   return new QwexError(ErrorCode.Usage, message, { hint });
 }
 
-function definedOnly<T extends object>(value: T): Partial<T> {
+export function definedOnly<T extends object>(value: T): Partial<T> {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

@@ -1,8 +1,8 @@
 import { isAbsolute, resolve } from 'node:path';
-import { BACKEND_NAMES, CONTAINER_BACKENDS, REMOTE_BACKENDS, isBackendName } from './backends/names.js';
+import { BACKEND_NAMES, CLUSTER_BACKENDS, CONTAINER_BACKENDS, HOST_BACKENDS, isBackendName } from './backends/names.js';
 import { commandSpec } from './command.js';
 import type { QwexConfig } from './config.js';
-import { resolveContainerConfig, type ContainerSpec } from './container.js';
+import { definedOnly, resolveContainerConfig, type ContainerSpec } from './container.js';
 import { ErrorCode, QwexError } from './errors.js';
 import type { Job } from './run.js';
 
@@ -28,6 +28,16 @@ export interface JobSpec {
   host?: string;
   /** Image, resources and the rest for container backends; over the config's `backends.<name>`. Mount sources resolve against `cwd`. */
   container?: ContainerSpec;
+  /** Where in which cluster a k8s or kueue run goes; over the config's `backends.<name>`. */
+  cluster?: ClusterSpec;
+}
+
+export interface ClusterSpec {
+  context?: string;
+  namespace?: string;
+  queue?: string;
+  /** false: run the image as it is, without sending the workspace. */
+  sync?: boolean;
 }
 
 /** Resolves a spec against the configuration into the Job recorded in run.json. Throws QwexError on bad input. */
@@ -57,11 +67,21 @@ export function buildJob(spec: JobSpec, config: QwexConfig, callerCwd: string, p
       { spec: spec.container ?? {}, root: cwd, where: `--backend ${backend}` },
     ]);
   }
-  if (spec.host !== undefined && !REMOTE_BACKENDS.has(backend)) {
+  if (spec.host !== undefined && !HOST_BACKENDS.has(backend)) {
     throw new QwexError(ErrorCode.Usage, `--host is for the ssh backend, not "${backend}"`, { hint: 'add --backend ssh' });
   }
-  if (REMOTE_BACKENDS.has(backend) && (spec.host ?? (config.backends[backend] as { host?: string } | undefined)?.host) === undefined) {
+  if (HOST_BACKENDS.has(backend) && (spec.host ?? (config.backends[backend] as { host?: string } | undefined)?.host) === undefined) {
     throw new QwexError(ErrorCode.Usage, 'no host given for an ssh run', { hint: 'pass --host NAME, or set backends.ssh.host in qwex.yaml' });
+  }
+  const cluster = definedOnly(spec.cluster ?? {});
+  if (Object.keys(cluster).length > 0 && !CLUSTER_BACKENDS.has(backend)) {
+    throw new QwexError(ErrorCode.Usage, `--context, --namespace, --queue and --no-sync are for the k8s and kueue backends, not "${backend}"`, { hint: 'add --backend k8s (or kueue)' });
+  }
+  if (cluster.namespace !== undefined && !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(cluster.namespace)) {
+    throw new QwexError(ErrorCode.Usage, `--namespace "${cluster.namespace}" is not a namespace name`, { hint: 'lowercase letters, digits and -' });
+  }
+  if (CLUSTER_BACKENDS.has(backend) && container && (container.mounts.length > 0 || container.network !== undefined)) {
+    throw new QwexError(ErrorCode.Usage, `--mount and --network are Docker settings: a ${backend} run has no host paths or Docker networks`, { hint: 'bake data into the image, or read it from storage the pod can reach' });
   }
   if (!CONTAINER_BACKENDS.has(backend) && spec.container !== undefined && Object.values(spec.container).some((v) => v !== undefined)) {
     throw new QwexError(ErrorCode.Usage, `image, cpus, memory, gpus and the other container options need a container backend, not "${backend}"`, {
@@ -73,7 +93,7 @@ export function buildJob(spec: JobSpec, config: QwexConfig, callerCwd: string, p
     cwd,
     env: { ...config.env, ...spec.env },
     backend,
-    backendOptions: { ...config.backends[backend], ...(spec.host === undefined ? {} : { host: spec.host }) },
+    backendOptions: { ...config.backends[backend], ...(spec.host === undefined ? {} : { host: spec.host }), ...cluster },
     artifacts: { ...config.artifacts, ...(spec.watch === undefined ? {} : { watch: spec.watch }) },
     killGraceMs: spec.killGraceMs ?? config.killGraceSeconds * 1000,
     ...(spec.timeoutMs === undefined ? {} : { timeoutMs: spec.timeoutMs }),
@@ -112,7 +132,8 @@ export function parseJobLines(text: string, source: string): JobSpec[] {
   return specs;
 }
 
-const SPEC_KEYS = new Set(['command', 'shell', 'cwd', 'env', 'name', 'backend', 'watch', 'timeoutMs', 'killGraceMs', 'container', 'host']);
+const SPEC_KEYS = new Set(['command', 'shell', 'cwd', 'env', 'name', 'backend', 'watch', 'timeoutMs', 'killGraceMs', 'container', 'host', 'cluster']);
+const CLUSTER_KEYS = new Set(['context', 'namespace', 'queue', 'sync']);
 const CONTAINER_KEYS = new Set(['image', 'pull', 'user', 'network', 'cpus', 'memory', 'gpus', 'mounts', 'env']);
 
 function checkSpec(value: unknown, where: string): JobSpec {
@@ -151,6 +172,13 @@ function checkSpec(value: unknown, where: string): JobSpec {
     if (c.env !== undefined && (typeof c.env !== 'object' || c.env === null || Object.values(c.env).some((v) => typeof v !== 'string'))) {
       bad('container.env: expected an object of strings');
     }
+  }
+  if (spec.cluster !== undefined) {
+    const c = spec.cluster as Record<string, unknown>;
+    if (typeof c !== 'object' || c === null || Array.isArray(c)) bad('cluster: expected an object like {"namespace": "ml", "queue": "gpu"}');
+    for (const key of Object.keys(c)) if (!CLUSTER_KEYS.has(key)) bad(`cluster: unknown key "${key}" (keys: ${[...CLUSTER_KEYS].join(', ')})`);
+    for (const key of ['context', 'namespace', 'queue'] as const) if (c[key] !== undefined && typeof c[key] !== 'string') bad(`cluster.${key}: expected a string`);
+    if (c.sync !== undefined && typeof c.sync !== 'boolean') bad('cluster.sync: expected true or false');
   }
   return spec as unknown as JobSpec;
 }

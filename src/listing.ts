@@ -1,4 +1,4 @@
-import type { ListedRun, ResourceUsage } from './protocol.js';
+import type { ListedRun, ResourceUsage, Waiting } from './protocol.js';
 import { isTerminal, type Run } from './run.js';
 import type { ListQuery, RunIndex, RunSummary } from './run-index.js';
 import { sampleGroup } from './usage.js';
@@ -9,6 +9,19 @@ export async function usageOf(run: Run): Promise<ResourceUsage | undefined> {
   if (run.status !== 'running' || typeof pgid !== 'number') return undefined;
   const sample = await sampleGroup(pgid);
   return sample && { cpuPercent: sample.cpuPercent, rssBytes: sample.rssBytes, processes: sample.processes };
+}
+
+/** For a run whose command waits in a cluster (a Kueue queue, a pod not running yet): what it waits for. */
+export function waitingOf(run: Run): Waiting | undefined {
+  const phase = run.backend.phase;
+  if (run.status !== 'running' || (phase !== 'queued' && phase !== 'pending')) return undefined;
+  const w = (run.backend.waiting ?? {}) as { reason?: string | null; message?: string | null; position?: number | null };
+  return {
+    phase,
+    ...(w.reason ? { reason: w.reason } : {}),
+    ...(w.message ? { message: w.message } : {}),
+    ...(typeof w.position === 'number' ? { position: w.position } : {}),
+  };
 }
 
 /**
@@ -34,6 +47,7 @@ async function freshRow(row: RunSummary, reconcile: (dir: string) => Promise<Run
     return row; // the run directory is gone or unreadable; the index row is all there is
   }
   const usage = await usageOf(run);
+  const waiting = waitingOf(run);
   return {
     ...row,
     status: run.status,
@@ -43,5 +57,6 @@ async function freshRow(row: RunSummary, reconcile: (dir: string) => Promise<Run
     signal: run.signal,
     ...(queuePosition === undefined ? {} : { queuePosition }),
     ...(usage ? { usage } : {}),
+    ...(waiting ? { waiting } : {}),
   };
 }

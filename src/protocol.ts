@@ -47,7 +47,16 @@ export interface RunView {
   usage?: ResourceUsage;
 }
 
-export type ListedRun = RunSummary & { queuePosition?: number; usage?: ResourceUsage };
+/** What a running run's command waits for in a cluster: Kueue's queue (`queued`) or a pod not running yet (`pending`). */
+export interface Waiting {
+  phase: 'queued' | 'pending';
+  reason?: string;
+  message?: string;
+  /** 1-based place in the Kueue LocalQueue, where Kueue's visibility API answers. */
+  position?: number;
+}
+
+export type ListedRun = RunSummary & { queuePosition?: number; usage?: ResourceUsage; waiting?: Waiting };
 
 export interface DaemonStatus {
   version: string;

@@ -245,6 +245,14 @@ export class Runner {
         if (stopReason) stop(stopReason, readStopRequest(dir)?.graceMs ?? grace);
       }
 
+      // What the backend learns while the command runs (queued in a cluster, admitted, evicted) goes into the record.
+      let recording = true;
+      started.onDetails?.((patch) => {
+        if (!recording) return;
+        run = { ...run, backend: { ...run.backend, ...patch } };
+        this.saveQuietly(run, dir, log);
+      });
+
       if (run.job.timeoutMs !== undefined) {
         const left = Date.parse(run.startedAt ?? run.createdAt) + run.job.timeoutMs - Date.now();
         timeoutTimer = setTimeout(() => {
@@ -256,6 +264,7 @@ export class Runner {
 
       usage = trackUsage(started.details.pgid);
       const exit = await started.exited;
+      recording = false;
       commandEnded();
       const resources = usage.stop();
       if (timeoutTimer) clearTimeout(timeoutTimer);

@@ -15,14 +15,15 @@ export type WorkspaceMode = 'snapshot' | 'inplace';
  * snapshot. Returns the provenance to record with each job.
  */
 export async function prepareWorkspaces(jobs: Job[], project: string, config: QwexConfig, mode: WorkspaceMode): Promise<(Provenance | undefined)[]> {
-  // A run on another machine always gets a snapshot: it is what is sent there.
-  if (mode === 'inplace' && !jobs.some((j) => REMOTE_BACKENDS.has(j.backend))) return jobs.map(() => undefined);
+  // A run on another machine always gets a snapshot: it is what is sent there (unless it sends nothing).
+  const sent = (job: Job): boolean => REMOTE_BACKENDS.has(job.backend) && job.backendOptions.sync !== false;
+  if (mode === 'inplace' && !jobs.some(sent)) return jobs.map(() => undefined);
   const store = new ContentStore();
   const git = gitProvenance(project);
   const byExclude = new Map<string, string>();
   const provenance: (Provenance | undefined)[] = [];
   for (const job of jobs) {
-    if (mode === 'inplace' && !REMOTE_BACKENDS.has(job.backend)) {
+    if ((mode === 'inplace' && !REMOTE_BACKENDS.has(job.backend)) || (REMOTE_BACKENDS.has(job.backend) && !sent(job))) {
       provenance.push(undefined);
       continue;
     }

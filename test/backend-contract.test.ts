@@ -1,9 +1,11 @@
 /**
  * The behaviour every backend must share, run against each: the local
- * backend, and the Docker backend against a real engine (skipped with a
+ * backend, the Docker backend against a real engine (skipped with a
  * printed reason where none can be had, failed instead with
- * QWEX_REQUIRE_DOCKER=1). Commands are ones both the host and the test image
- * (busybox) have.
+ * QWEX_REQUIRE_DOCKER=1), the ssh backend against a real sshd, and the k8s
+ * and kueue backends against the FAKE Kubernetes API (whose pods run on the
+ * real Docker engine) or, with QWEX_K8S_KUBECONFIG, a real cluster.
+ * Commands are ones both the host and the test image (busybox) have.
  */
 import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -13,6 +15,7 @@ import { execa } from 'execa';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Run } from '../src/run.js';
 import { DOCKER_TEST_IMAGE, dockerUnavailable, qwex, requireComponent, sandbox, sleep, until, type Sandbox } from './helpers.js';
+import { clusterUnavailable, startTestCluster, type TestCluster } from './kube-cluster.js';
 import { sshdUnavailable, startSshd, type TestSshd } from './sshd.js';
 
 interface BackendCase {
@@ -21,8 +24,23 @@ interface BackendCase {
   unavailable: () => Promise<string | undefined>;
   requireVariable: string;
   /** Per-suite set-up (a test sshd); returns what every sandbox needs (environment, qwex.yaml). */
-  setup?: () => Promise<{ env: Record<string, string>; config: string; args: string[]; close(): Promise<void> }>;
+  setup?: () => Promise<{ env: Record<string, string>; config: string; args: string[]; close(): Promise<void>; cluster?: TestCluster }>;
+  /** Kubernetes keeps one log per container: stdout and stderr both land in stdout.log. */
+  mergedStreams?: boolean;
 }
+
+const clusterCase = (name: 'k8s' | 'kueue'): BackendCase => ({
+  name,
+  args: [],
+  unavailable: clusterUnavailable,
+  // The fake API's pods run on the Docker engine, so CI's QWEX_REQUIRE_DOCKER=1 makes these fail, not skip.
+  requireVariable: 'QWEX_REQUIRE_DOCKER',
+  mergedStreams: true,
+  setup: async () => {
+    const cluster = await startTestCluster(name);
+    return { env: cluster.env, config: `backends:\n${cluster.config}`, args: cluster.args, close: () => cluster.close(), cluster };
+  },
+});
 
 const BACKENDS: BackendCase[] = [
   { name: 'local', args: [], unavailable: async () => undefined, requireVariable: 'QWEX_REQUIRE_LOCAL' },
@@ -46,6 +64,8 @@ const BACKENDS: BackendCase[] = [
       };
     },
   },
+  clusterCase('k8s'),
+  clusterCase('kueue'),
 ];
 
 describe.each(BACKENDS)('$name backend: the shared contract', (backend) => {
@@ -78,6 +98,13 @@ describe.each(BACKENDS)('$name backend: the shared contract', (backend) => {
       const remaining = await left();
       await sb.cleanup();
       expect(remaining).toBe('');
+    } else if (extra?.cluster) {
+      // Every Job a run made is deleted once its record is final.
+      const cluster = extra.cluster;
+      await until(async () => ((await cluster.jobsLeft()).length === 0 ? true : undefined), 20_000, 'no qwex Job left').catch(() => {});
+      const remaining = await cluster.jobsLeft();
+      await sb.cleanup();
+      expect(remaining).toEqual([]);
     } else {
       await sb.cleanup();
     }
@@ -106,25 +133,40 @@ describe.each(BACKENDS)('$name backend: the shared contract', (backend) => {
     expect(String(r.stderr)).toMatch(new RegExp(`started \\(${backend.name}\\)`));
   });
 
-  it('keeps stdout and stderr apart, in order within each', async () => {
+  it('keeps stdout and stderr apart, in order within each (Kubernetes: one log, each stream in order)', async () => {
     const r = await run(['-q', '--', 'sh', '-c', 'for i in 1 2 3 4 5; do echo out$i; echo err$i >&2; done']);
     expect(r.exitCode).toBe(0);
     const dir = runDir(onlyRunId());
-    expect(readFileSync(join(dir, 'stdout.log'), 'utf8')).toBe('out1\nout2\nout3\nout4\nout5\n');
-    expect(readFileSync(join(dir, 'stderr.log'), 'utf8')).toBe('err1\nerr2\nerr3\nerr4\nerr5\n');
+    const out = readFileSync(join(dir, 'stdout.log'), 'utf8');
+    const err = readFileSync(join(dir, 'stderr.log'), 'utf8');
+    if (backend.mergedStreams) {
+      const lines = out.split('\n').filter(Boolean);
+      expect(lines.filter((l) => l.startsWith('out'))).toEqual(['out1', 'out2', 'out3', 'out4', 'out5']);
+      expect(lines.filter((l) => l.startsWith('err'))).toEqual(['err1', 'err2', 'err3', 'err4', 'err5']);
+      expect(lines).toHaveLength(10);
+      expect(err).toBe('');
+    } else {
+      expect(out).toBe('out1\nout2\nout3\nout4\nout5\n');
+      expect(err).toBe('err1\nerr2\nerr3\nerr4\nerr5\n');
+    }
   });
 
   it('copies large output byte for byte: 8 MB of binary and 200,000 short lines', async () => {
     const blob = Buffer.alloc(8 * 1024 * 1024);
     for (let i = 0; i < blob.length; i += 4) blob.writeUInt32LE((i * 2654435761) >>> 0, i);
     writeFileSync(join(sb.project, 'blob.bin'), blob);
-    const r = await run(['-q', '--', 'sh', '-c', 'cat blob.bin; seq 1 200000 >&2']);
+    const merged = backend.mergedStreams === true;
+    const r = await run(['-q', '--', 'sh', '-c', `cat blob.bin; seq 1 200000${merged ? '' : ' >&2'}`]);
     expect(r.exitCode).toBe(0);
     const dir = runDir(onlyRunId());
     const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-    expect(sha(readFileSync(join(dir, 'stdout.log')))).toBe(sha(blob));
-    const lines = readFileSync(join(dir, 'stderr.log'), 'utf8');
-    expect(lines).toBe(`${Array.from({ length: 200_000 }, (_, i) => i + 1).join('\n')}\n`);
+    const lines = `${Array.from({ length: 200_000 }, (_, i) => i + 1).join('\n')}\n`;
+    if (merged) {
+      expect(sha(readFileSync(join(dir, 'stdout.log')))).toBe(sha(Buffer.concat([blob, Buffer.from(lines)])));
+    } else {
+      expect(sha(readFileSync(join(dir, 'stdout.log')))).toBe(sha(blob));
+      expect(readFileSync(join(dir, 'stderr.log'), 'utf8')).toBe(lines);
+    }
   }, 120_000);
 
   it('sets the environment and runs in the same place within the project', async () => {

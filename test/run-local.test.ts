@@ -347,9 +347,9 @@ describe('bad input', () => {
   });
 
   it('an unknown backend is refused before anything runs', async () => {
-    const r = await qwex(sb, ['run', '--backend', 'kueue', 'true']);
+    const r = await qwex(sb, ['run', '--backend', 'mainframe', 'true']);
     expect(r.exitCode).toBe(9);
-    expect(String(r.stderr)).toContain('backend "kueue" is not available');
+    expect(String(r.stderr)).toContain('backend "mainframe" is not available');
     expect(existsSync(join(sb.project, '.qwex', 'runs'))).toBe(false);
   });
 });

@@ -7,7 +7,7 @@ import { Method } from '../../src/protocol.js';
 import { attach } from '../attach.js';
 import type { Context } from '../context.js';
 import { writer } from '../context.js';
-import { containerSpec, parseDuration, parseEnv, parseWatch, type ContainerFlags } from '../parse.js';
+import { clusterSpec, containerSpec, parseDuration, parseEnv, parseWatch, type ContainerFlags } from '../parse.js';
 import { publicRun, startLine, styleFor, summaryLine } from '../render.js';
 
 interface RunOptions extends ContainerFlags {
@@ -29,9 +29,11 @@ export default async function run(ctx: Context, args: string[], options: RunOpti
   const { config } = await loadConfig(ctx.project);
   const timeoutMs = options.timeout === undefined ? undefined : parseDuration(options.timeout, '--timeout');
   const container = containerSpec(options);
+  const cluster = clusterSpec(options);
   const job = buildJob(
     {
       ...(container === undefined ? {} : { container }),
+      ...(cluster === undefined ? {} : { cluster }),
       ...(options.host === undefined ? {} : { host: options.host }),
       command: args,
       shell: options.shell === true,

@@ -7,7 +7,7 @@ import type { Run } from '../../src/run.js';
 import { startDaemon } from '../../src/daemon-process.js';
 import { DaemonClient } from '../../src/daemon-client.js';
 import type { Context } from '../context.js';
-import { containerSpec, parseDuration, parseEnv, parseWatch, type ContainerFlags } from '../parse.js';
+import { clusterSpec, containerSpec, parseDuration, parseEnv, parseWatch, type ContainerFlags } from '../parse.js';
 import { publicRun } from '../render.js';
 import { prepareWorkspaces, workspaceMode } from '../../src/workspace-job.js';
 
@@ -37,9 +37,11 @@ export default async function submit(ctx: Context, file: string, options: Submit
   }
   const { config } = await loadConfig(ctx.project);
   const container = containerSpec(options);
+  const cluster = clusterSpec(options);
   const defaults: Partial<JobSpec> = {
     env: parseEnv(options.env),
     ...(container === undefined ? {} : { container }),
+    ...(cluster === undefined ? {} : { cluster }),
     ...(options.host === undefined ? {} : { host: options.host }),
     ...(options.backend === undefined ? {} : { backend: options.backend }),
     ...(options.watch === undefined ? {} : { watch: parseWatch(options.watch) }),
@@ -49,6 +51,7 @@ export default async function submit(ctx: Context, file: string, options: Submit
   const jobs = parseJobLines(text, source).map((spec, i) => {
     try {
       const merged = { ...defaults, ...spec, env: { ...defaults.env, ...spec.env } };
+      if (defaults.cluster || spec.cluster) merged.cluster = { ...defaults.cluster, ...spec.cluster };
       if (defaults.container || spec.container) merged.container = { ...defaults.container, ...spec.container, env: { ...defaults.container?.env, ...spec.container?.env } };
       return buildJob(merged, config, ctx.cwd, ctx.project);
     } catch (error) {

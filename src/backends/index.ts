@@ -1,5 +1,5 @@
 import { ErrorCode, QwexError } from '../errors.js';
-import { BACKEND_NAMES, PLANNED_BACKENDS } from './names.js';
+import { BACKEND_NAMES } from './names.js';
 import type { Backend } from './types.js';
 
 /** The one switch that picks a backend. Backends load lazily: `qwex ps` never loads one. */
@@ -17,11 +17,17 @@ export async function createBackend(name: string): Promise<Backend> {
       const { SshBackend } = await import('./ssh.js');
       return new SshBackend();
     }
+    case 'k8s': {
+      const { KubernetesBackend } = await import('./k8s.js');
+      return new KubernetesBackend();
+    }
+    case 'kueue': {
+      const { KueueBackend } = await import('./kueue.js');
+      return new KueueBackend();
+    }
     default:
       throw new QwexError(ErrorCode.BackendUnavailable, `backend "${name}" is not available in this version of qwex`, {
-        hint: (PLANNED_BACKENDS as readonly string[]).includes(name)
-          ? `it is planned; available now: ${BACKEND_NAMES.join(', ')}`
-          : `available backends: ${BACKEND_NAMES.join(', ')}`,
+        hint: `available backends: ${BACKEND_NAMES.join(', ')}`,
       });
   }
 }

@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
-import { closeSync, createReadStream, fstatSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { closeSync, fstatSync, openSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { dirname, join, normalize, sep } from 'node:path';
+import { join } from 'node:path';
 import type { Client } from 'ssh2';
-import { captureArtifacts, type ArtifactManifest } from '../artifacts.js';
+import type { ArtifactManifest } from '../artifacts.js';
 import { executable } from '../command.js';
 import { ErrorCode, QwexError } from '../errors.js';
 import { writeAll } from '../fs-atomic.js';
@@ -12,6 +12,7 @@ import { RunFiles } from '../paths.js';
 import type { ArtifactSettings, Job } from '../run.js';
 import { connectHost, exec, resolveHost, shellQuote, type HostEntry, type HostSettings } from '../ssh-connection.js';
 import { ContentStore, type Manifest } from '../workspace.js';
+import { packFiles, packWatchedCommand, receiveArtifacts } from './tar-transfer.js';
 import { notStartedProcess, type Backend, type ExitInfo, type RunIO, type StartedProcess } from './types.js';
 
 /** How often a running remote command's logs and exit file are read. */
@@ -144,29 +145,6 @@ async function syncWorkspace(client: Client, settings: HostSettings, store: Cont
   } finally {
     await exec(client, `rmdir ${q(lock)} 2>/dev/null; exit 0`).catch(() => {});
   }
-}
-
-/** A tar stream of the given files, read from the content store (the snapshot, not the tree as it is now). */
-async function packFiles(store: ContentStore, files: Manifest['files'], links: Manifest['symlinks']): Promise<NodeJS.ReadableStream> {
-  const { pack: createPack } = await tarStream();
-  const pack = createPack();
-  void (async () => {
-    try {
-      for (const link of links) {
-        await new Promise<void>((resolve, reject) => pack.entry({ name: link.path, type: 'symlink', linkname: link.target }, (e) => (e ? reject(e) : resolve())));
-      }
-      for (const file of files) {
-        await new Promise<void>((resolve, reject) => {
-          const entry = pack.entry({ name: file.path, size: file.size, mode: file.mode & 0o777 }, (e) => (e ? reject(e) : resolve()));
-          createReadStream(store.objectPath(file.sha256)).on('error', reject).pipe(entry);
-        });
-      }
-      pack.finalize();
-    } catch (error) {
-      pack.destroy(error as Error);
-    }
-  })();
-  return pack as unknown as NodeJS.ReadableStream;
 }
 
 /** The shell wrapper: the command in its own process group (job control), its pgid and exit status in files. */
@@ -319,78 +297,16 @@ function follow(details: Record<string, unknown>, stdoutPath: string, stderrPath
 
 class RemoteGone extends Error {}
 
-/**
- * Packs the watched directories on the remote, unpacks them into a scratch
- * directory of the run (rejecting any path that would leave it, and
- * anything but plain files and directories), and captures them from there
- * with the local rules (ignore patterns, size limit, sha256).
- */
+/** Packs the watched directories on the remote and brings them home (tar-transfer.ts checks every path). */
 async function collectArtifacts(client: Client, remoteDir: string, target: { runId: string; cwd: string; settings: ArtifactSettings; runDir: string }): Promise<ArtifactManifest> {
-  const scratch = join(target.runDir, 'remote-artifacts');
-  rmSync(scratch, { recursive: true, force: true });
-  mkdirSync(scratch, { recursive: true, mode: 0o700 });
-  const unsafe: string[] = [];
-  try {
-    const { extract: createExtract } = await tarStream();
-    const extract = createExtract();
-    const done = new Promise<void>((resolve, reject) => {
-      extract.on('entry', (header, stream, next) => {
-        const rel = normalize(header.name);
-        const dest = join(scratch, rel);
-        if (rel.startsWith('..') || rel.startsWith(sep) || !dest.startsWith(scratch + sep)) {
-          unsafe.push(header.name);
-          stream.resume();
-          return next();
-        }
-        if (header.type === 'directory') {
-          mkdirSync(dest, { recursive: true });
-          stream.resume();
-          return next();
-        }
-        if (header.type !== 'file') {
-          stream.resume();
-          return next();
-        }
-        mkdirSync(dirname(dest), { recursive: true });
-        const fd = openSync(dest, 'w', 0o600);
-        stream.on('data', (data: unknown) => writeAll(fd, data as Buffer));
-        stream.on('end', () => {
-          closeSync(fd);
-          next();
-        });
-        stream.on('error', reject);
-      });
-      extract.on('finish', resolve);
-      extract.on('error', reject);
-    });
-    const watched = target.settings.watch.map((w) => shellQuote(w)).join(' ');
-    const cwd = `${remoteDir}/workspace${target.cwd ? `/${target.cwd}` : ''}`;
-    const r = await exec(client, `cd ${shellQuote(cwd)} 2>/dev/null || exit 0; set --; for d in ${watched}; do [ -e "$d" ] && set -- "$@" "$d"; done; [ $# -eq 0 ] && exit 0; tar -cf - -- "$@"`, {
-      onStdout: (chunk) => extract.write(chunk),
-    });
-    (extract as unknown as { end(): void }).end();
-    await done;
-    if (r.code !== 0) throw new Error(`tar on the remote failed: ${r.stderr.trim()}`);
-    const manifest = await captureArtifacts({
-      cwd: scratch,
-      projectRoot: scratch,
-      settings: target.settings,
-      runId: target.runId,
-      baseline: new Map(),
-      filesDir: join(target.runDir, RunFiles.files),
-      manifestPath: join(target.runDir, RunFiles.artifacts),
-    });
-    for (const path of unsafe) manifest.skipped.push({ path, reason: 'its path leads outside the run directory' });
-    return manifest;
-  } finally {
-    rmSync(scratch, { recursive: true, force: true });
-  }
-}
-
-/** tar-stream is CommonJS: its functions are on the default export once bundled. */
-async function tarStream(): Promise<typeof import('tar-stream')> {
-  const mod = await import('tar-stream');
-  return (mod as unknown as { default?: typeof mod }).default ?? mod;
+  const cwd = `${remoteDir}/workspace${target.cwd ? `/${target.cwd}` : ''}`;
+  let failure: string | undefined;
+  const manifest = await receiveArtifacts(async (write) => {
+    const r = await exec(client, `cd ${shellQuote(cwd)} 2>/dev/null || exit 0; ${packWatchedCommand(target.settings.watch, shellQuote)}`, { onStdout: write });
+    if (r.code !== 0) failure = r.stderr.trim();
+  }, target);
+  if (failure !== undefined) throw new Error(`tar on the remote failed: ${failure}`);
+  return manifest;
 }
 
 /** The remote cache of a project: one per (this machine, project path). */

@@ -1,0 +1,343 @@
+/**
+ * The k8s and kueue backends beyond the shared contract: the Job qwex
+ * builds, the log cursor, Kueue's queue and evictions, dropped streams,
+ * clear errors, and credentials kept out of records. Against the FAKE
+ * Kubernetes API (test/fake-kube-api.ts; its pods run on the real Docker
+ * engine), so these skip without Docker and fail instead with
+ * QWEX_REQUIRE_DOCKER=1. The pure parts (manifest, cursor) run everywhere.
+ */
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { TimestampedLogCopy, parseTimestamp, readCursor, resumeSince } from '../src/k8s/log-cursor.js';
+import { jobManifest, jobName } from '../src/k8s/manifest.js';
+import type { Job, Run } from '../src/run.js';
+import { CLUSTER_IMAGE, clusterUnavailable, startTestCluster, TEST_QUEUE, type TestCluster } from './kube-cluster.js';
+import { qwex, qwexJson, requireComponent, sandbox, sleep, until, type Sandbox } from './helpers.js';
+
+const baseJob: Job = {
+  command: ['python', 'train.py', '--lr', '0.1'],
+  shell: false,
+  cwd: '/p',
+  env: { WANDB_MODE: 'offline' },
+  backend: 'kueue',
+  backendOptions: {},
+  artifacts: { watch: ['out'], ignore: [], maxFileSizeMb: 100 },
+  killGraceMs: 5000,
+  container: { image: 'python:3.12-slim', pull: 'missing', mounts: [], env: {}, resources: { cpus: 1.5, memoryBytes: 2 * 1024 ** 3, gpus: 2 } },
+};
+
+describe('the Job qwex builds (no cluster needed)', () => {
+  it('is one never-restarted pod with the command as argv, labels, resources and an explicit pull policy', () => {
+    const m = jobManifest({ runId: '01AB-cd', project: '/p', job: baseJob, cwd: 'sub', options: { queue: 'gpu', ttl_seconds_after_finished: 600 } }) as any; // eslint-disable-line @typescript-eslint/no-explicit-any
+    expect(m.metadata.name).toBe(jobName('01AB-cd'));
+    expect(m.metadata.name).toBe('qwex-01ab-cd');
+    expect(m.metadata.labels).toEqual({ 'qwex.dev/run-id': '01AB-cd', 'kueue.x-k8s.io/queue-name': 'gpu' });
+    expect(m.spec).toMatchObject({ backoffLimit: 0, suspend: true, ttlSecondsAfterFinished: 600 });
+    expect(m.spec.template.metadata.labels).toEqual({ 'qwex.dev/run-id': '01AB-cd' });
+    const pod = m.spec.template.spec;
+    expect(pod.restartPolicy).toBe('Never');
+    expect(pod.terminationGracePeriodSeconds).toBe(5);
+    const main = pod.containers.find((c: { name: string }) => c.name === 'main');
+    expect(main.args).toEqual(['python', 'train.py', '--lr', '0.1']);
+    expect(main.command).toBeUndefined(); // the image's entrypoint is kept, as with docker run
+    expect(main.imagePullPolicy).toBe('IfNotPresent');
+    expect(main.workingDir).toBe('/workspace/sub');
+    expect(main.resources).toEqual({ limits: { cpu: '1500m', memory: String(2 * 1024 ** 3), 'nvidia.com/gpu': '2' }, requests: { cpu: '1500m', memory: String(2 * 1024 ** 3), 'nvidia.com/gpu': '2' } });
+    expect(main.env).toEqual(expect.arrayContaining([{ name: 'QWEX_RUN_ID', value: '01AB-cd' }, { name: 'WANDB_MODE', value: 'offline' }, { name: 'PYTHONUNBUFFERED', value: '1' }]));
+    expect(pod.initContainers.map((c: { name: string }) => c.name)).toEqual(['qwex-sync']);
+    expect(pod.containers.map((c: { name: string }) => c.name)).toEqual(['main', 'qwex-keeper']);
+  });
+
+  it('k8s runs are not suspended; --no-sync runs the image as it is; Always and Never map as named', () => {
+    const m = jobManifest({ runId: 'r', project: '/p', job: { ...baseJob, container: { ...baseJob.container!, pull: 'never', resources: {} } }, cwd: '', options: { sync: false } }) as any; // eslint-disable-line @typescript-eslint/no-explicit-any
+    expect(m.spec.suspend).toBeUndefined();
+    expect(m.metadata.labels['kueue.x-k8s.io/queue-name']).toBeUndefined();
+    expect(m.spec.template.spec.initContainers).toBeUndefined();
+    expect(m.spec.template.spec.containers).toHaveLength(1);
+    expect(m.spec.template.spec.containers[0].workingDir).toBeUndefined();
+    expect(m.spec.template.spec.containers[0].imagePullPolicy).toBe('Never');
+  });
+
+  it('refuses what Kubernetes cannot express, saying what to use instead', () => {
+    const gpuList = { ...baseJob, container: { ...baseJob.container!, resources: { gpus: ['0', '1'] } } };
+    expect(() => jobManifest({ runId: 'r', project: '/p', job: gpuList, cwd: '', options: {} })).toThrow(/requests GPUs by count/);
+    const named = { ...baseJob, container: { ...baseJob.container!, user: 'alice' } };
+    expect(() => jobManifest({ runId: 'r', project: '/p', job: named, cwd: '', options: {} })).toThrow(/numeric uid/);
+  });
+});
+
+describe('the log cursor (real files)', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'qwex-cursor-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('reads Go timestamps, trailing zeros trimmed or not', () => {
+    expect(parseTimestamp('2026-11-22T23:59:59.1Z')).toEqual([Date.parse('2026-11-22T23:59:59Z') / 1000, 100_000_000]);
+    expect(parseTimestamp('2026-11-22T23:59:59.123456789Z')).toEqual([Date.parse('2026-11-22T23:59:59Z') / 1000, 123_456_789]);
+    expect(parseTimestamp('2026-11-22T23:59:59Z')).toEqual([Date.parse('2026-11-22T23:59:59Z') / 1000, 0]);
+    expect(parseTimestamp('unable to retrieve container logs')).toBeUndefined();
+  });
+
+  it('resumes a dropped stream and a writer that died before saving its cursor, with every line once', () => {
+    const log = join(dir, 'stdout.log');
+    const cursor = join(dir, 'cursor.json');
+    const lines = Array.from({ length: 6 }, (_, i) => `2026-11-22T10:00:0${i < 3 ? 1 : 2}.00000000${i}Z line ${i}\n`);
+    // Two lines share one timestamp: the cursor counts them.
+    lines.splice(3, 0, lines[2]!.replace('line 2', 'line 2b'));
+    const a = new TimestampedLogCopy(log, cursor, 'pod-a');
+    a.push(Buffer.from(lines.slice(0, 2).join('') + lines[2]!.slice(0, 20))); // a partial third line waits
+    a.close();
+    expect(readFileSync(log, 'utf8')).toBe('line 0\nline 1\n');
+    expect(resumeSince(readCursor(cursor), 'pod-a')).toBe('2026-11-22T10:00:01Z');
+    // The API resends from the cursor's second; the copy skips what it has.
+    const b = new TimestampedLogCopy(log, cursor, 'pod-a');
+    b.push(Buffer.from(lines.slice(0, 4).join('')));
+    b.close();
+    expect(readFileSync(log, 'utf8')).toBe('line 0\nline 1\nline 2\nline 2b\n');
+    // A writer that died after writing but before saving: the file is ahead of the cursor.
+    writeFileSync(log, 'line 3\n', { flag: 'a' });
+    const c = new TimestampedLogCopy(log, cursor, 'pod-a');
+    c.push(Buffer.from(lines.slice(2).join('')));
+    c.flush();
+    c.close();
+    expect(readFileSync(log, 'utf8')).toBe('line 0\nline 1\nline 2\nline 2b\nline 3\nline 4\nline 5\n');
+    // A new pod (after an eviction) appends its own log.
+    const d = new TimestampedLogCopy(log, cursor, 'pod-b');
+    d.push(Buffer.from('2026-11-22T09:00:00Z again\n'));
+    d.close();
+    expect(readFileSync(log, 'utf8')).toMatch(/line 5\nagain\n$/);
+  });
+});
+
+describe('k8s and kueue against the fake API', () => {
+  let reason: string | undefined;
+  let k8s: TestCluster | undefined;
+  let kueue: TestCluster | undefined;
+  let sb: Sandbox;
+  beforeAll(async () => {
+    reason = await clusterUnavailable();
+    if (reason !== undefined || process.env.QWEX_K8S_KUBECONFIG) return;
+    k8s = await startTestCluster('k8s');
+    kueue = await startTestCluster('kueue');
+  });
+  afterAll(async () => {
+    await k8s?.close();
+    await kueue?.close();
+  });
+  beforeEach((ctx) => {
+    requireComponent(ctx, 'QWEX_REQUIRE_DOCKER', reason);
+    if (process.env.QWEX_K8S_KUBECONFIG) {
+      console.log('skipped: these tests drive the fake API (evictions, dropped streams); the real cluster runs the shared contract');
+      ctx.skip();
+    }
+    sb = sandbox();
+  });
+  afterEach(async () => {
+    await sb?.cleanup();
+  });
+
+  /** Points the sandbox at a cluster; `extra` lines ("    key: value") replace the cluster's settings of the same key. */
+  const use = (cluster: TestCluster, extra = ''): void => {
+    Object.assign(sb.env, cluster.env);
+    mkdirSync(join(sb.project, '.qwex'), { recursive: true });
+    const keys = new Set(extra.split('\n').map((l) => l.split(':')[0]!.trim()).filter(Boolean));
+    const base = cluster.config.split('\n').filter((l) => !keys.has(l.split(':')[0]!.trim())).join('\n');
+    writeFileSync(join(sb.project, '.qwex', 'config.yaml'), `backends:\n${base}${extra}`);
+  };
+  const runDir = (id: string): string => join(sb.project, '.qwex', 'runs', id);
+  const readRun = (id: string): Run => JSON.parse(readFileSync(join(runDir(id), 'run.json'), 'utf8')) as Run;
+  const detached = async (args: string[]): Promise<string> => {
+    const r = await qwex(sb, ['run', '-d', ...args]);
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    return String(r.stdout).trim();
+  };
+  const onlyRunId = (): string => readdirSync(join(sb.project, '.qwex', 'runs'))[0]!;
+  const stdout = (id: string): string => readFileSync(join(runDir(id), 'stdout.log'), 'utf8');
+
+  it('kueue: a run waiting for quota says so in ps and status, with its place in the queue, then runs', async () => {
+    use(kueue!);
+    kueue!.fake!.setKueueQuota(1);
+    try {
+      const first = await detached(['--backend', 'kueue', '--', 'sh', '-c', 'echo first; sleep 3']);
+      const second = await detached(['--backend', 'kueue', '--', 'sh', '-c', 'echo second']);
+      const listed = await until(async () => {
+        const rows = await qwexJson<{ id: string; status: string; waiting?: { phase: string; reason?: string; position?: number } }[]>(sb, ['ps']);
+        const row = rows.find((r) => r.id === second);
+        return row?.waiting?.phase === 'queued' && row.waiting.position === 1 ? row : undefined;
+      }, 20_000, 'the second run to show as queued in ps');
+      expect(listed.status).toBe('running');
+      expect(listed.waiting?.reason).toBe('Pending');
+      const table = await qwex(sb, ['ps']);
+      expect(String(table.stdout)).toMatch(/queued #1 \(Pending\)/);
+      const status = await qwex(sb, ['status', second]);
+      expect(String(status.stdout)).toMatch(new RegExp(`waiting +queued in Kueue LocalQueue ${TEST_QUEUE} \\(#1\\): Pending \\(couldn't assign flavors`));
+      expect((await qwex(sb, ['wait', first, second])).exitCode).toBe(0);
+      expect(stdout(second)).toBe('second\n');
+      expect(readRun(second).backend).toMatchObject({ queue: TEST_QUEUE, phase: 'running' });
+      // qwex created the Job suspended, with the queue label, itself.
+      const created = kueue!.fake!.requests.filter((r) => r.startsWith('POST /apis/batch/v1/namespaces/default/jobs'));
+      expect(created.length).toBeGreaterThanOrEqual(2);
+    } finally {
+      kueue!.fake!.setKueueQuota(Infinity);
+    }
+  });
+
+  it('kueue: an eviction is recorded as an attempt and the run goes back to the queue, not to failed', async () => {
+    use(kueue!);
+    const id = await detached(['--backend', 'kueue', '--', 'sh', '-c', 'echo "attempt on $HOSTNAME"; sleep 2; echo done']);
+    await until(() => (stdout(id).includes('attempt on') ? true : undefined), 20_000, 'the first attempt to run');
+    kueue!.fake!.evict(jobName(id));
+    const evicted = await until(() => {
+      const r = readRun(id);
+      return Array.isArray(r.backend.attempts) && r.backend.attempts.length === 1 ? r : undefined;
+    }, 20_000, 'the eviction to be recorded');
+    expect(evicted.status).toBe('running');
+    expect(evicted.backend.attempts).toEqual([expect.objectContaining({ reason: 'Preempted', message: expect.stringMatching(/Preempted/) })]);
+    const w = await qwex(sb, ['wait', id]);
+    expect(w.exitCode).toBe(0);
+    const final = readRun(id);
+    expect(final).toMatchObject({ status: 'succeeded', exitCode: 0 });
+    // Both attempts' output, each line once: the second pod's log follows the first's.
+    expect(stdout(id).match(/attempt on/g)).toHaveLength(2);
+    expect(stdout(id).endsWith('done\n')).toBe(true);
+  });
+
+  it('k8s: dropped watches and log streams, and a watch too old to resume (410), lose and double nothing', async () => {
+    use(k8s!);
+    const id = await detached(['--backend', 'k8s', '--', 'sh', '-c', 'for i in 1 2 3 4 5 6 7 8 9 10; do echo tick $i; sleep 0.3; done; exit 4']);
+    await until(() => (stdout(id).includes('tick 2') ? true : undefined), 20_000, 'the run to print');
+    k8s!.fake!.dropStreams();
+    await sleep(700);
+    k8s!.fake!.compactHistory();
+    k8s!.fake!.dropStreams();
+    const w = await qwex(sb, ['wait', id]);
+    expect(w.exitCode).toBe(4);
+    expect(stdout(id)).toBe(`${Array.from({ length: 10 }, (_, i) => `tick ${i + 1}`).join('\n')}\n`);
+    expect(readRun(id)).toMatchObject({ status: 'failed', exitCode: 4, endReason: 'exit' });
+  });
+
+  it('k8s: cancel deletes the Job with its pods (propagation Background), and the record outlives the Job', async () => {
+    use(k8s!);
+    const id = await detached(['--backend', 'k8s', '--', 'sh', '-c', 'echo started; sleep 60']);
+    await until(() => (stdout(id).includes('started') ? true : undefined), 20_000, 'the run to start');
+    expect((await qwex(sb, ['cancel', id])).exitCode).toBe(0);
+    expect(readRun(id)).toMatchObject({ status: 'cancelled', endReason: 'cancel' });
+    expect(k8s!.fake!.requests).toContain(`DELETE /apis/batch/v1/namespaces/default/jobs/${jobName(id)}?propagationPolicy=Background`);
+    await until(() => (k8s!.fake!.list('pods').length === 0 ? true : undefined), 20_000, 'its pod to go');
+    const status = await qwexJson<Run>(sb, ['status', id]);
+    expect(status).toMatchObject({ id, status: 'cancelled', backend: { name: 'k8s', job: jobName(id), namespace: 'default', context: 'fake' } });
+  });
+
+  it('k8s: a pod nobody collects from ends once its lease runs out, and the record says the artifacts were not collected', async () => {
+    use(k8s!, '    artifact_timeout_seconds: 2\n');
+    const id = await detached(['--backend', 'k8s', '--', 'sh', '-c', 'mkdir -p out; echo x > out/x; echo wrote; sleep 1']);
+    const monitorPid = await until(() => {
+      const r = readRun(id);
+      return r.status === 'running' && stdout(id).includes('wrote') ? (r.backend.monitorPid as number) : undefined;
+    }, 20_000, 'the run to write');
+    process.kill(monitorPid, 'SIGKILL');
+    // Nobody renews the lease: the keeper lets the pod finish, and the Job completes on its own.
+    await until(() => (k8s!.fake!.list('jobs').some((j) => j.metadata.name === jobName(id) && j.status.conditions?.some((c: { type: string }) => c.type === 'Complete')) ? true : undefined), 30_000, 'the Job to complete without qwex');
+    const w = await qwex(sb, ['wait', id]);
+    expect(w.exitCode).toBe(0);
+    const run = readRun(id);
+    expect(run).toMatchObject({ status: 'succeeded', exitCode: 0 });
+    expect(run.artifacts?.error).toMatch(/finished before qwex collected out\//);
+  });
+
+  it('k8s: with retries, a failed attempt is recorded and Kubernetes runs the next; the last one\'s exit code is the run\'s', async () => {
+    use(k8s!, '    retries: 1\n');
+    const r = await qwex(sb, ['run', '--backend', 'k8s', '--', 'sh', '-c', 'echo try; exit 3']);
+    expect(r.exitCode).toBe(3);
+    const run = readRun(onlyRunId());
+    expect(run).toMatchObject({ status: 'failed', exitCode: 3 });
+    expect(run.backend.attempts).toEqual([expect.objectContaining({ reason: 'Failed', message: expect.stringMatching(/exit code 3/) })]);
+    expect(stdout(run.id)).toBe('try\ntry\n');
+  });
+
+  it('k8s: --no-sync runs the image as it is, and says artifacts are not collected', async () => {
+    use(k8s!);
+    const r = await qwex(sb, ['run', '--backend', 'k8s', '--no-sync', '--', 'sh', '-c', 'pwd; ls /workspace 2>/dev/null | wc -l']);
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect(String(r.stdout)).toBe('/\n0');
+    const run = readRun(onlyRunId());
+    expect(run.job.workspace).toBeUndefined();
+    expect(run.artifacts?.error).toMatch(/sync off/);
+  });
+
+  it('errors: unschedulable and image-pull failures are shown while pending, then fail the run with the cluster\'s words', async () => {
+    use(k8s!, '    pending_timeout_seconds: 3\n');
+    const id = await detached(['--backend', 'k8s', '--gpus', '1', '--', 'true']);
+    const pending = await until(async () => {
+      const rows = await qwexJson<{ id: string; waiting?: { phase: string; reason?: string; message?: string } }[]>(sb, ['ps']);
+      const w = rows.find((r) => r.id === id)?.waiting;
+      return w?.reason === 'Unschedulable' ? w : undefined;
+    }, 20_000, 'the pod to show as unschedulable');
+    expect(pending).toMatchObject({ phase: 'pending', message: expect.stringMatching(/Insufficient nvidia.com\/gpu/) });
+    expect((await qwex(sb, ['wait', id])).exitCode).toBe(1);
+    expect(readRun(id)).toMatchObject({ status: 'failed', endReason: 'error', error: { code: 'QWEX_K8S_UNSCHEDULABLE', message: expect.stringMatching(/0\/1 nodes are available: 1 Insufficient nvidia.com\/gpu/) } });
+
+    const r = await qwex(sb, ['run', '--backend', 'k8s', '--image', 'registry.invalid/nope:1', '--', 'true']);
+    expect(r.exitCode).toBe(1);
+    const failed = readRun(readdirSync(join(sb.project, '.qwex', 'runs')).sort().pop()!);
+    expect(failed.error).toMatchObject({ code: 'QWEX_IMAGE_PULL_FAILED', message: expect.stringMatching(/(ErrImagePull|ImagePullBackOff): .*registry.invalid\/nope:1/) });
+    await until(async () => ((await k8s!.jobsLeft()).length === 0 ? true : undefined), 20_000, 'the failed Jobs to be deleted');
+  });
+
+  it('errors: no kubeconfig, a missing namespace, a missing LocalQueue, a forbidden verb, an unreachable API', async () => {
+    use(k8s!);
+    const ids = (): string[] => {
+      try {
+        return readdirSync(join(sb.project, '.qwex', 'runs'));
+      } catch {
+        return [];
+      }
+    };
+    const failed = async (args: string[], env: Record<string, string> = {}): Promise<Run> => {
+      const before = new Set(ids());
+      const r = await qwex(sb, ['run', ...args, '--', 'true'], { env });
+      expect(r.exitCode).not.toBe(0);
+      return readRun(ids().find((d) => !before.has(d))!);
+    };
+    expect((await failed(['--backend', 'k8s'], { KUBECONFIG: join(sb.project, 'no-such-kubeconfig') })).error?.message).toMatch(/no kubeconfig: KUBECONFIG names .*no-such-kubeconfig, which does not exist/);
+    expect((await failed(['--backend', 'k8s', '--namespace', 'ml-team'])).error?.message).toMatch(/namespace ml-team does not exist in context fake/);
+    expect((await failed(['--backend', 'kueue', '--queue', 'no-such-queue', '--image', CLUSTER_IMAGE])).error?.message).toMatch(/LocalQueue no-such-queue does not exist in namespace default/);
+    k8s!.fake!.forbid('create', 'jobs');
+    try {
+      expect((await failed(['--backend', 'k8s'])).error?.message).toMatch(/forbidden: you may not create jobs in namespace default \(jobs.batch is forbidden: User ".*" cannot create resource "jobs"/);
+    } finally {
+      k8s!.fake!.allow('create', 'jobs');
+    }
+    const badServer = join(sb.project, 'unreachable-kubeconfig');
+    writeFileSync(badServer, readFileSync(k8s!.env.KUBECONFIG!, 'utf8').replace(/server: .*/, 'server: http://127.0.0.1:9'));
+    expect((await failed(['--backend', 'k8s'], { KUBECONFIG: badServer })).error?.message).toMatch(/the Kubernetes API at http:\/\/127.0.0.1:9 \(context fake\) cannot be reached: ECONNREFUSED/);
+    // Flags for a cluster are refused for other backends, and Docker-only ones for a cluster.
+    const usage = await qwex(sb, ['run', '--namespace', 'x', '--', 'true']);
+    expect(usage.exitCode).toBe(2);
+    expect(String(usage.stderr)).toMatch(/are for the k8s and kueue backends, not "local"/);
+    const mount = await qwex(sb, ['run', '--backend', 'k8s', '--mount', './data:/data', '--', 'true']);
+    expect(mount.exitCode).toBe(2);
+    expect(String(mount.stderr)).toMatch(/--mount and --network are Docker settings/);
+  });
+
+  it('the cluster\'s credentials never reach run.json, the logs, listings or errors', async () => {
+    use(k8s!);
+    const token = k8s!.fake!.token;
+    const r = await qwex(sb, ['run', '--backend', 'k8s', '--', 'sh', '-c', 'echo hello; exit 1']);
+    expect(r.exitCode).toBe(1);
+    const id = onlyRunId();
+    const seen = [
+      String(r.stdout), String(r.stderr),
+      ...readdirSync(runDir(id), { withFileTypes: true }).filter((e) => e.isFile()).map((e) => readFileSync(join(runDir(id), e.name), 'utf8')),
+      String((await qwex(sb, ['ps', '--json'])).stdout),
+      String((await qwex(sb, ['status', id, '--json'])).stdout),
+    ].join('\n');
+    expect(seen).toContain('hello');
+    expect(seen).not.toContain(token);
+    expect(seen).not.toContain('fake-token');
+  });
+});

@@ -85,6 +85,7 @@ export class FakeKubeApi {
   private readonly forbidden = new Set<string>();
   private readonly volumes: string;
   private quota: number;
+  private readonly inadmissible = new Map<string, string>();
   private readonly historyLimit: number;
   /** Requests seen, for tests that check what the client asked (method and path with query). */
   readonly requests: string[] = [];
@@ -180,6 +181,12 @@ export class FakeKubeApi {
   /** Forgets watch history, so that resuming from an old resourceVersion gets 410 Gone. */
   compactHistory(): void {
     this.history.length = 0;
+  }
+
+  /** A LocalQueue whose ClusterQueue cannot admit anything: its workloads get Kueue's Inadmissible condition. */
+  addInadmissibleQueue(name: string, message: string, ns = 'default'): void {
+    this.put('localqueues', { metadata: { namespace: ns, name }, spec: { clusterQueue: 'missing-cluster-queue' }, status: {} });
+    this.inadmissible.set(`${ns}/${name}`, message);
   }
 
   setKueueQuota(n: number): void {
@@ -659,6 +666,14 @@ export class FakeKubeApi {
     const now = new Date().toISOString();
     for (const wl of this.pendingWorkloads()) {
       if (wl.__evictedUntil && Date.now() < wl.__evictedUntil) continue;
+      const why = this.inadmissible.get(`${wl.metadata.namespace}/${wl.spec.queueName}`);
+      if (why !== undefined) {
+        if (!wl.status.conditions.some((c: Obj) => c.reason === 'Inadmissible')) {
+          setCondition(wl.status, { type: 'QuotaReserved', status: 'False', reason: 'Inadmissible', message: why, lastTransitionTime: now });
+          this.touch('workloads', wl);
+        }
+        continue;
+      }
       if (admitted >= this.quota) {
         if (!wl.status.conditions.some((c: Obj) => c.type === 'QuotaReserved')) {
           setCondition(wl.status, { type: 'QuotaReserved', status: 'False', reason: 'Pending', message: `couldn't assign flavors to pod set main: insufficient unused quota for cpu in flavor default-flavor, 1 more needed`, lastTransitionTime: now });

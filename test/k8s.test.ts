@@ -288,6 +288,20 @@ describe('k8s and kueue against the fake API', () => {
     await until(async () => ((await k8s!.jobsLeft()).length === 0 ? true : undefined), 20_000, 'the failed Jobs to be deleted');
   });
 
+  it('errors: a workload Kueue cannot admit shows Kueue\'s reason, then fails the run with it', async () => {
+    use(kueue!, '    pending_timeout_seconds: 3\n');
+    kueue!.fake!.addInadmissibleQueue('broken', 'ClusterQueue missing-cluster-queue doesn\'t exist');
+    const id = await detached(['--backend', 'kueue', '--queue', 'broken', '--', 'true']);
+    const waiting = await until(async () => {
+      const rows = await qwexJson<{ id: string; waiting?: { phase: string; reason?: string; message?: string } }[]>(sb, ['ps']);
+      const w = rows.find((r) => r.id === id)?.waiting;
+      return w?.reason === 'Inadmissible' ? w : undefined;
+    }, 20_000, 'the run to show Kueue\'s reason');
+    expect(waiting).toMatchObject({ phase: 'queued', message: "ClusterQueue missing-cluster-queue doesn't exist" });
+    expect((await qwex(sb, ['wait', id])).exitCode).toBe(1);
+    expect(readRun(id)).toMatchObject({ status: 'failed', endReason: 'error', error: { code: 'QWEX_K8S_INADMISSIBLE', message: "Kueue cannot admit the workload: ClusterQueue missing-cluster-queue doesn't exist" } });
+  });
+
   it('errors: no kubeconfig, a missing namespace, a missing LocalQueue, a forbidden verb, an unreachable API', async () => {
     use(k8s!);
     const ids = (): string[] => {

@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Run } from '../src/run.js';
 import { qwex, requireComponent, sandbox, until, type Sandbox } from './helpers.js';
@@ -144,6 +145,43 @@ describe('ssh backend: errors', () => {
     const r = await qwex(sb, ['run', ...SSH, '--', 'true'], { env: { SSH_AUTH_SOCK: '' } });
     expect(r.exitCode).toBe(1);
     expect(runs()[0]!.error?.message).toBe(`authentication to ${sshd.user}@badkey failed (tried: key ${wrong})`);
+  });
+
+  it('a remote without tar is refused before anything is sent, saying what is missing', async () => {
+    // A second server whose sessions find nothing on PATH: the shell's builtins work, tar does not.
+    const other = mkdtempSync(join(tmpdir(), 'qwex-sshd-notar-'));
+    const bare = await startSshd(other, ['ForceCommand env PATH=/nonexistent /bin/sh -c "$SSH_ORIGINAL_COMMAND"']);
+    try {
+      sb.env.HOME = bare.home;
+      writeFileSync(join(sb.project, 'qwex.yaml'), `backends:\n  ssh:\n    host: ${bare.alias}\n    root: ${join(other, 'remote')}\n`);
+      const r = await qwex(sb, ['run', ...SSH, '--', 'true']);
+      expect(r.exitCode).toBe(1);
+      expect(runs()[0]!.error).toMatchObject({ code: 'QWEX_BACKEND_UNAVAILABLE', message: `${bare.alias} has no tar: qwex needs a POSIX shell and tar there` });
+    } finally {
+      await bare.stop();
+      rmSync(other, { recursive: true, force: true });
+    }
+  });
+
+  it('a full remote disk fails the run saying so', async (ctx) => {
+    const full = join(base, `full-${Date.now()}`);
+    mkdirSync(full);
+    const mount = await execa('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', full], { reject: false });
+    if (mount.exitCode !== 0) {
+      const why = `cannot mount a small tmpfs as the remote root (${String(mount.stderr).trim() || 'mount failed'}); needs root`;
+      if (process.env.QWEX_REQUIRE_MOUNT === '1') throw new Error(`QWEX_REQUIRE_MOUNT=1 but ${why}`);
+      console.log(`skipped: ${why}`);
+      return ctx.skip();
+    }
+    try {
+      writeFileSync(join(sb.project, 'qwex.yaml'), `backends:\n  ssh:\n    host: ${sshd.alias}\n    root: ${full}\n`);
+      writeFileSync(join(sb.project, 'weights.bin'), Buffer.alloc(512 * 1024, 7));
+      const r = await qwex(sb, ['run', ...SSH, '--', 'true']);
+      expect(r.exitCode).toBe(1);
+      expect(runs()[0]!.error?.message).toMatch(/the remote disk is full \(tar: .*(No space left on device|Wrote only \d+ of \d+ bytes)/i);
+    } finally {
+      await execa('umount', [full], { reject: false });
+    }
   });
 
   it('no host is a usage error before anything is recorded; --host needs the ssh backend', async () => {

@@ -35,7 +35,8 @@ export async function sshdUnavailable(): Promise<string | undefined> {
   return undefined;
 }
 
-export async function startSshd(base: string): Promise<TestSshd> {
+/** `extraConfig`: more sshd_config lines (e.g. `SetEnv PATH=...` for a remote without tools). */
+export async function startSshd(base: string, extraConfig: string[] = []): Promise<TestSshd> {
   const dir = join(base, 'sshd');
   const home = join(base, 'client-home');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -60,6 +61,7 @@ export async function startSshd(base: string): Promise<TestSshd> {
       'StrictModes no',
       'UsePAM no',
       'AllowTcpForwarding yes',
+      ...extraConfig,
       '',
     ].join('\n'),
   );

@@ -80,8 +80,9 @@ export class KubernetesBackend implements Backend {
       return notStartedProcess({ exitCode: null, signal: null, lost: 'its record names no Kubernetes Job' });
     }
     let job: Job;
+    let runId: string;
     try {
-      job = readRunRecord(dir).job;
+      ({ job, id: runId } = readRunRecord(dir));
     } catch (error) {
       return notStartedProcess({ exitCode: null, signal: null, lost: `its record cannot be read: ${(error as Error).message}` });
     }
@@ -91,7 +92,7 @@ export class KubernetesBackend implements Backend {
       cluster = undefined;
       throw error;
     }));
-    return followJob(getCluster, details, dir, readRunRecord(dir).id, job, options);
+    return followJob(getCluster, details, dir, runId, job, options);
   }
 
   /** The backend's options as recorded with the job; the kueue backend adds and checks its queue. */

@@ -316,8 +316,10 @@ function projectKey(project: string): string {
 
 function remoteFailure(settings: HostSettings, what: string, stderr: string): QwexError {
   const text = stderr.trim();
-  if (/no space left on device/i.test(text)) {
-    return new QwexError(ErrorCode.BackendUnavailable, `${settings.alias}: ${what}: the remote disk is full (${text.split('\n')[0]})`, {
+  // GNU tar often says "Wrote only N of M bytes" first, and "No space left on device" later, if at all.
+  const full = text.split('\n').find((l) => /no space left on device|disk quota exceeded|wrote only \d+ of \d+ bytes/i.test(l));
+  if (full !== undefined) {
+    return new QwexError(ErrorCode.BackendUnavailable, `${settings.alias}: ${what}: the remote disk is full (${full.trim()})`, {
       hint: 'free space there (old runs live under backends.ssh.root, .qwex/ by default)',
     });
   }

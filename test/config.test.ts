@@ -64,6 +64,18 @@ describe('configuration', () => {
     expect((await configError()).message).toMatch(/artifacts\.watch\.0: expected a directory inside the project/);
   });
 
+  it('reads backends.k8s and backends.kueue, refusing Docker-only keys and bad values there', async () => {
+    projectFile('backend: kueue\nbackends:\n  kueue:\n    image: python:3.12-slim\n    queue: gpu\n    namespace: ml\n    gpus: 1\n    retries: 2\n    sync: false\n');
+    const { config } = await loadConfig(sb.project);
+    expect(config.backends.kueue).toEqual({ image: 'python:3.12-slim', queue: 'gpu', namespace: 'ml', gpus: 1, retries: 2, sync: false });
+    projectFile('backends:\n  k8s:\n    mounts: ["./data:/data"]\n');
+    expect((await configError()).message).toMatch(/unknown key "backends\.k8s\.mounts"/);
+    projectFile('backends:\n  k8s:\n    memory: lots\n');
+    expect((await configError()).message).toMatch(/backends\.k8s: memory: "lots" is not a memory size/);
+    projectFile('backends:\n  k8s:\n    namespace: Team_A\n');
+    expect((await configError()).message).toMatch(/backends\.k8s\.namespace: expected a namespace name/);
+  });
+
   it('rejects an unknown backend, naming the ones there are', async () => {
     projectFile('backend: mainframe\n');
     expect((await configError()).message).toMatch(/backend: expected one of "local", "docker", "ssh", "k8s", "kueue"/);

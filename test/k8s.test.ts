@@ -10,6 +10,8 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { DEFAULT_CONFIG } from '../src/config.js';
+import { buildJob, parseJobLines } from '../src/job.js';
 import { TimestampedLogCopy, parseTimestamp, readCursor, resumeSince } from '../src/k8s/log-cursor.js';
 import { jobManifest, jobName } from '../src/k8s/manifest.js';
 import type { Job, Run } from '../src/run.js';
@@ -65,6 +67,27 @@ describe('the Job qwex builds (no cluster needed)', () => {
     expect(() => jobManifest({ runId: 'r', project: '/p', job: gpuList, cwd: '', options: {} })).toThrow(/requests GPUs by count/);
     const named = { ...baseJob, container: { ...baseJob.container!, user: 'alice' } };
     expect(() => jobManifest({ runId: 'r', project: '/p', job: named, cwd: '', options: {} })).toThrow(/numeric uid/);
+  });
+});
+
+describe('cluster settings on the command line, in job specs and in qwex.yaml (no cluster needed)', () => {
+  const config = { ...DEFAULT_CONFIG, backends: { kueue: { image: 'python:3.12-slim', queue: 'cpu', namespace: 'ml' } } };
+
+  it('flags win over backends.<name>, and land in the recorded backend options', () => {
+    const job = buildJob({ command: ['true'], backend: 'kueue', cluster: { queue: 'gpu', context: 'prod', sync: false } }, config, '/p');
+    expect(job.backendOptions).toMatchObject({ image: 'python:3.12-slim', queue: 'gpu', namespace: 'ml', context: 'prod', sync: false });
+    expect(job.container).toMatchObject({ image: 'python:3.12-slim', pull: 'missing' });
+  });
+
+  it('NDJSON specs take a cluster object and name a wrong key', () => {
+    const [spec] = parseJobLines('{"command": ["true"], "backend": "k8s", "cluster": {"namespace": "ml"}}\n', 'jobs.ndjson');
+    expect(spec!.cluster).toEqual({ namespace: 'ml' });
+    expect(() => parseJobLines('{"command": ["true"], "cluster": {"queues": "x"}}\n', 'jobs.ndjson')).toThrow(/jobs.ndjson:1: cluster: unknown key "queues"/);
+  });
+
+  it('cluster flags need a cluster backend; a bad namespace is refused', () => {
+    expect(() => buildJob({ command: ['true'], cluster: { namespace: 'ml' } }, DEFAULT_CONFIG, '/p')).toThrow(/are for the k8s and kueue backends, not "local"/);
+    expect(() => buildJob({ command: ['true'], backend: 'kueue', cluster: { namespace: 'ML_Team' } }, config, '/p')).toThrow(/"ML_Team" is not a namespace name/);
   });
 });
 

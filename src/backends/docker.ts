@@ -186,7 +186,9 @@ function followContainer(getContainer: () => Promise<Dockerode.Container>, detai
     }
   })();
 
-  const copied = (async (): Promise<void> => {
+  // The copy and the wait start when someone waits for the end, not when a run is merely looked
+  // at (`state`): two copiers of one container would both append its output.
+  const copyOutput = async (): Promise<void> => {
     const container = await containerP;
     if (!container || disposed) return;
     copy = new ContainerLogCopy(stdoutPath, stderrPath);
@@ -200,22 +202,27 @@ function followContainer(getContainer: () => Promise<Dockerode.Container>, detai
       logs.on('close', resolve);
       logs.on('error', () => resolve());
     });
-  })();
+  };
 
-  const exited = (async (): Promise<ExitInfo> => {
-    const container = await containerP;
-    if (!container) return new Promise<ExitInfo>(() => {}); // disposed: whoever looks next finds out
-    const info = await waitForEnd(container, name, () => disposed);
-    if (info.lost === undefined) await copied.catch(() => {});
-    copy?.close();
-    result = info;
-    return info;
-  })();
+  let exited: Promise<ExitInfo> | undefined;
+  const copyToEnd = (): Promise<ExitInfo> =>
+    (exited ??= (async (): Promise<ExitInfo> => {
+      const copied = copyOutput();
+      const container = await containerP;
+      if (!container) return new Promise<ExitInfo>(() => {}); // disposed: whoever looks next finds out
+      const info = await waitForEnd(container, name, () => disposed);
+      if (info.lost === undefined) await copied.catch(() => {});
+      copy?.close();
+      result = info;
+      return info;
+    })());
 
   return {
     spawned: true,
     details,
-    exited,
+    get exited() {
+      return copyToEnd();
+    },
     signal: (sig) => {
       void containerP.then((c) => c?.kill({ signal: sig })).catch(() => {
         // not running any more (409) or gone (404): nothing to signal
@@ -229,9 +236,9 @@ function followContainer(getContainer: () => Promise<Dockerode.Container>, detai
       } catch {
         return undefined; // no engine now: not known to have ended
       }
-      if (info === 'gone') return exited;
+      if (info === 'gone') return copyToEnd();
       if (info === undefined || info.State.Running || info.State.Status === 'created' || info.State.Restarting) return undefined;
-      return exited;
+      return copyToEnd();
     },
     release: async () => {
       try {

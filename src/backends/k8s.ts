@@ -152,7 +152,7 @@ interface Attempt {
   message?: string;
 }
 
-/** What is known of the run's queue position and waiting reasons: merged into run.backend. */
+/** Where a cluster run stands (run.backend.phase): waiting in Kueue's queue, a pod not running yet, or running. */
 type Phase = 'queued' | 'pending' | 'running';
 
 function followJob(getCluster: () => Promise<Cluster>, details: Record<string, unknown>, dir: string, runId: string, job: Job, options: KubernetesOptions): StartedProcess {
@@ -300,6 +300,8 @@ function followJob(getCluster: () => Promise<Cluster>, details: Record<string, u
             response.on('aborted', () => resolve('dropped'));
             response.on('error', () => resolve('dropped'));
           });
+          const mine = cleanups.indexOf(abort);
+          if (mine !== -1) cleanups.splice(mine, 1);
           // A last line without a newline is written only when the log is complete.
           if (ended === 'end' && terminatedBefore) copy.flush();
         } catch (error) {

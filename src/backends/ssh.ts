@@ -231,7 +231,10 @@ function follow(details: Record<string, unknown>, stdoutPath: string, stderrPath
     }
   };
 
-  const exited = (async (): Promise<ExitInfo> => {
+  // Copying starts when someone waits for the end, not when a run is merely looked at (`state`):
+  // two copiers of one run would both append the same bytes.
+  let exited: Promise<ExitInfo> | undefined;
+  const copyToEnd = (): Promise<ExitInfo> => (exited ??= (async (): Promise<ExitInfo> => {
     for (;;) {
       if (disposed) return new Promise<ExitInfo>(() => {});
       try {
@@ -256,12 +259,14 @@ function follow(details: Record<string, unknown>, stdoutPath: string, stderrPath
       }
       await sleep(POLL_MS);
     }
-  })();
+  })());
 
   return {
     spawned: true,
     details,
-    exited,
+    get exited() {
+      return copyToEnd();
+    },
     signal: (sig) => {
       const name = sig.replace(/^SIG/, '');
       void connection()
@@ -273,9 +278,9 @@ function follow(details: Record<string, unknown>, stdoutPath: string, stderrPath
       if (result) return result;
       try {
         const status = await readStatus(await connection());
-        return status.exit === '' ? undefined : await exited;
+        return status.exit === '' ? undefined : await copyToEnd();
       } catch (error) {
-        if (error instanceof RemoteGone) return exited;
+        if (error instanceof RemoteGone) return copyToEnd();
         return undefined;
       }
     },

@@ -164,7 +164,7 @@ export async function main(argv: string[]): Promise<number> {
     .description('check qwex\'s state (the run index, orphaned containers); --reindex rebuilds the index from run directories')
     .argument('[projects...]', 'project roots to reindex (default: this project and every project in the index)')
     .option('--reindex', 'rebuild the index from the run.json files')
-    .option('--remove-orphans', 'remove qwex containers that no active run accounts for')
+    .option('--remove-orphans', 'remove qwex containers and cluster Jobs that no active run accounts for')
     .option('--json', 'print the report as JSON')
     .action(use(() => import('./commands/doctor.js')));
 

@@ -246,9 +246,7 @@ export class Runner {
       }
 
       // What the backend learns while the command runs (queued in a cluster, admitted, evicted) goes into the record.
-      let recording = true;
-      started.onDetails?.((patch) => {
-        if (!recording) return;
+      const stopRecording = started.onDetails?.((patch) => {
         run = { ...run, backend: { ...run.backend, ...patch } };
         this.saveQuietly(run, dir, log);
       });
@@ -264,7 +262,7 @@ export class Runner {
 
       usage = trackUsage(started.details.pgid);
       const exit = await started.exited;
-      recording = false;
+      stopRecording?.();
       commandEnded();
       const resources = usage.stop();
       if (timeoutTimer) clearTimeout(timeoutTimer);

@@ -282,6 +282,21 @@ describe('k8s and kueue against the fake API', () => {
     expect(stdout(run.id)).toBe('try\ntry\n');
   });
 
+  it('k8s: keep_jobs keeps the Job after the record; qwex doctor lists it as an orphan and --remove-orphans deletes it', async () => {
+    use(k8s!, '    keep_jobs: true\n');
+    const r = await qwex(sb, ['run', '--backend', 'k8s', '--', 'true']);
+    expect(r.exitCode).toBe(0);
+    const id = onlyRunId();
+    await sleep(500);
+    expect(await k8s!.jobsLeft()).toContain(jobName(id));
+    const report = await qwexJson<{ clusters: { backend: string; reachable: boolean; orphans: { name: string; reason: string }[] }[] }>(sb, ['doctor']);
+    expect(report.clusters).toEqual([expect.objectContaining({ backend: 'k8s', reachable: true, orphans: [{ name: jobName(id), namespace: 'default', runId: id, reason: 'its run has ended' }] })]);
+    const text = await qwex(sb, ['doctor']);
+    expect(String(text.stdout)).toContain(`orphan job       default/${jobName(id)}: its run has ended`);
+    await qwex(sb, ['doctor', '--remove-orphans']);
+    await until(async () => (!(await k8s!.jobsLeft()).includes(jobName(id)) ? true : undefined), 10_000, 'the orphan Job to be deleted');
+  });
+
   it('k8s: --no-sync runs the image as it is, and says artifacts are not collected', async () => {
     use(k8s!);
     const r = await qwex(sb, ['run', '--backend', 'k8s', '--no-sync', '--', 'sh', '-c', 'pwd; ls /workspace 2>/dev/null | wc -l']);

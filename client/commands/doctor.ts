@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
-import { indexPath, stateDir } from '../../src/paths.js';
+import { loadConfig } from '../../src/config.js';
+import { indexPath, runDir, stateDir } from '../../src/paths.js';
 import { reindex, type ReindexReport } from '../../src/reindex.js';
 import { isTerminal } from '../../src/run.js';
 import type { Context } from '../context.js';
@@ -18,6 +19,15 @@ interface DockerReport {
   orphans: { id: string; name: string; runId: string; state: string; reason: string; removed?: boolean }[];
 }
 
+interface ClusterReport {
+  backend: 'k8s' | 'kueue';
+  context?: string;
+  namespace?: string;
+  reachable: boolean;
+  error?: string;
+  orphans: { name: string; namespace: string; runId: string; reason: string; removed?: boolean }[];
+}
+
 interface DoctorReport {
   stateDir: string;
   index: string;
@@ -26,6 +36,8 @@ interface DoctorReport {
   indexError?: string;
   reindex?: ReindexReport;
   docker?: DockerReport;
+  /** Only for the cluster backends this project configures (backends.k8s / backends.kueue, or backend: k8s|kueue). */
+  clusters?: ClusterReport[];
 }
 
 export default async function doctor(ctx: Context, projects: string[], options: DoctorOptions): Promise<number> {
@@ -44,6 +56,8 @@ export default async function doctor(ctx: Context, projects: string[], options: 
     code = 8;
   }
   report.docker = await checkDocker(ctx, options.removeOrphans === true);
+  const clusters = await checkClusters(ctx, options.removeOrphans === true);
+  if (clusters.length > 0) report.clusters = clusters;
   if (options.json) {
     process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
     return code;
@@ -58,7 +72,12 @@ export default async function doctor(ctx: Context, projects: string[], options: 
   for (const o of docker.orphans) {
     lines.push(`orphan container ${o.name} (${o.state}): ${o.reason}${o.removed ? ' - removed' : ''}`);
   }
-  if (docker.orphans.length > 0 && !options.removeOrphans) lines.push('                 remove them with: qwex doctor --remove-orphans');
+  for (const c of report.clusters ?? []) {
+    lines.push(`${c.backend.padEnd(16)} context ${c.context ?? '?'}, namespace ${c.namespace ?? '?'} (${c.reachable ? 'answers' : `not reachable: ${c.error}`})`);
+    for (const o of c.orphans) lines.push(`orphan job       ${o.namespace}/${o.name}: ${o.reason}${o.removed ? ' - removed' : ''}`);
+  }
+  const orphans = docker.orphans.length + (report.clusters ?? []).reduce((n, c) => n + c.orphans.length, 0);
+  if (orphans > 0 && !options.removeOrphans) lines.push('                 remove them with: qwex doctor --remove-orphans');
   process.stdout.write(`${lines.join('\n')}\n`);
   return code;
 }
@@ -88,6 +107,48 @@ async function checkDocker(ctx: Context, remove: boolean): Promise<DockerReport>
     report.orphans.push({ ...orphan, ...(removed === undefined ? {} : { removed }) });
   }
   return report;
+}
+
+/** The same for qwex Jobs in each cluster this project's configuration names (none: nothing is contacted). */
+async function checkClusters(ctx: Context, remove: boolean): Promise<ClusterReport[]> {
+  let config: Awaited<ReturnType<typeof loadConfig>>['config'];
+  try {
+    ({ config } = await loadConfig(ctx.project));
+  } catch {
+    return []; // a broken configuration is reported by the commands that use it; doctor still checks the rest
+  }
+  const names = (['k8s', 'kueue'] as const).filter((b) => config.backend === b || config.backends[b] !== undefined);
+  if (names.length === 0) return [];
+  const { findOrphanJobs, deleteJobAndPods } = await import('../../src/backends/k8s.js');
+  const isActive = (runId: string, project: string): boolean | undefined => {
+    try {
+      return !isTerminal(ctx.store.read(runDir(project, runId)).status);
+    } catch {
+      return undefined;
+    }
+  };
+  const reports: ClusterReport[] = [];
+  const seen = new Set<string>();
+  for (const backend of names) {
+    const options = (config.backends[backend] ?? {}) as { context?: string; namespace?: string };
+    const report: ClusterReport = { backend, reachable: false, orphans: [] };
+    try {
+      const { cluster, orphans } = await findOrphanJobs(options, isActive);
+      Object.assign(report, { reachable: true, context: cluster.context, namespace: cluster.namespace });
+      const where = `${cluster.server} ${cluster.context} ${cluster.namespace}`;
+      if (seen.has(where)) continue; // k8s and kueue in the same namespace: one report
+      seen.add(where);
+      for (const orphan of orphans) {
+        let removed: boolean | undefined;
+        if (remove) removed = await deleteJobAndPods(cluster, orphan.name).then(() => true, () => false);
+        report.orphans.push({ ...orphan, ...(removed === undefined ? {} : { removed }) });
+      }
+    } catch (error) {
+      report.error = (error as Error).message;
+    }
+    reports.push(report);
+  }
+  return reports;
 }
 
 function unique(values: string[]): string[] {

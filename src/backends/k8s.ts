@@ -7,6 +7,7 @@ import { apiMessage, clusterError, connectCluster, statusOf, type Cluster } from
 import { apiGet, apiGetJson } from '../k8s/http.js';
 import { TimestampedLogCopy, readCursor, resumeSince } from '../k8s/log-cursor.js';
 import {
+  ANNOTATION_PROJECT,
   CONTROL_MOUNT,
   DEFAULT_ARTIFACT_TIMEOUT_S,
   DEFAULT_PENDING_TIMEOUT_S,
@@ -581,11 +582,13 @@ function followJob(getCluster: () => Promise<Cluster>, details: Record<string, u
     },
     dispose: () => {
       disposed = true;
+      listeners.clear();
       wake();
       for (const cleanup of cleanups.splice(0)) cleanup();
     },
     onDetails: (listener) => {
       listeners.add(listener);
+      return () => listeners.delete(listener);
     },
   };
 }
@@ -614,4 +617,47 @@ function condition(wl: Workload, type: string): { status: string; reason?: strin
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export interface OrphanJob {
+  name: string;
+  namespace: string;
+  runId: string;
+  /** Why it counts as an orphan. */
+  reason: string;
+}
+
+/**
+ * qwex Jobs in the cluster that no active run accounts for: no run record
+ * where their labels and annotation say, or a record that already ended
+ * (a Job kept with keep_jobs, or one whose deletion failed). `isActive(runId,
+ * project)` says whether that run is pending or running (undefined when
+ * there is no readable record).
+ */
+export async function findOrphanJobs(
+  options: Pick<KubernetesOptions, 'context' | 'namespace'>,
+  isActive: (runId: string, project: string) => boolean | undefined,
+): Promise<{ cluster: Cluster; orphans: OrphanJob[] }> {
+  const cluster = await connectCluster(options);
+  let items: k8s.V1Job[];
+  try {
+    items = (await cluster.batch.listNamespacedJob({ namespace: cluster.namespace, labelSelector: LABEL_RUN_ID })).items;
+  } catch (error) {
+    throw clusterError(error, cluster, { verb: 'list', resource: 'jobs' });
+  }
+  const orphans: OrphanJob[] = [];
+  for (const job of items) {
+    const runId = job.metadata?.labels?.[LABEL_RUN_ID] ?? '';
+    const project = job.metadata?.annotations?.[ANNOTATION_PROJECT];
+    const active = project === undefined ? undefined : isActive(runId, project);
+    if (active === true) continue;
+    const reason = active === false ? 'its run has ended' : project === undefined ? 'it names no project' : `no run record for ${runId} in ${project}`;
+    orphans.push({ name: job.metadata?.name ?? '', namespace: cluster.namespace, runId, reason });
+  }
+  return { cluster, orphans };
+}
+
+/** Deletes a Job with its pods. */
+export async function deleteJobAndPods(cluster: Cluster, name: string): Promise<void> {
+  await cluster.batch.deleteNamespacedJob({ name, namespace: cluster.namespace, propagationPolicy: 'Background' });
 }

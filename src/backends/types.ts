@@ -51,9 +51,9 @@ export interface StartedProcess {
   /**
    * Present when the backend learns facts while the command runs (queued in
    * a cluster and why, admitted, evicted): each patch is to be merged into
-   * the run's `backend` record by whoever supervises it.
+   * the run's `backend` record by whoever supervises it. Returns the unsubscribe.
    */
-  onDetails?(listener: (patch: Record<string, unknown>) => void): void;
+  onDetails?(listener: (patch: Record<string, unknown>) => void): () => void;
   /** Called once the outcome is recorded: removes what only served the run (its container). Never rejects. */
   release(): Promise<void>;
   /** Stops watching (a process that exits without waiting for `exited`); the command is not touched. */

@@ -233,7 +233,7 @@ describe.each(BACKENDS)('$name backend: the shared contract', (backend) => {
     process.kill(monitorPid, 'SIGKILL');
     // The next look (wait) finds the run orphaned and has it adopted or finalized.
     const w = await qwex(sb, ['wait', id]);
-    expect(w.exitCode).toBe(6);
+    expect(w.exitCode, JSON.stringify({ stderr: String(w.stderr), error: readRun(id).error, status: readRun(id).status })).toBe(6);
     expect(readFileSync(join(runDir(id), 'stdout.log'), 'utf8')).toBe(`${Array.from({ length: 6 }, (_, i) => `tick ${i + 1}`).join('\n')}\n`);
     expect(readRun(id)).toMatchObject({ status: 'failed', exitCode: 6 });
   });
@@ -248,7 +248,7 @@ describe.each(BACKENDS)('$name backend: the shared contract', (backend) => {
     expect(readRun(id).status).toBe('running');
     expect((await qwex(sb, ['daemon', 'start'])).exitCode).toBe(0);
     const w = await qwex(sb, ['wait', id]);
-    expect(w.exitCode).toBe(7);
+    expect(w.exitCode, JSON.stringify({ stderr: String(w.stderr), error: readRun(id).error, status: readRun(id).status })).toBe(7);
     expect(readFileSync(join(runDir(id), 'stdout.log'), 'utf8')).toBe(`${Array.from({ length: 8 }, (_, i) => `tick ${i + 1}`).join('\n')}\n`);
     expect(readRun(id)).toMatchObject({ status: 'failed', exitCode: 7, supervisor: 'qwexd' });
   });

@@ -34,6 +34,8 @@ const KUEUE_VERSION = 'v1beta1';
 const QUEUE_POLL_MS = 2000;
 /** Before retrying a dropped watch, log stream or exec. */
 const RETRY_MS = 1000;
+/** How long a log stream may stay open after its container ended before it is cut and read again. */
+const LOG_END_GRACE_MS = 5000;
 /** The cursor of the log copy, beside the logs in the run directory. */
 const LOG_CURSOR = 'k8s-log-cursor.json';
 
@@ -198,11 +200,13 @@ function followJob(getCluster: () => Promise<Cluster>, details: Record<string, u
   };
 
   const problemSince = new Map<string, number>();
+  let givingUp = false;
   /** A pending problem (image pull, unschedulable, inadmissible) that fails the run once it has lasted the pending timeout. */
   const problem = (key: string, error: RunError): void => {
     const since = problemSince.get(key) ?? Date.now();
     problemSince.set(key, since);
-    if (Date.now() - since < pendingTimeoutMs) return;
+    if (Date.now() - since < pendingTimeoutMs || givingUp) return;
+    givingUp = true;
     void deleteJob(0).finally(() => finish({ exitCode: null, signal: null, error }));
   };
 
@@ -218,6 +222,8 @@ function followJob(getCluster: () => Promise<Cluster>, details: Record<string, u
   const synced = new Set<string>();
   const syncing = new Set<string>();
   const logging = new Map<string, Promise<void>>();
+  /** The open log stream of each pod, to cut one that outlives its container (a silently dead connection). */
+  const streams = new Map<string, () => void>();
   let lastLease = 0;
   let collected = false;
   let admittedPod: string | undefined;
@@ -251,16 +257,18 @@ function followJob(getCluster: () => Promise<Cluster>, details: Record<string, u
       const store = new ContentStore();
       const tar = await packToBuffer(store, store.readManifest(job.workspace.manifest));
       const cwd = job.workspace.cwd ? `${WORKSPACE_MOUNT}/${job.workspace.cwd}` : WORKSPACE_MOUNT;
-      const script = `head -c ${tar.length} | tar -xf - -C ${WORKSPACE_MOUNT} && mkdir -p ${shellQuote(cwd)} && touch ${CONTROL_MOUNT}/synced`;
+      const script = syncScript(tar.length, cwd);
       for (let attempt = 1; ; attempt++) {
         try {
           const r = await exec(pod, SYNC_CONTAINER, ['sh', '-c', script], tar);
           if (r.code === 0) break;
-          return finish({ exitCode: null, signal: null, error: { code: 'QWEX_K8S_SYNC_FAILED', message: `the workspace could not be unpacked in pod ${pod} (the image needs sh and tar): ${r.stderr.trim().split('\n')[0]}` } });
+          if (r.code !== SYNC_CUT_SHORT || attempt >= 3) {
+            return finish({ exitCode: null, signal: null, error: { code: 'QWEX_K8S_SYNC_FAILED', message: `the workspace could not be unpacked in pod ${pod} (the image needs sh, head and tar): ${r.stderr.trim().split('\n')[0]}` } });
+          }
         } catch (error) {
           if (attempt >= 3 || disposed) throw error;
-          await sleep(RETRY_MS);
         }
+        await sleep(RETRY_MS);
       }
       synced.add(pod);
     } catch (error) {
@@ -295,12 +303,15 @@ function followJob(getCluster: () => Promise<Cluster>, details: Record<string, u
             sinceTime: resumeSince(readCursor(cursorPath), pod),
           });
           cleanups.push(abort);
+          streams.set(pod, abort);
           ended = await new Promise<'end' | 'dropped'>((resolve) => {
             response.on('data', (chunk: Buffer) => copy.push(chunk));
             response.on('end', () => resolve('end'));
             response.on('aborted', () => resolve('dropped'));
             response.on('error', () => resolve('dropped'));
+            response.on('close', () => resolve('dropped')); // after 'end' this changes nothing
           });
+          streams.delete(pod);
           const mine = cleanups.indexOf(abort);
           if (mine !== -1) cleanups.splice(mine, 1);
           // A last line without a newline is written only when the log is complete.
@@ -354,8 +365,11 @@ function followJob(getCluster: () => Promise<Cluster>, details: Record<string, u
         }
         return;
       }
-      // The command ended: its end is known; the log copy finishes first.
+      // The command ended: its end is known; the log copy finishes first. The API ends a follow
+      // stream once the container has ended; one still open after that is cut and read again.
+      const cut = setTimeout(() => streams.get(podName)?.(), LOG_END_GRACE_MS);
       await copyLog(podName);
+      clearTimeout(cut);
       const endedAt = t.finishedAt ? new Date(t.finishedAt) : undefined;
       // The runtime could not execute the command (containerd's StartError): the shell's 127/126, as for Docker.
       if (t.reason === 'StartError' || t.reason === 'ContainerCannotRun') {
@@ -591,6 +605,28 @@ function followJob(getCluster: () => Promise<Cluster>, details: Record<string, u
       return () => listeners.delete(listener);
     },
   };
+}
+
+/** The sync script's exit status when the tar it received was shorter than announced (a cut connection): worth retrying. */
+const SYNC_CUT_SHORT = 75;
+
+/**
+ * Receives the workspace tar on stdin and unpacks it, once: the tar is
+ * spooled to a file and unpacked only when complete (a cut upload unpacks
+ * nothing), and a lock directory keeps two uploads of the same pod (a
+ * supervisor that died mid-upload, and its successor) from unpacking over
+ * each other. Knowing the size, it never needs stdin's end.
+ */
+function syncScript(bytes: number, cwd: string): string {
+  const c = CONTROL_MOUNT;
+  return [
+    `f=${c}/workspace.$$.tar`,
+    `head -c ${bytes} > "$f"`,
+    `[ "$(wc -c < "$f")" -eq ${bytes} ] || { rm -f "$f"; echo "the workspace upload was cut short" >&2; exit ${SYNC_CUT_SHORT}; }`,
+    `until mkdir ${c}/unpacking 2>/dev/null; do sleep 0.1; done`,
+    `if [ -e ${c}/synced ]; then r=0; else tar -xf "$f" -C ${WORKSPACE_MOUNT} && mkdir -p ${shellQuote(cwd)} && touch ${c}/synced; r=$?; fi`,
+    `rm -f "$f"; rmdir ${c}/unpacking; exit $r`,
+  ].join('\n');
 }
 
 function mainState(pod: Pod | undefined): k8s.V1ContainerState | undefined {

@@ -1,5 +1,5 @@
-import type { ListedRun, ResourceUsage, Waiting } from './protocol.js';
-import { isTerminal, type Run } from './run.js';
+import type { ListedRun, ResourceUsage } from './protocol.js';
+import { isTerminal, waitingOf, type Run } from './run.js';
 import type { ListQuery, RunIndex, RunSummary } from './run-index.js';
 import { sampleGroup } from './usage.js';
 
@@ -9,19 +9,6 @@ export async function usageOf(run: Run): Promise<ResourceUsage | undefined> {
   if (run.status !== 'running' || typeof pgid !== 'number') return undefined;
   const sample = await sampleGroup(pgid);
   return sample && { cpuPercent: sample.cpuPercent, rssBytes: sample.rssBytes, processes: sample.processes };
-}
-
-/** For a run whose command waits in a cluster (a Kueue queue, a pod not running yet): what it waits for. */
-export function waitingOf(run: Run): Waiting | undefined {
-  const phase = run.backend.phase;
-  if (run.status !== 'running' || (phase !== 'queued' && phase !== 'pending')) return undefined;
-  const w = (run.backend.waiting ?? {}) as { reason?: string | null; message?: string | null; position?: number | null };
-  return {
-    phase,
-    ...(w.reason ? { reason: w.reason } : {}),
-    ...(w.message ? { message: w.message } : {}),
-    ...(typeof w.position === 'number' ? { position: w.position } : {}),
-  };
 }
 
 /**

@@ -1,4 +1,6 @@
-import type { Job, Provenance, Run, RunStatus } from './run.js';
+import type { Job, Provenance, Run, RunStatus, Waiting } from './run.js';
+
+export type { Waiting } from './run.js';
 import type { RunSummary } from './run-index.js';
 
 /**
@@ -45,15 +47,6 @@ export interface RunView {
   /** 1-based place in qwexd's queue, for a pending run waiting there. */
   queuePosition?: number;
   usage?: ResourceUsage;
-}
-
-/** What a running run's command waits for in a cluster: Kueue's queue (`queued`) or a pod not running yet (`pending`). */
-export interface Waiting {
-  phase: 'queued' | 'pending';
-  reason?: string;
-  message?: string;
-  /** 1-based place in the Kueue LocalQueue, where Kueue's visibility API answers. */
-  position?: number;
 }
 
 export type ListedRun = RunSummary & { queuePosition?: number; usage?: ResourceUsage; waiting?: Waiting };

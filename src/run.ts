@@ -179,6 +179,28 @@ export function signalNumber(signal: string): number {
   return SIGNALS[signal] ?? 0;
 }
 
+/** What a running run's command waits for in a cluster: Kueue's queue (`queued`) or a pod not running yet (`pending`). */
+export interface Waiting {
+  phase: 'queued' | 'pending';
+  reason?: string;
+  message?: string;
+  /** 1-based place in the Kueue LocalQueue, where Kueue's visibility API answers. */
+  position?: number;
+}
+
+/** For a run whose command waits in a cluster (a Kueue queue, a pod not running yet): what it waits for, from its record. */
+export function waitingOf(run: Run): Waiting | undefined {
+  const phase = run.backend.phase;
+  if (run.status !== 'running' || (phase !== 'queued' && phase !== 'pending')) return undefined;
+  const w = (run.backend.waiting ?? {}) as { reason?: string | null; message?: string | null; position?: number | null };
+  return {
+    phase,
+    ...(w.reason ? { reason: w.reason } : {}),
+    ...(w.message ? { message: w.message } : {}),
+    ...(typeof w.position === 'number' ? { position: w.position } : {}),
+  };
+}
+
 /** The command as a person would type it, for listings. */
 export function displayCommand(job: Pick<Job, 'command' | 'shell'>): string {
   if (job.shell) return job.command[0] ?? '';

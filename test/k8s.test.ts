@@ -180,6 +180,13 @@ describe('k8s and kueue against the fake API', () => {
   };
   const onlyRunId = (): string => readdirSync(join(sb.project, '.qwex', 'runs'))[0]!;
   const stdout = (id: string): string => readFileSync(join(runDir(id), 'stdout.log'), 'utf8');
+  /** Polls `qwex ps --json` until the run's `waiting` has this reason. */
+  const waitingFor = (id: string, reason: string, what: string): Promise<{ phase: string; reason?: string; message?: string }> =>
+    until(async () => {
+      const rows = await qwexJson<{ id: string; waiting?: { phase: string; reason?: string; message?: string } }[]>(sb, ['ps']);
+      const w = rows.find((r) => r.id === id)?.waiting;
+      return w?.reason === reason ? w : undefined;
+    }, 20_000, what);
 
   it('kueue: a run waiting for quota says so in ps and status, with its place in the queue, then runs', async () => {
     use(kueue!);
@@ -310,11 +317,7 @@ describe('k8s and kueue against the fake API', () => {
   it('errors: unschedulable and image-pull failures are shown while pending, then fail the run with the cluster\'s words', async () => {
     use(k8s!, '    pending_timeout_seconds: 3\n');
     const id = await detached(['--backend', 'k8s', '--gpus', '1', '--', 'true']);
-    const pending = await until(async () => {
-      const rows = await qwexJson<{ id: string; waiting?: { phase: string; reason?: string; message?: string } }[]>(sb, ['ps']);
-      const w = rows.find((r) => r.id === id)?.waiting;
-      return w?.reason === 'Unschedulable' ? w : undefined;
-    }, 20_000, 'the pod to show as unschedulable');
+    const pending = await waitingFor(id, 'Unschedulable', 'the pod to show as unschedulable');
     expect(pending).toMatchObject({ phase: 'pending', message: expect.stringMatching(/Insufficient nvidia.com\/gpu/) });
     expect((await qwex(sb, ['wait', id])).exitCode).toBe(1);
     expect(readRun(id)).toMatchObject({ status: 'failed', endReason: 'error', error: { code: 'QWEX_K8S_UNSCHEDULABLE', message: expect.stringMatching(/0\/1 nodes are available: 1 Insufficient nvidia.com\/gpu/) } });
@@ -330,11 +333,7 @@ describe('k8s and kueue against the fake API', () => {
     use(kueue!, '    pending_timeout_seconds: 3\n');
     kueue!.fake!.addInadmissibleQueue('broken', 'ClusterQueue missing-cluster-queue doesn\'t exist');
     const id = await detached(['--backend', 'kueue', '--queue', 'broken', '--', 'true']);
-    const waiting = await until(async () => {
-      const rows = await qwexJson<{ id: string; waiting?: { phase: string; reason?: string; message?: string } }[]>(sb, ['ps']);
-      const w = rows.find((r) => r.id === id)?.waiting;
-      return w?.reason === 'Inadmissible' ? w : undefined;
-    }, 20_000, 'the run to show Kueue\'s reason');
+    const waiting = await waitingFor(id, 'Inadmissible', 'the run to show Kueue\'s reason');
     expect(waiting).toMatchObject({ phase: 'queued', message: "ClusterQueue missing-cluster-queue doesn't exist" });
     expect((await qwex(sb, ['wait', id])).exitCode).toBe(1);
     expect(readRun(id)).toMatchObject({ status: 'failed', endReason: 'error', error: { code: 'QWEX_K8S_INADMISSIBLE', message: "Kueue cannot admit the workload: ClusterQueue missing-cluster-queue doesn't exist" } });

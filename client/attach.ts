@@ -1,4 +1,4 @@
-import type { Run } from '../src/run.js';
+import type { Run } from '../src/run/model.js';
 import type { Context } from './context.js';
 
 export interface AttachOptions {

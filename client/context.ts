@@ -1,8 +1,8 @@
 import { DaemonClient } from '../src/daemon-client.js';
 import { findProjectRoot } from '../src/paths.js';
-import { RunStore, type ResolvedRun } from '../src/run-store.js';
+import { RunStore, type ResolvedRun } from '../src/store/run-store.js';
 import { Runner } from '../src/runner.js';
-import { launchMonitor } from '../src/monitor-launch.js';
+import { launchMonitor } from '../src/run/monitor-launch.js';
 import { Watcher } from '../src/watcher.js';
 
 /**

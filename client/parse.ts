@@ -1,7 +1,7 @@
-import type { ContainerSpec } from '../src/container.js';
-import type { ClusterSpec } from '../src/job.js';
+import type { ContainerSpec } from '../src/config/container.js';
+import type { ClusterSpec } from '../src/config/job.js';
 import { ErrorCode, QwexError } from '../src/errors.js';
-import { RUN_STATUSES, type RunStatus } from '../src/run.js';
+import { RUN_STATUSES, type RunStatus } from '../src/run/model.js';
 
 /** Usage errors: what was wrong and what to type instead; they exit 2. */
 function usage(message: string, hint?: string): QwexError {

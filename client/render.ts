@@ -1,7 +1,7 @@
 import { redactEnv, redactSecrets } from '../src/errors.js';
 import { distinctPrefixLength, shortId } from '../src/ids.js';
 import type { ListedRun, RunView } from '../src/protocol.js';
-import { displayCommand, waitingOf, type Run, type RunStatus } from '../src/run.js';
+import { displayCommand, waitingOf, type Run, type RunStatus } from '../src/run/model.js';
 import { paint, type Colour, type Style } from './style.js';
 
 export { paint, styleFor, type Style } from './style.js';

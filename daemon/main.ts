@@ -1,14 +1,14 @@
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { toQwexError } from '../src/errors.js';
-import { launchMonitor } from '../src/monitor-launch.js';
+import { launchMonitor } from '../src/run/monitor-launch.js';
 import { daemonLogPath, runtimeDir, socketPath } from '../src/paths.js';
-import { RunStore } from '../src/run-store.js';
+import { RunStore } from '../src/store/run-store.js';
 import { Runner } from '../src/runner.js';
 import { checkSocketPath, ensureRuntimeDir } from '../src/runtime-dir.js';
 import { VERSION } from '../src/version.js';
-import { ContentStore } from '../src/workspace.js';
-import { collectGarbage } from '../src/workspace-gc.js';
+import { ContentStore } from '../src/workspace/snapshot.js';
+import { collectGarbage } from '../src/workspace/gc.js';
 import { DaemonLock } from './lock.js';
 import { DaemonLog } from './log.js';
 import { RpcServer } from './server.js';

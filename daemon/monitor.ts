@@ -7,8 +7,8 @@
  * `qwex cancel` sends); SIGTERM/SIGINT/SIGHUP are passed on to the command.
  */
 import { Runner } from '../src/runner.js';
-import { RunStore } from '../src/run-store.js';
-import { launchMonitor } from '../src/monitor-launch.js';
+import { RunStore } from '../src/store/run-store.js';
+import { launchMonitor } from '../src/run/monitor-launch.js';
 
 function log(event: string, fields: Record<string, unknown> = {}): void {
   process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), pid: process.pid, event, ...fields })}\n`);

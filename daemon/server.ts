@@ -20,8 +20,8 @@ import {
 } from '../src/protocol.js';
 import { describeParamsError, ParamSchemas } from '../src/protocol-schemas.js';
 import { LineReader } from '../src/rpc/framing.js';
-import { isTerminal, type Run } from '../src/run.js';
-import type { RunStore } from '../src/run-store.js';
+import { isTerminal, type Run } from '../src/run/model.js';
+import type { RunStore } from '../src/store/run-store.js';
 import { VERSION } from '../src/version.js';
 import type { DaemonLog } from './log.js';
 import type { Supervisor } from './supervisor.js';

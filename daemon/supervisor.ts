@@ -3,11 +3,11 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLUSTER_BACKENDS } from '../src/backends/names.js';
 import { RunFiles } from '../src/paths.js';
-import { listRuns, usageOf } from '../src/listing.js';
+import { listRuns, usageOf } from '../src/store/listing.js';
 import type { ListedRun, RunView } from '../src/protocol.js';
-import { isProcessAlive } from '../src/process-info.js';
-import { isTerminal, type Job, type Provenance, type Run, type RunStatus } from '../src/run.js';
-import type { RunStore } from '../src/run-store.js';
+import { isProcessAlive } from '../src/process/info.js';
+import { isTerminal, type Job, type Provenance, type Run, type RunStatus } from '../src/run/model.js';
+import type { RunStore } from '../src/store/run-store.js';
 import type { Runner, Supervision } from '../src/runner.js';
 import type { DaemonLog } from './log.js';
 

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { RUN_STATUSES, type Job } from './run.js';
+import { RUN_STATUSES, type Job } from './run/model.js';
 import type { MethodName, Params } from './protocol.js';
 
 /**

@@ -1,7 +1,7 @@
-import type { Job, Provenance, Run, RunStatus, Waiting } from './run.js';
+import type { Job, Provenance, Run, RunStatus, Waiting } from './run/model.js';
 
-export type { Waiting } from './run.js';
-import type { RunSummary } from './run-index.js';
+export type { Waiting } from './run/model.js';
+import type { RunSummary } from './store/run-index.js';
 
 /**
  * The qwexd protocol: JSON-RPC 2.0 over a Unix socket, one message per line.

@@ -1,19 +1,19 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
 import { join } from 'node:path';
-import { captureArtifacts, summarize, takeBaseline, type ArtifactManifest, type Baseline } from './artifacts.js';
+import { captureArtifacts, summarize, takeBaseline, type ArtifactManifest, type Baseline } from './workspace/artifacts.js';
 import { createBackend } from './backends/index.js';
 import type { Backend, ExitInfo, StartedProcess } from './backends/types.js';
 import { ErrorCode, QwexError, errnoCode } from './errors.js';
 import { writeJsonAtomic, type Durability } from './fs-atomic.js';
 import { newRunId } from './ids.js';
 import { RunFiles, runDir as runDirOf } from './paths.js';
-import { isProcessAlive, processStartTime } from './process-info.js';
-import { isTerminal, transition, type EndReason, type Job, type Provenance, type Run, type RunStatus } from './run.js';
-import type { RunStore } from './run-store.js';
+import { isProcessAlive, processStartTime } from './process/info.js';
+import { isTerminal, transition, type EndReason, type Job, type Provenance, type Run, type RunStatus } from './run/model.js';
+import type { RunStore } from './store/run-store.js';
 import { VERSION } from './version.js';
-import { sampleGroup } from './usage.js';
-import { ContentStore, materializeWorkspace, under, workspaceDir } from './workspace.js';
+import { sampleGroup } from './process/usage.js';
+import { ContentStore, materializeWorkspace, under, workspaceDir } from './workspace/snapshot.js';
 
 /**
  * The Runner owns a run's lifecycle and is the only code that changes a

@@ -2,21 +2,21 @@
  * qwex for programs: submit jobs and wait for them, the same calls the CLI
  * makes. `import { submit, wait } from 'qwex'`.
  */
-import { loadConfig } from './config.js';
+import { loadConfig } from './config/config.js';
 import { DaemonClient } from './daemon-client.js';
 import { startDaemon } from './daemon-process.js';
-import { buildJob, submitterEnv, type JobSpec } from './job.js';
+import { buildJob, submitterEnv, type JobSpec } from './config/job.js';
 import { findProjectRoot, runDir } from './paths.js';
 import { Method } from './protocol.js';
-import { isTerminal, type Run } from './run.js';
-import { RunStore } from './run-store.js';
+import { isTerminal, type Run } from './run/model.js';
+import { RunStore } from './store/run-store.js';
 import { Runner } from './runner.js';
-import { launchMonitor } from './monitor-launch.js';
+import { launchMonitor } from './run/monitor-launch.js';
 import { Watcher } from './watcher.js';
-import { prepareWorkspaces, workspaceMode, type WorkspaceMode } from './workspace-job.js';
+import { prepareWorkspaces, workspaceMode, type WorkspaceMode } from './workspace/prepare.js';
 
-export type { JobSpec } from './job.js';
-export type { Run, RunStatus } from './run.js';
+export type { JobSpec } from './config/job.js';
+export type { Run, RunStatus } from './run/model.js';
 export { QwexError, ErrorCode } from './errors.js';
 
 export interface SubmitOptions {

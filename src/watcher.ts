@@ -2,8 +2,8 @@ import { watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { LogFollower } from './log-follower.js';
 import { RunFiles } from './paths.js';
-import { isTerminal, type Run } from './run.js';
-import type { RunStore } from './run-store.js';
+import { isTerminal, type Run } from './run/model.js';
+import type { RunStore } from './store/run-store.js';
 
 /**
  * The Watcher observes runs: their records and their logs. It never changes

@@ -3,8 +3,8 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFil
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { ArtifactManifest } from '../src/artifacts.js';
-import type { Run } from '../src/run.js';
+import type { ArtifactManifest } from '../src/workspace/artifacts.js';
+import type { Run } from '../src/run/model.js';
 import { FIXTURES, qwex, qwexJson, sandbox, type Sandbox } from './helpers.js';
 
 const node = process.execPath;

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { Run } from '../src/run.js';
+import type { Run } from '../src/run/model.js';
 import { DOCKER_TEST_IMAGE, dockerUnavailable, qwex, requireComponent, sandbox, sleep, until, type Sandbox } from './helpers.js';
 import { clusterUnavailable, startTestCluster, type TestCluster } from './kube-cluster.js';
 import { sshdUnavailable, startSshd, type TestSshd } from './sshd.js';

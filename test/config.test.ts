@@ -1,7 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { DEFAULT_CONFIG, loadConfig } from '../src/config.js';
+import { DEFAULT_CONFIG, loadConfig } from '../src/config/config.js';
 import { QwexError } from '../src/errors.js';
 import { qwex, sandbox, type Sandbox } from './helpers.js';
 

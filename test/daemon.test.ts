@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DaemonClient } from '../src/daemon-client.js';
 import { newRunId } from '../src/ids.js';
 import { Method, Notification, type DaemonStatus, type ListedRun, type LogDataParams, type LogEndParams } from '../src/protocol.js';
-import type { Job, Run } from '../src/run.js';
+import type { Job, Run } from '../src/run/model.js';
 import { CLI, FIXTURES, ROOT, isAlive, qwex, qwexJson, sandbox, sleep, until, type Sandbox } from './helpers.js';
 
 const node = process.execPath;

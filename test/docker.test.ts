@@ -8,7 +8,7 @@ import { mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { Run } from '../src/run.js';
+import type { Run } from '../src/run/model.js';
 import { CLI, DOCKER_TEST_IMAGE, dockerUnavailable, qwex, requireComponent, sandbox, until, type Sandbox } from './helpers.js';
 
 const DOCKER = ['--backend', 'docker', '--image', DOCKER_TEST_IMAGE, '--pull', 'never'];

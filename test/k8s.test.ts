@@ -10,11 +10,11 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { DEFAULT_CONFIG } from '../src/config.js';
-import { buildJob, parseJobLines } from '../src/job.js';
-import { TimestampedLogCopy, parseTimestamp, readCursor, resumeSince } from '../src/k8s/log-cursor.js';
-import { jobManifest, jobName } from '../src/k8s/manifest.js';
-import type { Job, Run } from '../src/run.js';
+import { DEFAULT_CONFIG } from '../src/config/config.js';
+import { buildJob, parseJobLines } from '../src/config/job.js';
+import { TimestampedLogCopy, parseTimestamp, readCursor, resumeSince } from '../src/backends/k8s/log-cursor.js';
+import { jobManifest, jobName } from '../src/backends/k8s/manifest.js';
+import type { Job, Run } from '../src/run/model.js';
 import { CLUSTER_IMAGE, clusterUnavailable, startTestCluster, TEST_QUEUE, type TestCluster } from './kube-cluster.js';
 import { qwex, qwexJson, requireComponent, sandbox, sleep, until, type Sandbox } from './helpers.js';
 

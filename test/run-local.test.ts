@@ -3,7 +3,7 @@ import { chmodSync, existsSync, readFileSync, readdirSync, statSync, writeFileSy
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Run } from '../src/run.js';
+import type { Run } from '../src/run/model.js';
 import { CLI, FIXTURES, isAlive, qwex, qwexJson, sandbox, until, type Sandbox } from './helpers.js';
 
 const node = process.execPath;

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { Run } from '../src/run.js';
+import type { Run } from '../src/run/model.js';
 import { qwex, requireComponent, sandbox, until, type Sandbox } from './helpers.js';
 import { sshdUnavailable, startSshd, type TestSshd } from './sshd.js';
 

@@ -3,8 +3,8 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { newRunId } from '../src/ids.js';
-import type { Run } from '../src/run.js';
-import { RunIndex } from '../src/run-index.js';
+import type { Run } from '../src/run/model.js';
+import { RunIndex } from '../src/store/run-index.js';
 import { ROOT, isAlive, qwex, qwexJson, sandbox, until, type Sandbox } from './helpers.js';
 
 let sb: Sandbox;

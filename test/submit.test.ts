@@ -2,7 +2,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Run } from '../src/run.js';
+import type { Run } from '../src/run/model.js';
 import { CLI, ROOT, qwex, sandbox, type Sandbox } from './helpers.js';
 
 let sb: Sandbox;

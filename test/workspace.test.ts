@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Run } from '../src/run.js';
-import { ContentStore, snapshotWorkspace } from '../src/workspace.js';
+import type { Run } from '../src/run/model.js';
+import { ContentStore, snapshotWorkspace } from '../src/workspace/snapshot.js';
 import { ROOT, qwex, qwexJson, sandbox, until, type Sandbox } from './helpers.js';
 
 let sb: Sandbox;
@@ -102,8 +102,8 @@ describe('workspace snapshots', () => {
     write('a.txt', 'only in an orphan snapshot');
     const orphan = await snapshotWorkspace(sb.project, store());
     // Age everything past the grace period, then collect.
-    const { collectGarbage } = await import('../src/workspace-gc.js');
-    const { RunIndex } = await import('../src/run-index.js');
+    const { collectGarbage } = await import('../src/workspace/gc.js');
+    const { RunIndex } = await import('../src/store/run-index.js');
     const index = RunIndex.open(join(sb.state, 'index.db'));
     try {
       const report = collectGarbage(store(), index, Date.now() + 2 * 60 * 60 * 1000);

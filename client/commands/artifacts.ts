@@ -1,6 +1,6 @@
 import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import type { ArtifactManifest } from '../../src/artifacts.js';
+import type { ArtifactManifest } from '../../src/workspace/artifacts.js';
 import { errnoCode } from '../../src/errors.js';
 import { RunFiles } from '../../src/paths.js';
 import type { Context } from '../context.js';

@@ -1,7 +1,7 @@
-import { loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/config/config.js';
 import { isQwexError } from '../../src/errors.js';
 import { Method } from '../../src/protocol.js';
-import { isTerminal, type Run } from '../../src/run.js';
+import { isTerminal, type Run } from '../../src/run/model.js';
 import type { Context } from '../context.js';
 import { reportError } from '../exit.js';
 import { parseDuration } from '../parse.js';

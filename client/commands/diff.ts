@@ -1,6 +1,6 @@
-import { loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/config/config.js';
 import { ErrorCode, QwexError } from '../../src/errors.js';
-import { ContentStore, diffManifests, snapshotWorkspace, type Manifest } from '../../src/workspace.js';
+import { ContentStore, diffManifests, snapshotWorkspace, type Manifest } from '../../src/workspace/snapshot.js';
 import type { Context } from '../context.js';
 
 /**

@@ -1,8 +1,8 @@
 import { resolve } from 'node:path';
-import { loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/config/config.js';
 import { indexPath, runDir, stateDir } from '../../src/paths.js';
-import { reindex, type ReindexReport } from '../../src/reindex.js';
-import { isTerminal } from '../../src/run.js';
+import { reindex, type ReindexReport } from '../../src/store/reindex.js';
+import { isTerminal } from '../../src/run/model.js';
 import type { Context } from '../context.js';
 
 interface DoctorOptions {
@@ -84,7 +84,7 @@ export default async function doctor(ctx: Context, projects: string[], options: 
 
 /** Looks for qwex containers no active run accounts for (and removes them if asked). An absent engine is reported, not an error. */
 async function checkDocker(ctx: Context, remove: boolean): Promise<DockerReport> {
-  const { connect, engineEndpoint, findOrphanContainers } = await import('../../src/backends/docker.js');
+  const { connect, engineEndpoint, findOrphanContainers } = await import('../../src/backends/docker/backend.js');
   const report: DockerReport = { engine: engineEndpoint(), reachable: false, orphans: [] };
   let docker: Awaited<ReturnType<typeof connect>>;
   try {
@@ -119,7 +119,7 @@ async function checkClusters(ctx: Context, remove: boolean): Promise<ClusterRepo
   }
   const names = (['k8s', 'kueue'] as const).filter((b) => config.backend === b || config.backends[b] !== undefined);
   if (names.length === 0) return [];
-  const { findOrphanJobs, deleteJobAndPods } = await import('../../src/backends/k8s.js');
+  const { findOrphanJobs, deleteJobAndPods } = await import('../../src/backends/k8s/backend.js');
   const isActive = (runId: string, project: string): boolean | undefined => {
     try {
       return !isTerminal(ctx.store.read(runDir(project, runId)).status);

@@ -1,5 +1,5 @@
-import { collectGarbage } from '../../src/workspace-gc.js';
-import { ContentStore } from '../../src/workspace.js';
+import { collectGarbage } from '../../src/workspace/gc.js';
+import { ContentStore } from '../../src/workspace/snapshot.js';
 import type { Context } from '../context.js';
 import { formatBytes } from '../render.js';
 

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { LogFollower } from '../../src/log-follower.js';
 import { RunFiles } from '../../src/paths.js';
-import { exitCodeOf, isTerminal } from '../../src/run.js';
+import { exitCodeOf, isTerminal } from '../../src/run/model.js';
 import { attach } from '../attach.js';
 import type { Context } from '../context.js';
 import { writer } from '../context.js';

@@ -1,4 +1,4 @@
-import { listRuns } from '../../src/listing.js';
+import { listRuns } from '../../src/store/listing.js';
 import { Method } from '../../src/protocol.js';
 import type { Context } from '../context.js';
 import { parseCount, parseStatuses } from '../parse.js';

@@ -1,7 +1,7 @@
-import { loadConfig } from '../../src/config.js';
-import { buildJob, submitterEnv } from '../../src/job.js';
-import { prepareWorkspaces, workspaceMode } from '../../src/workspace-job.js';
-import { exitCodeOf, isTerminal, type Run } from '../../src/run.js';
+import { loadConfig } from '../../src/config/config.js';
+import { buildJob, submitterEnv } from '../../src/config/job.js';
+import { prepareWorkspaces, workspaceMode } from '../../src/workspace/prepare.js';
+import { exitCodeOf, isTerminal, type Run } from '../../src/run/model.js';
 import { runDir } from '../../src/paths.js';
 import { Method } from '../../src/protocol.js';
 import { attach } from '../attach.js';

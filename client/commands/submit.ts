@@ -1,15 +1,15 @@
 import { readFileSync } from 'node:fs';
-import { loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/config/config.js';
 import { ErrorCode, QwexError, errnoCode } from '../../src/errors.js';
-import { buildJob, parseJobLines, submitterEnv, type JobSpec } from '../../src/job.js';
+import { buildJob, parseJobLines, submitterEnv, type JobSpec } from '../../src/config/job.js';
 import { Method } from '../../src/protocol.js';
-import type { Run } from '../../src/run.js';
+import type { Run } from '../../src/run/model.js';
 import { startDaemon } from '../../src/daemon-process.js';
 import { DaemonClient } from '../../src/daemon-client.js';
 import type { Context } from '../context.js';
 import { clusterSpec, containerSpec, parseDuration, parseEnv, parseWatch, type ContainerFlags } from '../parse.js';
 import { publicRun } from '../render.js';
-import { prepareWorkspaces, workspaceMode } from '../../src/workspace-job.js';
+import { prepareWorkspaces, workspaceMode } from '../../src/workspace/prepare.js';
 
 interface SubmitOptions extends ContainerFlags {
   backend?: string;

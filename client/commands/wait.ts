@@ -1,4 +1,4 @@
-import { exitCodeOf } from '../../src/run.js';
+import { exitCodeOf } from '../../src/run/model.js';
 import type { Context } from '../context.js';
 import { publicRun } from '../render.js';
 

@@ -6,23 +6,23 @@ import type { Backend } from './types.js';
 export async function createBackend(name: string): Promise<Backend> {
   switch (name) {
     case 'local': {
-      const { LocalBackend } = await import('./local.js');
+      const { LocalBackend } = await import('./local/backend.js');
       return new LocalBackend();
     }
     case 'docker': {
-      const { DockerBackend } = await import('./docker.js');
+      const { DockerBackend } = await import('./docker/backend.js');
       return new DockerBackend();
     }
     case 'ssh': {
-      const { SshBackend } = await import('./ssh.js');
+      const { SshBackend } = await import('./ssh/backend.js');
       return new SshBackend();
     }
     case 'k8s': {
-      const { KubernetesBackend } = await import('./k8s.js');
+      const { KubernetesBackend } = await import('./k8s/backend.js');
       return new KubernetesBackend();
     }
     case 'kueue': {
-      const { KueueBackend } = await import('./kueue.js');
+      const { KueueBackend } = await import('./k8s/kueue.js');
       return new KueueBackend();
     }
     default:

@@ -1,10 +1,10 @@
 import { closeSync, createReadStream, mkdirSync, openSync, rmSync } from 'node:fs';
 import { dirname, join, normalize, sep } from 'node:path';
-import { captureArtifacts, type ArtifactManifest } from '../artifacts.js';
+import { captureArtifacts, type ArtifactManifest } from '../workspace/artifacts.js';
 import { writeAll } from '../fs-atomic.js';
 import { RunFiles } from '../paths.js';
-import type { ArtifactSettings } from '../run.js';
-import type { ContentStore, Manifest } from '../workspace.js';
+import type { ArtifactSettings } from '../run/model.js';
+import type { ContentStore, Manifest } from '../workspace/snapshot.js';
 
 /**
  * Tar streams between qwex and a machine it reaches only through a byte

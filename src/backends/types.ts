@@ -1,5 +1,5 @@
-import type { ArtifactManifest } from '../artifacts.js';
-import type { ArtifactSettings, Job, RunError } from '../run.js';
+import type { ArtifactManifest } from '../workspace/artifacts.js';
+import type { ArtifactSettings, Job, RunError } from '../run/model.js';
 
 /** Where a run's output goes and what environment it gets. */
 export interface RunIO {

@@ -1,0 +1,191 @@
+import { isAbsolute, resolve } from 'node:path';
+import { BACKEND_NAMES, CLUSTER_BACKENDS, CONTAINER_BACKENDS, HOST_BACKENDS, isBackendName } from '../backends/names.js';
+import { commandSpec } from './command.js';
+import type { QwexConfig } from './config.js';
+import { definedOnly, resolveContainerConfig, type ContainerSpec } from './container.js';
+import { ErrorCode, QwexError } from '../errors.js';
+import type { Job } from '../run/model.js';
+
+/**
+ * What a caller asks for (a CLI line, an NDJSON line, an SDK call), before
+ * the project's configuration fills in the rest.
+ */
+export interface JobSpec {
+  /** argv, or one command line (run by /bin/sh -c when it has shell syntax). */
+  command: string | string[];
+  /** Force /bin/sh -c. */
+  shell?: boolean;
+  /** Working directory, relative to the caller's (default: the caller's). */
+  cwd?: string;
+  env?: Record<string, string>;
+  name?: string;
+  backend?: string;
+  /** Artifact directories for this job (default: the config's). */
+  watch?: string[];
+  timeoutMs?: number;
+  killGraceMs?: number;
+  /** The host of an ssh run (an alias from qwex.yaml or ~/.ssh/config); over backends.ssh.host. */
+  host?: string;
+  /** Image, resources and the rest for container backends; over the config's `backends.<name>`. Mount sources resolve against `cwd`. */
+  container?: ContainerSpec;
+  /** Where in which cluster a k8s or kueue run goes; over the config's `backends.<name>`. */
+  cluster?: ClusterSpec;
+}
+
+export interface ClusterSpec {
+  context?: string;
+  namespace?: string;
+  queue?: string;
+  /** false: run the image as it is, without sending the workspace. */
+  sync?: boolean;
+}
+
+/** Resolves a spec against the configuration into the Job recorded in run.json. Throws QwexError on bad input. */
+export function buildJob(spec: JobSpec, config: QwexConfig, callerCwd: string, project: string = callerCwd): Job {
+  const args = typeof spec.command === 'string' ? [spec.command] : spec.command;
+  if (!Array.isArray(args) || args.length === 0 || args.some((a) => typeof a !== 'string') || args[0] === '') {
+    throw new QwexError(ErrorCode.Usage, 'command: expected a non-empty string or array of strings');
+  }
+  const backend = spec.backend ?? config.backend;
+  if (!isBackendName(backend)) {
+    throw new QwexError(ErrorCode.BackendUnavailable, `backend "${backend}" is not available in this version of qwex`, {
+      hint: `available backends: ${BACKEND_NAMES.join(', ')}`,
+    });
+  }
+  for (const dir of spec.watch ?? []) {
+    if (isAbsolute(dir) || dir.split('/').includes('..')) {
+      throw new QwexError(ErrorCode.Usage, `watch: "${dir}" is outside the working directory`, {
+        hint: 'name directories relative to where the command runs, without ".."',
+      });
+    }
+  }
+  const cwd = spec.cwd === undefined ? callerCwd : resolve(callerCwd, spec.cwd);
+  let container: Job['container'];
+  if (CONTAINER_BACKENDS.has(backend)) {
+    container = resolveContainerConfig([
+      { spec: (config.backends[backend] ?? {}) as ContainerSpec, root: project, where: `backends.${backend}` },
+      { spec: spec.container ?? {}, root: cwd, where: `--backend ${backend}` },
+    ]);
+  }
+  if (spec.host !== undefined && !HOST_BACKENDS.has(backend)) {
+    throw new QwexError(ErrorCode.Usage, `--host is for the ssh backend, not "${backend}"`, { hint: 'add --backend ssh' });
+  }
+  if (HOST_BACKENDS.has(backend) && (spec.host ?? (config.backends[backend] as { host?: string } | undefined)?.host) === undefined) {
+    throw new QwexError(ErrorCode.Usage, 'no host given for an ssh run', { hint: 'pass --host NAME, or set backends.ssh.host in qwex.yaml' });
+  }
+  const cluster = definedOnly(spec.cluster ?? {});
+  if (Object.keys(cluster).length > 0 && !CLUSTER_BACKENDS.has(backend)) {
+    throw new QwexError(ErrorCode.Usage, `--context, --namespace, --queue and --no-sync are for the k8s and kueue backends, not "${backend}"`, { hint: 'add --backend k8s (or kueue)' });
+  }
+  if (cluster.namespace !== undefined && !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(cluster.namespace)) {
+    throw new QwexError(ErrorCode.Usage, `--namespace "${cluster.namespace}" is not a namespace name`, { hint: 'lowercase letters, digits and -' });
+  }
+  if (CLUSTER_BACKENDS.has(backend) && container && (container.mounts.length > 0 || container.network !== undefined)) {
+    throw new QwexError(ErrorCode.Usage, `--mount and --network are Docker settings: a ${backend} run has no host paths or Docker networks`, { hint: 'bake data into the image, or read it from storage the pod can reach' });
+  }
+  if (!CONTAINER_BACKENDS.has(backend) && spec.container !== undefined && Object.values(spec.container).some((v) => v !== undefined)) {
+    throw new QwexError(ErrorCode.Usage, `image, cpus, memory, gpus and the other container options need a container backend, not "${backend}"`, {
+      hint: 'add --backend docker',
+    });
+  }
+  return {
+    ...commandSpec(args, { shell: spec.shell === true }),
+    cwd,
+    env: { ...config.env, ...spec.env },
+    backend,
+    backendOptions: { ...config.backends[backend], ...(spec.host === undefined ? {} : { host: spec.host }), ...cluster },
+    artifacts: { ...config.artifacts, ...(spec.watch === undefined ? {} : { watch: spec.watch }) },
+    killGraceMs: spec.killGraceMs ?? config.killGraceSeconds * 1000,
+    ...(spec.timeoutMs === undefined ? {} : { timeoutMs: spec.timeoutMs }),
+    ...(spec.name === undefined ? {} : { name: spec.name }),
+    ...(container === undefined ? {} : { container }),
+  };
+}
+
+/**
+ * Parses a batch file: one job per line, either a shell command line or an
+ * NDJSON job spec (a line starting with "{"). Blank lines and lines starting
+ * with "#" are skipped. Errors name the line.
+ */
+export function parseJobLines(text: string, source: string): JobSpec[] {
+  const specs: JobSpec[] = [];
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!.replace(/\r$/, '');
+    const trimmed = line.trim();
+    if (trimmed === '' || trimmed.startsWith('#')) continue;
+    const where = `${source}:${i + 1}`;
+    if (!trimmed.startsWith('{')) {
+      specs.push({ command: trimmed });
+      continue;
+    }
+    let value: unknown;
+    try {
+      value = JSON.parse(trimmed);
+    } catch (error) {
+      throw new QwexError(ErrorCode.Usage, `${where}: not valid JSON (${(error as Error).message})`, {
+        hint: 'each line is a shell command, or a JSON object like {"command": ["python", "train.py"], "name": "a"}',
+      });
+    }
+    specs.push(checkSpec(value, where));
+  }
+  return specs;
+}
+
+const SPEC_KEYS = new Set(['command', 'shell', 'cwd', 'env', 'name', 'backend', 'watch', 'timeoutMs', 'killGraceMs', 'container', 'host', 'cluster']);
+const CLUSTER_KEYS = new Set(['context', 'namespace', 'queue', 'sync']);
+const CONTAINER_KEYS = new Set(['image', 'pull', 'user', 'network', 'cpus', 'memory', 'gpus', 'mounts', 'env']);
+
+function checkSpec(value: unknown, where: string): JobSpec {
+  const bad = (what: string): never => {
+    throw new QwexError(ErrorCode.Usage, `${where}: ${what}`, {
+      hint: `job spec keys: ${[...SPEC_KEYS].join(', ')}`,
+    });
+  };
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return bad('expected a JSON object');
+  const spec = value as Record<string, unknown>;
+  for (const key of Object.keys(spec)) if (!SPEC_KEYS.has(key)) bad(`unknown key "${key}"`);
+  const command = spec.command;
+  if (!(typeof command === 'string' || (Array.isArray(command) && command.every((a) => typeof a === 'string')))) {
+    bad('command: expected a string or an array of strings');
+  }
+  if (spec.shell !== undefined && typeof spec.shell !== 'boolean') bad('shell: expected true or false');
+  for (const key of ['cwd', 'name', 'backend', 'host'] as const) {
+    if (spec[key] !== undefined && typeof spec[key] !== 'string') bad(`${key}: expected a string`);
+  }
+  if (spec.env !== undefined && (typeof spec.env !== 'object' || spec.env === null || Object.values(spec.env).some((v) => typeof v !== 'string'))) {
+    bad('env: expected an object of strings');
+  }
+  if (spec.watch !== undefined && !(Array.isArray(spec.watch) && spec.watch.every((d) => typeof d === 'string'))) bad('watch: expected an array of strings');
+  for (const key of ['timeoutMs', 'killGraceMs'] as const) {
+    if (spec[key] !== undefined && !(Number.isInteger(spec[key]) && (spec[key] as number) >= 0)) bad(`${key}: expected a whole number of milliseconds`);
+  }
+  if (spec.container !== undefined) {
+    const c = spec.container as Record<string, unknown>;
+    if (typeof c !== 'object' || c === null || Array.isArray(c)) bad('container: expected an object like {"image": "python:3.12-slim"}');
+    for (const key of Object.keys(c)) if (!CONTAINER_KEYS.has(key)) bad(`container: unknown key "${key}" (keys: ${[...CONTAINER_KEYS].join(', ')})`);
+    for (const key of ['image', 'pull', 'user', 'network'] as const) if (c[key] !== undefined && typeof c[key] !== 'string') bad(`container.${key}: expected a string`);
+    for (const key of ['cpus', 'memory', 'gpus'] as const) {
+      if (c[key] !== undefined && typeof c[key] !== 'string' && typeof c[key] !== 'number') bad(`container.${key}: expected a number or a string`);
+    }
+    if (c.mounts !== undefined && !(Array.isArray(c.mounts) && c.mounts.every((m) => typeof m === 'string'))) bad('container.mounts: expected an array of "SRC:DST[:ro]" strings');
+    if (c.env !== undefined && (typeof c.env !== 'object' || c.env === null || Object.values(c.env).some((v) => typeof v !== 'string'))) {
+      bad('container.env: expected an object of strings');
+    }
+  }
+  if (spec.cluster !== undefined) {
+    const c = spec.cluster as Record<string, unknown>;
+    if (typeof c !== 'object' || c === null || Array.isArray(c)) bad('cluster: expected an object like {"namespace": "ml", "queue": "gpu"}');
+    for (const key of Object.keys(c)) if (!CLUSTER_KEYS.has(key)) bad(`cluster: unknown key "${key}" (keys: ${[...CLUSTER_KEYS].join(', ')})`);
+    for (const key of ['context', 'namespace', 'queue'] as const) if (c[key] !== undefined && typeof c[key] !== 'string') bad(`cluster.${key}: expected a string`);
+    if (c.sync !== undefined && typeof c.sync !== 'boolean') bad('cluster.sync: expected true or false');
+  }
+  return spec as unknown as JobSpec;
+}
+
+/** The environment a run starts from when qwexd starts it: the submitter's. */
+export function submitterEnv(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(env)) if (value !== undefined) out[name] = value;
+  return out;
+}

@@ -1,0 +1,213 @@
+import type { ContainerConfig } from '../config/container.js';
+import { ErrorCode, QwexError } from '../errors.js';
+
+/**
+ * A Job is the recipe; a Run is one execution of it. `run.json` holds a Run,
+ * and that file is the record: the SQLite index is a cache rebuilt from it.
+ */
+export interface ArtifactSettings {
+  /** Directories, relative to the job's working directory, scanned after the command exits. */
+  watch: string[];
+  /** gitignore-style patterns; a match is never captured. */
+  ignore: string[];
+  /** Files larger than this are skipped (and listed as skipped). */
+  maxFileSizeMb: number;
+}
+
+export interface Job {
+  /** argv; with `shell` true, a single string run by `/bin/sh -c`. */
+  command: string[];
+  shell: boolean;
+  /** Absolute working directory. */
+  cwd: string;
+  /** Variables added to the inherited environment. Values of secret-looking names are redacted when shown. */
+  env: Record<string, string>;
+  backend: string;
+  backendOptions: Record<string, unknown>;
+  artifacts: ArtifactSettings;
+  /** Between SIGTERM and SIGKILL when a run is cancelled or times out. */
+  killGraceMs: number;
+  /** Wall-clock limit; the run is stopped and fails with endReason `timeout`. */
+  timeoutMs?: number;
+  name?: string;
+  /** Set when the run executes in its own copy of a workspace snapshot instead of the project in place. */
+  workspace?: WorkspaceSpec;
+  /** Image, user, mounts and resources, for the container backends. */
+  container?: ContainerConfig;
+}
+
+export interface WorkspaceSpec {
+  mode: 'snapshot';
+  /** The snapshot's manifest id in the content store. */
+  manifest: string;
+  /** The working directory relative to the project root ('' for the root): the same place in the copy. */
+  cwd: string;
+}
+
+export interface Provenance {
+  manifest?: string;
+  git?: { commit: string; branch: string | null; dirty: boolean };
+}
+
+export const RunStatus = {
+  Pending: 'pending',
+  Running: 'running',
+  Succeeded: 'succeeded',
+  Failed: 'failed',
+  Cancelled: 'cancelled',
+  Lost: 'lost',
+} as const;
+export type RunStatus = (typeof RunStatus)[keyof typeof RunStatus];
+
+export const RUN_STATUSES: readonly RunStatus[] = Object.values(RunStatus);
+
+/** Why a run ended. `error` means qwex could not start it or lost track while starting it. */
+export type EndReason = 'exit' | 'signal' | 'cancel' | 'timeout' | 'lost' | 'error';
+
+export interface RunError {
+  code: string;
+  message: string;
+}
+
+/** What the local backend (and its monitor) records so another process can find and check the run. */
+export interface LocalBackendDetails {
+  /** The per-run monitor process that waits for the command and writes the final record. */
+  monitorPid?: number;
+  /** Start time token of the monitor, to tell it apart from a later process with the same pid. */
+  monitorStartTime?: string;
+  pid?: number;
+  pgid?: number;
+  startTime?: string;
+}
+
+export interface ArtifactSummary {
+  count: number;
+  bytes: number;
+  skipped: number;
+  /** Set when capture failed part-way; the run's status still reflects the command's exit. */
+  error?: string;
+}
+
+export interface RunMetadata {
+  host: string;
+  user: string;
+  qwexVersion: string;
+}
+
+export interface Run {
+  /** Shape version of run.json. */
+  version: 1;
+  id: string;
+  /** Absolute path of the project root the run belongs to. */
+  project: string;
+  job: Job;
+  status: RunStatus;
+  createdAt: string;
+  startedAt?: string;
+  finishedAt?: string;
+  exitCode: number | null;
+  signal: string | null;
+  endReason?: EndReason;
+  error?: RunError;
+  backend: { name: string } & LocalBackendDetails & Record<string, unknown>;
+  artifacts?: ArtifactSummary;
+  /** Peak use of the run's process tree, sampled while it ran. */
+  resources?: { peakRssBytes: number; cpuSeconds: number };
+  /** Which code ran: the workspace snapshot and the git state when it was submitted. */
+  provenance?: Provenance;
+  /** Who starts the run: `direct` (the CLI, at once) or `qwexd` (its queue). */
+  supervisor?: 'direct' | 'qwexd';
+  metadata: RunMetadata;
+}
+
+const TERMINAL: ReadonlySet<RunStatus> = new Set(['succeeded', 'failed', 'cancelled', 'lost']);
+
+const LEGAL: Readonly<Record<RunStatus, readonly RunStatus[]>> = {
+  pending: ['running', 'failed', 'cancelled', 'lost'],
+  running: ['succeeded', 'failed', 'cancelled', 'lost'],
+  succeeded: [],
+  failed: [],
+  cancelled: [],
+  lost: [],
+};
+
+export function isTerminal(status: RunStatus): boolean {
+  return TERMINAL.has(status);
+}
+
+export function canTransition(from: RunStatus, to: RunStatus): boolean {
+  return LEGAL[from].includes(to);
+}
+
+/**
+ * Returns the run moved to `to` with `patch` applied. Throws on an illegal
+ * transition, so a finished run can never be reopened or finished twice.
+ */
+export function transition(run: Run, to: RunStatus, patch: Partial<Omit<Run, 'status' | 'id' | 'version'>> = {}): Run {
+  if (!canTransition(run.status, to)) {
+    throw new QwexError(ErrorCode.InvalidTransition, `run ${run.id} cannot go from ${run.status} to ${to}`);
+  }
+  const now = new Date().toISOString();
+  const next: Run = { ...run, ...patch, status: to };
+  if (to === 'running' && next.startedAt === undefined) next.startedAt = now;
+  if (isTerminal(to) && next.finishedAt === undefined) next.finishedAt = now;
+  return next;
+}
+
+/** The exit code a CLI reports for a finished run (0 for success, 128+n for signal n). */
+export function exitCodeOf(run: Run): number {
+  switch (run.status) {
+    case 'succeeded':
+      return 0;
+    case 'cancelled':
+      return 130;
+    case 'lost':
+      return 125;
+    default:
+      if (run.exitCode !== null && run.exitCode !== 0) return run.exitCode;
+      if (run.signal !== null) return 128 + signalNumber(run.signal);
+      return 1;
+  }
+}
+
+const SIGNALS: Record<string, number> = {
+  SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGILL: 4, SIGTRAP: 5, SIGABRT: 6, SIGBUS: 7, SIGFPE: 8, SIGKILL: 9,
+  SIGUSR1: 10, SIGSEGV: 11, SIGUSR2: 12, SIGPIPE: 13, SIGALRM: 14, SIGTERM: 15, SIGXCPU: 24, SIGXFSZ: 25,
+};
+
+export function signalNumber(signal: string): number {
+  return SIGNALS[signal] ?? 0;
+}
+
+/** What a running run's command waits for in a cluster: Kueue's queue (`queued`) or a pod not running yet (`pending`). */
+export interface Waiting {
+  phase: 'queued' | 'pending';
+  reason?: string;
+  message?: string;
+  /** 1-based place in the Kueue LocalQueue, where Kueue's visibility API answers. */
+  position?: number;
+}
+
+/** For a run whose command waits in a cluster (a Kueue queue, a pod not running yet): what it waits for, from its record. */
+export function waitingOf(run: Run): Waiting | undefined {
+  const phase = run.backend.phase;
+  if (run.status !== 'running' || (phase !== 'queued' && phase !== 'pending')) return undefined;
+  const w = (run.backend.waiting ?? {}) as { reason?: string | null; message?: string | null; position?: number | null };
+  return {
+    phase,
+    ...(w.reason ? { reason: w.reason } : {}),
+    ...(w.message ? { message: w.message } : {}),
+    ...(typeof w.position === 'number' ? { position: w.position } : {}),
+  };
+}
+
+/** The command as a person would type it, for listings. */
+export function displayCommand(job: Pick<Job, 'command' | 'shell'>): string {
+  if (job.shell) return job.command[0] ?? '';
+  return job.command.map(quoteArg).join(' ');
+}
+
+function quoteArg(arg: string): string {
+  if (arg !== '' && /^[A-Za-z0-9_@%+=:,./-]+$/.test(arg)) return arg;
+  return `'${arg.replace(/'/g, `'\\''`)}'`;
+}

@@ -1,0 +1,255 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { createRequire } from 'node:module';
+import type Database from 'better-sqlite3';
+import { ErrorCode, QwexError, errnoCode, redactSecrets } from '../errors.js';
+import { displayCommand, type Run, type RunStatus } from '../run/model.js';
+
+/** One row of the index: enough to list runs without opening their run.json. */
+export interface RunSummary {
+  id: string;
+  project: string;
+  runDir: string;
+  status: RunStatus;
+  name: string | null;
+  command: string;
+  backend: string;
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  exitCode: number | null;
+  signal: string | null;
+}
+
+export interface ListQuery {
+  /** Only runs of this project root; all projects when absent. */
+  project?: string;
+  statuses?: readonly RunStatus[];
+  /** The newest `limit` runs; 0 or absent for all. */
+  limit?: number;
+}
+
+const SCHEMA_VERSION = 1;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS runs (
+  id TEXT PRIMARY KEY,
+  project TEXT NOT NULL,
+  run_dir TEXT NOT NULL,
+  status TEXT NOT NULL,
+  name TEXT,
+  command TEXT NOT NULL,
+  backend TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  started_at TEXT,
+  finished_at TEXT,
+  exit_code INTEGER,
+  signal TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS runs_by_project ON runs(project, id);
+CREATE INDEX IF NOT EXISTS runs_active ON runs(status) WHERE status IN ('pending', 'running');
+`;
+
+interface Row {
+  id: string;
+  project: string;
+  run_dir: string;
+  status: RunStatus;
+  name: string | null;
+  command: string;
+  backend: string;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  exit_code: number | null;
+  signal: string | null;
+}
+
+/**
+ * The per-user SQLite index of runs of every project. It is a cache of the
+ * run.json files: anything in it can be rebuilt with `rebuild()`. Its owner
+ * must call close().
+ */
+export class RunIndex {
+  readonly path: string;
+  private readonly db: Database.Database;
+  private readonly upsertStmt: Database.Statement;
+  private closed = false;
+
+  private constructor(path: string, db: Database.Database) {
+    this.path = path;
+    this.db = db;
+    this.upsertStmt = db.prepare(`
+      INSERT INTO runs (id, project, run_dir, status, name, command, backend, created_at, started_at, finished_at, exit_code, signal)
+      VALUES (@id, @project, @run_dir, @status, @name, @command, @backend, @created_at, @started_at, @finished_at, @exit_code, @signal)
+      ON CONFLICT(id) DO UPDATE SET
+        project = excluded.project, run_dir = excluded.run_dir, status = excluded.status, name = excluded.name,
+        command = excluded.command, backend = excluded.backend, created_at = excluded.created_at,
+        started_at = excluded.started_at, finished_at = excluded.finished_at,
+        exit_code = excluded.exit_code, signal = excluded.signal`);
+  }
+
+  static open(path: string): RunIndex {
+    try {
+      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    } catch (error) {
+      throw new QwexError(ErrorCode.StateUnwritable, `cannot create the state directory ${dirname(path)}: ${(error as Error).message}`, {
+        hint: 'set QWEX_STATE_DIR to a writable directory',
+        cause: error,
+      });
+    }
+    let db: Database.Database | undefined;
+    try {
+      db = new (loadSqlite())(path, { timeout: 10_000 });
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = NORMAL');
+      const version = db.pragma('user_version', { simple: true }) as number;
+      if (version > SCHEMA_VERSION) {
+        throw new QwexError(ErrorCode.IndexError, `the run index ${path} was written by a newer qwex (schema ${version})`, {
+          hint: 'upgrade qwex, or move the file away and run `qwex doctor --reindex`',
+        });
+      }
+      db.exec(SCHEMA);
+      db.pragma(`user_version = ${SCHEMA_VERSION}`);
+      return new RunIndex(path, db);
+    } catch (error) {
+      db?.close();
+      if (error instanceof QwexError) throw error;
+      const code = errnoCode(error) === 'EACCES' || /readonly|unable to open/i.test((error as Error).message)
+        ? ErrorCode.StateUnwritable
+        : ErrorCode.IndexError;
+      throw new QwexError(code, `cannot open the run index ${path}: ${(error as Error).message}`, {
+        hint: code === ErrorCode.StateUnwritable
+          ? 'set QWEX_STATE_DIR to a writable directory'
+          : 'move the file away and run `qwex doctor --reindex` to rebuild it from the run directories',
+        cause: error,
+      });
+    }
+  }
+
+  upsert(run: Run, runDir: string): void {
+    this.guard(() => this.upsertStmt.run(toRow(run, runDir)));
+  }
+
+  get(id: string): RunSummary | undefined {
+    const row = this.guard(() => this.db.prepare('SELECT * FROM runs WHERE id = ?').get(id) as Row | undefined);
+    return row && fromRow(row);
+  }
+
+  /** Ids starting with `prefix`, at most `limit` of them (ordered). */
+  idsWithPrefix(prefix: string, limit = 10): RunSummary[] {
+    const rows = this.guard(() =>
+      this.db.prepare('SELECT * FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?').all(prefix, `${prefix}\u{ffff}`, limit) as Row[],
+    );
+    return rows.map(fromRow);
+  }
+
+  /** Runs matching the query, oldest first (the newest `limit` of them). */
+  list(query: ListQuery = {}): RunSummary[] {
+    const { sql, params } = listQuery(query);
+    const rows = this.guard(() => this.db.prepare(sql).all(...params) as Row[]);
+    return rows.reverse().map(fromRow);
+  }
+
+  /** SQLite's plan for a listing: how `qwex ps` stays fast with many runs (it must search an index, never sort). */
+  explainList(query: ListQuery = {}): string[] {
+    const { sql, params } = listQuery(query);
+    return this.guard(() => (this.db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...params) as { detail: string }[]).map((r) => r.detail));
+  }
+
+  projects(): string[] {
+    return this.guard(() => (this.db.prepare('SELECT DISTINCT project FROM runs').all() as { project: string }[]).map((r) => r.project));
+  }
+
+  /** Replaces every row of `projects` with `runs`, in one transaction. */
+  replaceProjects(projects: readonly string[], runs: readonly { run: Run; runDir: string }[]): void {
+    this.guard(() =>
+      this.db.transaction(() => {
+        const del = this.db.prepare('DELETE FROM runs WHERE project = ?');
+        for (const project of projects) del.run(project);
+        for (const { run, runDir } of runs) this.upsertStmt.run(toRow(run, runDir));
+      })(),
+    );
+  }
+
+  /** Inserts many rows in one transaction (fast bulk load). */
+  upsertMany(runs: readonly { run: Run; runDir: string }[]): void {
+    this.guard(() =>
+      this.db.transaction(() => {
+        for (const { run, runDir } of runs) this.upsertStmt.run(toRow(run, runDir));
+      })(),
+    );
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.db.close();
+  }
+
+  private guard<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (error) {
+      if (error instanceof QwexError) throw error;
+      throw new QwexError(ErrorCode.IndexError, `run index ${this.path}: ${(error as Error).message}`, {
+        hint: 'if this persists, move the file away and run `qwex doctor --reindex`',
+        cause: error,
+      });
+    }
+  }
+}
+
+/** better-sqlite3 is a native addon: loaded on first use, so commands that never open the index skip it. */
+function loadSqlite(): typeof Database {
+  return createRequire(import.meta.url)('better-sqlite3') as typeof Database;
+}
+
+function listQuery(query: ListQuery): { sql: string; params: unknown[] } {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  if (query.project !== undefined) {
+    where.push('project = ?');
+    params.push(query.project);
+  }
+  if (query.statuses && query.statuses.length > 0) {
+    where.push(`status IN (${query.statuses.map(() => '?').join(', ')})`);
+    params.push(...query.statuses);
+  }
+  params.push(query.limit && query.limit > 0 ? query.limit : -1);
+  return { sql: `SELECT * FROM runs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`, params };
+}
+
+function toRow(run: Run, runDir: string): Row {
+  return {
+    id: run.id,
+    project: run.project,
+    run_dir: runDir,
+    status: run.status,
+    name: run.job.name ?? null,
+    command: redactSecrets(displayCommand(run.job)),
+    backend: run.backend.name,
+    created_at: run.createdAt,
+    started_at: run.startedAt ?? null,
+    finished_at: run.finishedAt ?? null,
+    exit_code: run.exitCode,
+    signal: run.signal,
+  };
+}
+
+function fromRow(row: Row): RunSummary {
+  return {
+    id: row.id,
+    project: row.project,
+    runDir: row.run_dir,
+    status: row.status,
+    name: row.name,
+    command: row.command,
+    backend: row.backend,
+    createdAt: row.created_at,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+    exitCode: row.exit_code,
+    signal: row.signal,
+  };
+}

@@ -1,22 +1,17 @@
-import { DaemonClient } from '../src/daemon-client.js';
 import { findProjectRoot } from '../src/paths.js';
+import { openRunService, type OpenOptions, type RunService } from '../src/service/index.js';
 import { RunStore, type ResolvedRun } from '../src/store/run-store.js';
-import { Runner } from '../src/runner.js';
-import { launchMonitor } from '../src/run/monitor-launch.js';
-import { Watcher } from '../src/watcher.js';
 
 /**
  * What a command works with, created on first use and closed once by the
- * CLI's entry point: the project root, the store (and its index), the
- * Runner that changes runs and the Watcher that looks at them.
+ * CLI's entry point: the project root, the store (and its index), and the
+ * run service (through qwexd when it runs, direct otherwise; chosen once).
  */
 export class Context {
   readonly cwd = process.cwd();
   private projectRoot: string | undefined;
   private runStore: RunStore | undefined;
-  private runRunner: Runner | undefined;
-  private runWatcher: Watcher | undefined;
-  private daemonClient: Promise<DaemonClient | undefined> | undefined;
+  private runService: Promise<RunService> | undefined;
 
   get project(): string {
     this.projectRoot ??= findProjectRoot(this.cwd);
@@ -28,25 +23,10 @@ export class Context {
     return this.runStore;
   }
 
-  get runner(): Runner {
-    this.runRunner ??= new Runner(this.store, launchMonitor);
-    return this.runRunner;
-  }
-
-  get watcher(): Watcher {
-    this.runWatcher ??= new Watcher(this.store);
-    return this.runWatcher;
-  }
-
-  /** The connection to qwexd if it is running (made once); undefined means direct mode. */
-  daemon(): Promise<DaemonClient | undefined> {
-    this.daemonClient ??= DaemonClient.connectIfRunning();
-    return this.daemonClient;
-  }
-
-  /** Uses a connection made elsewhere (after starting qwexd) as this context's own; it is closed with the context. */
-  adoptDaemon(client: DaemonClient): void {
-    this.daemonClient = Promise.resolve(client);
+  /** The run service of this invocation (opened once; `startDaemon` counts only on the first call). */
+  service(options: OpenOptions = {}): Promise<RunService> {
+    this.runService ??= openRunService(this.store, options);
+    return this.runService;
   }
 
   resolve(prefix: string): ResolvedRun {
@@ -54,8 +34,8 @@ export class Context {
   }
 
   async close(): Promise<void> {
+    await (await this.runService?.catch(() => undefined))?.close();
     this.runStore?.close();
-    (await this.daemonClient?.catch(() => undefined))?.close();
   }
 }
 

@@ -1,35 +1,14 @@
-import { ErrorCode, QwexError, toQwexError } from '../src/errors.js';
+import { ErrorCode, QwexError, exitStatusFor, toQwexError } from '../src/errors.js';
 import { paint, styleFor } from './style.js';
 
 /**
- * The one place qwex exits, and the one table from error codes to exit
- * codes. Commands that wait for a run (run, wait, logs -f, attach) exit with
- * the run's own code instead; see "Exit codes" in the README.
+ * The one place qwex exits. Error codes map to exit statuses in one table
+ * (src/errors.ts, shared with qwexd and doctor). Commands that wait for a
+ * run (run, wait, logs -f, attach) exit with the run's own code instead;
+ * see docs/exit-codes.md.
  */
-export const EXIT_CODES: Record<ErrorCode, number> = {
-  QWEX_USAGE: 2,
-  QWEX_RUN_NOT_FOUND: 3,
-  QWEX_RUN_AMBIGUOUS: 4,
-  QWEX_CONFIG_INVALID: 5,
-  QWEX_STATE_UNWRITABLE: 6,
-  QWEX_RECORD_INVALID: 7,
-  QWEX_INDEX_ERROR: 8,
-  QWEX_BACKEND_UNAVAILABLE: 9,
-  QWEX_RUN_NOT_ACTIVE: 10,
-  QWEX_INVALID_TRANSITION: 11,
-  QWEX_DAEMON_UNAVAILABLE: 12,
-  QWEX_PROTOCOL_MISMATCH: 13,
-  QWEX_DAEMON_ALREADY_RUNNING: 14,
-  QWEX_SOCKET_PATH_TOO_LONG: 15,
-  QWEX_SERVICE_MANAGER: 16,
-  QWEX_IMAGE_NOT_FOUND: 17,
-  QWEX_IMAGE_PULL_FAILED: 18,
-  QWEX_CONTAINER_FAILED: 19,
-  QWEX_INTERNAL: 70,
-};
-
 export function exitCodeFor(error: QwexError): number {
-  return EXIT_CODES[error.code] ?? 70;
+  return exitStatusFor(error.code);
 }
 
 /** Renders an error on stderr (as JSON when the command was asked for --json). Returns its exit code. */

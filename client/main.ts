@@ -5,15 +5,20 @@
  * nothing else, and `qwex ps` never loads a backend.
  */
 import { Command, Option } from 'commander';
+import { BACKENDS } from '../src/backends/registry.js';
 import { VERSION } from '../src/version.js';
 import type { Context } from './context.js';
 import { exit, reportError } from './exit.js';
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
-/** Flags of the container, ssh and cluster backends, shared by `run` and `submit`; they override backends.<name> in the config. */
+/**
+ * Flags of the container backends and each backend's own (from its
+ * descriptor), shared by `run` and `submit`; they override backends.<name>
+ * in the config.
+ */
 function containerOptions(command: Command): Command {
-  return command
+  command
     .option('--image <name>', 'container image (container backends)')
     .addOption(new Option('--pull <policy>', 'when to pull the image').choices(['never', 'missing', 'always']))
     .option('--cpus <n>', 'CPU limit, e.g. 2 or 0.5')
@@ -21,12 +26,14 @@ function containerOptions(command: Command): Command {
     .option('--gpus <request>', 'GPUs: all, a count, or device=0,1')
     .option('--mount <src:dst[:ro]>', 'bind-mount a host path into the container (repeatable)', collect, [])
     .option('--network <name>', 'container network (bridge, host, none, or a named network)')
-    .option('--user <user>', 'run as this uid[:gid] or user in the container (default: yours)')
-    .option('--host <name>', 'the machine of an ssh run: a host from qwex.yaml or ~/.ssh/config')
-    .option('--context <name>', 'the kubeconfig context of a k8s or kueue run')
-    .option('--namespace <name>', 'the namespace of a k8s or kueue run')
-    .option('--queue <name>', 'the Kueue LocalQueue of a kueue run')
-    .option('--no-sync', 'k8s/kueue: run the image as it is, without sending the workspace');
+    .option('--user <user>', 'run as this uid[:gid] or user in the container (default: yours)');
+  const seen = new Set<string>();
+  for (const flag of BACKENDS.flatMap((b) => b.flags)) {
+    if (seen.has(flag.flags)) continue;
+    seen.add(flag.flags);
+    command.option(flag.flags, flag.description);
+  }
+  return command;
 }
 
 type CommandModule<A extends unknown[]> = { default: (ctx: Context, ...args: A) => Promise<number> };
@@ -61,7 +68,7 @@ export async function main(argv: string[]): Promise<number> {
     .description('run a command; streams its output and exits with its exit code (or returns at once with --detach)')
     .argument('<command...>', 'the program and its arguments; one quoted string with shell syntax runs through /bin/sh -c')
     .option('-d, --detach', 'print the run id and return at once; the run goes on')
-    .option('-b, --backend <name>', 'where to run (overrides the config)')
+    .option('-b, --backend <name>', `where to run (overrides the config): ${BACKENDS.map((b) => b.name).join(', ')}`)
     .option('-w, --watch <dirs>', 'comma-separated directories to capture artifacts from (default: out)')
     .option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable; KEY alone copies it from here)', collect, [])
     .option('--shell', 'run the command line through /bin/sh -c')

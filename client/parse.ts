@@ -1,5 +1,5 @@
 import type { ContainerSpec } from '../src/config/container.js';
-import type { ClusterSpec } from '../src/config/job.js';
+import { BACKENDS } from '../src/backends/registry.js';
 import { ErrorCode, QwexError } from '../src/errors.js';
 import { RUN_STATUSES, type RunStatus } from '../src/run/model.js';
 
@@ -68,7 +68,7 @@ export function parseCount(text: string, what: string): number {
   return Number(text);
 }
 
-/** The container flags given on the command line, or undefined when there are none. Values are checked when the job is built. */
+/** The container flags given on the command line (values are checked when the job is built). */
 export interface ContainerFlags {
   image?: string;
   pull?: string;
@@ -78,12 +78,6 @@ export interface ContainerFlags {
   mount: string[];
   network?: string;
   user?: string;
-  host?: string;
-  context?: string;
-  namespace?: string;
-  queue?: string;
-  /** Commander's --no-sync: false when given, true otherwise. */
-  sync?: boolean;
 }
 
 export function containerSpec(flags: ContainerFlags): ContainerSpec | undefined {
@@ -95,12 +89,17 @@ export function containerSpec(flags: ContainerFlags): ContainerSpec | undefined 
   return Object.keys(spec).length === 0 ? undefined : spec;
 }
 
-/** The cluster flags given on the command line, or undefined when there are none. */
-export function clusterSpec(flags: ContainerFlags): ClusterSpec | undefined {
-  const spec: ClusterSpec = {};
-  for (const key of ['context', 'namespace', 'queue'] as const) {
-    if (flags[key] !== undefined) spec[key] = flags[key];
+/**
+ * The backends' own flags given on the command line, as run options
+ * (`--host gpu` -> {host: 'gpu'}; `--no-sync` -> {sync: false}). Commander
+ * sets a `--no-x` flag's key to true when it is absent: only false counts.
+ */
+export function backendFlagOptions(flags: Record<string, unknown>): Record<string, unknown> | undefined {
+  const options: Record<string, unknown> = {};
+  for (const flag of BACKENDS.flatMap((b) => b.flags)) {
+    const value = flags[flag.key];
+    if (value === undefined || (flag.flags.startsWith('--no-') && value !== false)) continue;
+    options[flag.key] = value;
   }
-  if (flags.sync === false) spec.sync = false;
-  return Object.keys(spec).length === 0 ? undefined : spec;
+  return Object.keys(options).length === 0 ? undefined : options;
 }

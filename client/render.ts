@@ -1,7 +1,8 @@
 import { redactEnv, redactSecrets } from '../src/errors.js';
 import { distinctPrefixLength, shortId } from '../src/ids.js';
 import type { ListedRun, RunView } from '../src/protocol.js';
-import { displayCommand, waitingOf, type Run, type RunStatus } from '../src/run/model.js';
+import { findBackend } from '../src/backends/registry.js';
+import { displayCommand, type Run, type RunStatus } from '../src/run/model.js';
 import { paint, type Colour, type Style } from './style.js';
 
 export { paint, styleFor, type Style } from './style.js';
@@ -112,14 +113,16 @@ export function psTable(rows: ListedRun[], style: Style, options: { showProject:
   ];
   const body = rows.map((r) => {
     const duration = runDuration({ startedAt: r.startedAt ?? undefined, finishedAt: r.finishedAt ?? undefined });
-    const status = r.waiting
-      ? `${r.waiting.phase}${r.waiting.position === undefined ? '' : ` #${r.waiting.position}`}${r.waiting.reason ? ` (${r.waiting.reason})` : ''}`
-      : r.queuePosition === undefined
-        ? r.status
-        : `${r.status} #${r.queuePosition}`;
+    const status = r.problem
+      ? 'unreadable'
+      : r.waiting
+        ? `${r.waiting.phase}${r.waiting.position === undefined ? '' : ` #${r.waiting.position}`}${r.waiting.reason ? ` (${r.waiting.reason})` : ''}`
+        : r.queuePosition === undefined
+          ? r.status
+          : `${r.status} #${r.queuePosition}`;
     return [
       r.id.slice(0, idLength),
-      paint(style, r.waiting ? 'gray' : STATUS_LOOK[r.status].colour, status),
+      paint(style, r.problem ? 'magenta' : r.waiting ? 'gray' : STATUS_LOOK[r.status].colour, status),
       r.signal ?? (r.exitCode === null ? '' : String(r.exitCode)),
       formatAge(r.createdAt),
       duration === undefined ? '' : formatDuration(duration),
@@ -162,16 +165,14 @@ export function statusText(view: RunView, style: Style): string {
   if (run.signal) lines.push(['signal', run.signal]);
   if (run.endReason) lines.push(['ended by', run.endReason]);
   if (run.error) lines.push(['error', run.error.message]);
-  if (run.backend.pid !== undefined) lines.push(['pid', String(run.backend.pid)]);
+  const backend = findBackend(run.job.backend);
+  lines.push(...(backend?.describe?.(run) ?? []));
   if (view.queuePosition !== undefined) lines.push(['queue', `#${view.queuePosition} in qwexd's queue`]);
-  const waiting = waitingOf(run);
+  const waiting = backend?.waiting?.(run);
   if (waiting) {
-    const where = waiting.phase === 'queued' ? `queued in Kueue LocalQueue ${String(run.backend.queue)}${waiting.position === undefined ? '' : ` (#${waiting.position})`}` : 'pod pending';
+    const where = waiting.phase === 'queued' ? `queued in ${waiting.where ?? 'a queue'}${waiting.position === undefined ? '' : ` (#${waiting.position})`}` : `${waiting.where ?? 'command'} pending`;
     lines.push(['waiting', `${where}${waiting.reason ? `: ${waiting.reason}` : ''}${waiting.message ? ` (${waiting.message})` : ''}`]);
   }
-  if (typeof run.backend.job === 'string') lines.push(['k8s job', `${String(run.backend.namespace)}/${run.backend.job} (context ${String(run.backend.context)})`]);
-  const attempts = Array.isArray(run.backend.attempts) ? (run.backend.attempts as { reason?: string; endedAt?: string }[]) : [];
-  if (attempts.length > 0) lines.push(['attempts', attempts.map((a, i) => `#${i + 1} ended ${a.endedAt ?? ''} (${a.reason ?? 'evicted'})`).join('; ')]);
   if (view.usage) lines.push(['usage', `${view.usage.cpuPercent.toFixed(0)}% CPU, ${formatBytes(view.usage.rssBytes)} in ${view.usage.processes} process(es)`]);
   if (run.resources) lines.push(['peak memory', `${formatBytes(run.resources.peakRssBytes)} (CPU time ${run.resources.cpuSeconds}s)`]);
   if (run.artifacts) {

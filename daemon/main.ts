@@ -1,10 +1,8 @@
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { toQwexError } from '../src/errors.js';
-import { launchMonitor } from '../src/run/monitor-launch.js';
 import { daemonLogPath, runtimeDir, socketPath } from '../src/paths.js';
 import { RunStore } from '../src/store/run-store.js';
-import { Runner } from '../src/runner.js';
 import { checkSocketPath, ensureRuntimeDir } from '../src/runtime-dir.js';
 import { VERSION } from '../src/version.js';
 import { ContentStore } from '../src/workspace/snapshot.js';
@@ -12,7 +10,7 @@ import { collectGarbage } from '../src/workspace/gc.js';
 import { DaemonLock } from './lock.js';
 import { DaemonLog } from './log.js';
 import { RpcServer } from './server.js';
-import { Supervisor } from './supervisor.js';
+import { Supervisor } from '../src/run/supervisor.js';
 
 const GC_INTERVAL_MS = 24 * 60 * 60 * 1000;
 
@@ -61,9 +59,8 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   try {
     // Holding the lock, any socket file left here is a dead daemon's.
     rmSync(socket, { force: true });
-    // qwexd supervises its runs in-process; the monitor launcher serves only Runner.submit, which qwexd does not call.
-    const runner = new Runner(store, launchMonitor, { relaunchMonitors: false });
-    supervisor = new Supervisor(store, runner, { concurrency: options.concurrency, log });
+    // qwexd supervises its runs in-process, and takes over any whose supervisor died.
+    supervisor = new Supervisor(store, { concurrency: options.concurrency, log });
     await supervisor.recover();
     server = new RpcServer({ socketPath: socket, store, supervisor, log, onShutdown: () => void stop('daemon.shutdown') });
     const umask = process.umask(0o077); // the socket is created 0600: no window where others could connect

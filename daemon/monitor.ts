@@ -1,14 +1,16 @@
 #!/usr/bin/env node
 /**
- * The per-run monitor: `node monitor.js RUN_DIR [--adopt]`. Launched detached by
- * `qwex run` in direct mode; supervises exactly one run from pending to its
- * final record, then exits. With --adopt it takes over a run that is already
- * running and whose supervisor died (launched by whoever noticed). SIGUSR1 asks it to cancel the run (what
- * `qwex cancel` sends); SIGTERM/SIGINT/SIGHUP are passed on to the command.
+ * The per-run monitor: `node monitor.js RUN_DIR`. Launched detached in
+ * direct mode (by `qwex run`, or by a look at a run whose supervisor died);
+ * it claims the run (or leaves at once when a live process has it),
+ * supervises it from whatever its record says to its final record, then
+ * exits. SIGUSR1 asks it to act on a stop request (what `qwex cancel`
+ * sends); SIGTERM/SIGINT/SIGHUP are passed on to the command.
  */
-import { Runner } from '../src/runner.js';
-import { RunStore } from '../src/store/run-store.js';
 import { launchMonitor } from '../src/run/monitor-launch.js';
+import { self, takeOver } from '../src/run/claim.js';
+import { Runner } from '../src/run/index.js';
+import { RunStore } from '../src/store/run-store.js';
 
 function log(event: string, fields: Record<string, unknown> = {}): void {
   process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), pid: process.pid, event, ...fields })}\n`);
@@ -16,14 +18,17 @@ function log(event: string, fields: Record<string, unknown> = {}): void {
 
 async function main(): Promise<number> {
   const dir = process.argv[2];
-  const adopt = process.argv[3] === '--adopt';
   if (!dir) {
-    log('usage', { message: 'usage: monitor.js RUN_DIR [--adopt]' });
+    log('usage', { message: 'usage: monitor.js RUN_DIR' });
     return 2;
+  }
+  if (!takeOver(dir, self('supervise'))) {
+    log('not-mine', { message: 'another live process supervises this run' });
+    return 0;
   }
   const store = new RunStore();
   try {
-    const supervision = new Runner(store, launchMonitor).supervise(dir, log, { adopt });
+    const supervision = new Runner(store, (d) => launchMonitor(d), log).supervise(dir);
     process.on('SIGUSR1', () => supervision.cancel());
     for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
       process.on(signal, () => {

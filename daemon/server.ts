@@ -24,7 +24,7 @@ import { isTerminal, type Run } from '../src/run/model.js';
 import type { RunStore } from '../src/store/run-store.js';
 import { VERSION } from '../src/version.js';
 import type { DaemonLog } from './log.js';
-import type { Supervisor } from './supervisor.js';
+import type { Supervisor } from '../src/run/supervisor.js';
 
 /** Above this many unsent bytes, a subscription waits for the client to read (backpressure). */
 const SUBSCRIPTION_HIGH_WATER = 1024 * 1024;
@@ -207,8 +207,7 @@ export class RpcServer {
       'run.submit': (params) => ({ runs: supervisor.submit(params.project, params.jobs, params.env, params.provenance) }),
       'run.cancel': async (params) => {
         const { dir } = store.resolve(params.id);
-        const run = store.read(dir);
-        return { run: await supervisor.cancel(dir, params.graceMs ?? run.job.killGraceMs) };
+        return { run: await supervisor.cancel(dir, params.graceMs) };
       },
       'run.get': (params) => supervisor.view(store.resolve(params.id).dir),
       'run.list': async (params) => ({ runs: await supervisor.list(params) }),

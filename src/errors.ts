@@ -1,7 +1,9 @@
 /**
- * Every failure qwex reports has a stable code. The code is what scripts and
- * the daemon protocol rely on; the message is for people and may change.
- * Exit codes are mapped from codes in one place (client/exit.ts).
+ * Every failure qwex reports has a stable code. The code is what scripts,
+ * the daemon protocol and the server's API rely on; the message is for
+ * people and may change. This file is the one table of codes, and of the
+ * exit status each maps to (`exitStatusFor`), for qwex, qwexd, qwexcloud
+ * and doctor alike.
  */
 export const ErrorCode = {
   /** The command line was wrong: unknown flag, missing argument, bad value. */
@@ -31,10 +33,88 @@ export const ErrorCode = {
   ImagePullFailed: 'QWEX_IMAGE_PULL_FAILED',
   /** The engine refused to create or start the run's container (bad mount, network, GPU request...). */
   ContainerFailed: 'QWEX_CONTAINER_FAILED',
+  /** `qwex doctor` found something wrong (an unreadable record, a broken index): it says what. */
+  DoctorFindings: 'QWEX_DOCTOR_FINDINGS',
+  /** A server refused the request: no valid token. */
+  Unauthorized: 'QWEX_UNAUTHORIZED',
+  /** A server refused the request: the token may not do this. */
+  Forbidden: 'QWEX_FORBIDDEN',
+  /** A request or upload over a size limit. */
+  TooLarge: 'QWEX_TOO_LARGE',
+  /** Too many requests in a short time. */
+  RateLimited: 'QWEX_RATE_LIMITED',
   Internal: 'QWEX_INTERNAL',
+
+  // Why a run failed (run.error.code): recorded with the run; the CLI exits with the run's own exit code.
+  CommandNotFound: 'QWEX_COMMAND_NOT_FOUND',
+  CommandNotExecutable: 'QWEX_COMMAND_NOT_EXECUTABLE',
+  CommandFailedToStart: 'QWEX_COMMAND_FAILED_TO_START',
+  CwdNotFound: 'QWEX_CWD_NOT_FOUND',
+  OutOfMemory: 'QWEX_OUT_OF_MEMORY',
+  Timeout: 'QWEX_TIMEOUT',
+  /** How the run ended can no longer be known (its parent process was killed, its container removed...). */
+  RunLost: 'QWEX_RUN_LOST',
+  /** The workspace could not be sent to, or unpacked on, the machine or pod that runs the command. */
+  SyncFailed: 'QWEX_K8S_SYNC_FAILED',
+  ClusterJobFailed: 'QWEX_K8S_JOB_FAILED',
+  Unschedulable: 'QWEX_K8S_UNSCHEDULABLE',
+  Inadmissible: 'QWEX_K8S_INADMISSIBLE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/**
+ * The exit status of a command that failed with each code. Commands that
+ * wait for a run (run, wait, logs -f, attach) exit with the run's own code
+ * instead (see exitCodeOf in run/model.ts); run-error codes map to 1 when a
+ * command fails with one itself.
+ */
+const EXIT_STATUS: Record<ErrorCode, number> = {
+  QWEX_USAGE: 2,
+  QWEX_RUN_NOT_FOUND: 3,
+  QWEX_RUN_AMBIGUOUS: 4,
+  QWEX_CONFIG_INVALID: 5,
+  QWEX_STATE_UNWRITABLE: 6,
+  QWEX_RECORD_INVALID: 7,
+  QWEX_INDEX_ERROR: 8,
+  QWEX_BACKEND_UNAVAILABLE: 9,
+  QWEX_RUN_NOT_ACTIVE: 10,
+  QWEX_INVALID_TRANSITION: 11,
+  QWEX_DAEMON_UNAVAILABLE: 12,
+  QWEX_PROTOCOL_MISMATCH: 13,
+  QWEX_DAEMON_ALREADY_RUNNING: 14,
+  QWEX_SOCKET_PATH_TOO_LONG: 15,
+  QWEX_SERVICE_MANAGER: 16,
+  QWEX_IMAGE_NOT_FOUND: 17,
+  QWEX_IMAGE_PULL_FAILED: 18,
+  QWEX_CONTAINER_FAILED: 19,
+  QWEX_DOCTOR_FINDINGS: 20,
+  QWEX_UNAUTHORIZED: 21,
+  QWEX_FORBIDDEN: 22,
+  QWEX_TOO_LARGE: 23,
+  QWEX_RATE_LIMITED: 24,
+  QWEX_INTERNAL: 70,
+  QWEX_COMMAND_NOT_FOUND: 1,
+  QWEX_COMMAND_NOT_EXECUTABLE: 1,
+  QWEX_COMMAND_FAILED_TO_START: 1,
+  QWEX_CWD_NOT_FOUND: 1,
+  QWEX_OUT_OF_MEMORY: 1,
+  QWEX_TIMEOUT: 1,
+  QWEX_RUN_LOST: 1,
+  QWEX_K8S_SYNC_FAILED: 1,
+  QWEX_K8S_JOB_FAILED: 1,
+  QWEX_K8S_UNSCHEDULABLE: 1,
+  QWEX_K8S_INADMISSIBLE: 1,
+};
+
+/** The exit status for an error code (70, like EX_SOFTWARE, for a code this version does not know). */
+export function exitStatusFor(code: string): number {
+  return (EXIT_STATUS as Record<string, number>)[code] ?? 70;
+}
+
+export function isErrorCode(code: string): code is ErrorCode {
+  return code in EXIT_STATUS;
+}
 
 export interface QwexErrorOptions {
   hint?: string;

@@ -64,18 +64,30 @@ export const RunFiles = {
   artifacts: 'artifacts.json',
   files: 'files',
   cancelRequest: 'cancel-request.json',
-  /** Created exclusively by whoever decides a pending run's fate (launch or cancel): it happens once. */
+  /**
+   * Who supervises the run (pid and start time): created exclusively by the
+   * first supervisor (or by a cancel of a run nobody started), replaced only
+   * by whoever takes over from a dead holder. The holder is the run's one writer.
+   */
   claim: 'claim.json',
-  /** The submitter's environment, for runs started later by qwexd (0600). */
+  /** The submitter's environment, for runs started later by qwexd (0600); removed once the run has started. */
   env: 'env.json',
+  /** A direct-mode monitor's own diagnostics. */
   monitorLog: 'monitor.log',
   /** Fingerprints of the watched files before the command started (for changed-only capture). */
   baseline: 'baseline.json',
+  /** Written by the local backend's shim before the command runs: its pid and the command's. */
+  shim: 'shim.json',
   /** Written by the local backend's shim when the command ends: how it ended. */
   exit: 'exit.json',
-  /** Taken (exclusive create) by whoever writes the final record of a run whose supervisor died. */
-  finalizeClaim: 'finalize.json',
+  /** Marks the run's copy of its workspace snapshot as complete (a supervisor taking over keeps it). */
+  workspaceReady: 'workspace.ready',
 } as const;
+
+/** Where a local run's shim writes the exit status when the run directory cannot take it (a full disk): the runtime directory, another filesystem. */
+export function exitFallbackPath(runId: string, env: NodeJS.ProcessEnv = process.env): string {
+  return join(runtimeDir(env), 'exits', `${runId}.json`);
+}
 
 /**
  * The per-user runtime directory holding qwexd's socket and lock:

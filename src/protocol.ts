@@ -1,6 +1,7 @@
-import type { Job, Provenance, Run, RunStatus, Waiting } from './run/model.js';
+import type { Job, Provenance, Run, RunStatus } from './run/model.js';
+import type { Waiting } from './backends/types.js';
 
-export type { Waiting } from './run/model.js';
+export type { Waiting } from './backends/types.js';
 import type { RunSummary } from './store/run-index.js';
 
 /**

@@ -1,18 +1,13 @@
 /**
  * qwex for programs: submit jobs and wait for them, the same calls the CLI
- * makes. `import { submit, wait } from 'qwex'`.
+ * makes, through the same run service. `import { submit, wait } from 'qwex'`.
  */
 import { loadConfig } from './config/config.js';
-import { DaemonClient } from './daemon-client.js';
-import { startDaemon } from './daemon-process.js';
-import { buildJob, submitterEnv, type JobSpec } from './config/job.js';
+import { buildJob, type JobSpec } from './config/job.js';
 import { findProjectRoot, runDir } from './paths.js';
-import { Method } from './protocol.js';
-import { isTerminal, type Run } from './run/model.js';
+import type { Run } from './run/model.js';
+import { openRunService } from './service/index.js';
 import { RunStore } from './store/run-store.js';
-import { Runner } from './runner.js';
-import { launchMonitor } from './run/monitor-launch.js';
-import { Watcher } from './watcher.js';
 import { prepareWorkspaces, workspaceMode, type WorkspaceMode } from './workspace/prepare.js';
 
 export type { JobSpec } from './config/job.js';
@@ -30,7 +25,6 @@ export interface SubmitOptions {
   workspace?: WorkspaceMode;
 }
 
-
 /**
  * Submits jobs in one request and returns their records, in order. Through
  * qwexd (started if needed), which queues them; in direct mode (no qwexd and
@@ -43,24 +37,12 @@ export async function submit(specs: readonly JobSpec[], options: SubmitOptions =
   const jobs = specs.map((spec) => buildJob(spec, config, cwd, project));
   if (jobs.length === 0) return [];
   const provenance = await prepareWorkspaces(jobs, project, config, options.workspace ?? workspaceMode({}, config, false));
-  let client = await DaemonClient.connectIfRunning();
-  if (!client && options.startDaemon !== false && process.env.QWEX_NO_DAEMON !== '1') {
-    await startDaemon();
-    client = await DaemonClient.connect();
-  }
-  if (client) {
-    try {
-      return (await client.request(Method.submit, { project, jobs, env: options.env ?? submitterEnv(), provenance: provenance.map((p) => p ?? null) })).runs;
-    } finally {
-      client.close();
-    }
-  }
   const store = new RunStore();
+  const service = await openRunService(store, { startDaemon: options.startDaemon !== false });
   try {
-    const runner = new Runner(store, launchMonitor);
-    const created = runner.createMany(jobs, project, { supervisor: 'direct', provenance, ...(options.env ? { baseEnv: options.env } : {}) });
-    return created.map(({ run, dir }) => runner.launch(dir) ?? run);
+    return await service.submit({ project, jobs, provenance, ...(options.env ? { env: options.env } : {}) });
   } finally {
+    await service.close();
     store.close();
   }
 }
@@ -68,17 +50,11 @@ export async function submit(specs: readonly JobSpec[], options: SubmitOptions =
 /** Waits until every run has ended and returns the final records, in the order given. */
 export async function wait(runs: readonly Pick<Run, 'id' | 'project'>[]): Promise<Run[]> {
   const store = new RunStore();
+  const service = await openRunService(store);
   try {
-    const runner = new Runner(store, launchMonitor);
-    const watcher = new Watcher(store);
-    return await Promise.all(
-      runs.map(async (run) => {
-        const dir = runDir(run.project, run.id);
-        const current = store.read(dir);
-        return isTerminal(current.status) ? current : watcher.waitForEnd(dir, { refresh: (d) => runner.reconcile(d) });
-      }),
-    );
+    return await Promise.all(runs.map((run) => service.wait({ id: run.id, dir: runDir(run.project, run.id) })));
   } finally {
+    await service.close();
     store.close();
   }
 }

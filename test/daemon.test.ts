@@ -142,11 +142,13 @@ describe('runs through qwexd', () => {
     expect(String(r.stderr)).toMatch(/submitted to qwexd \(local\)\nerr\n.*failed \(exit 3\)/);
     const id = readRunIds()[0]!;
     expect(record(id)).toMatchObject({ status: 'failed', exitCode: 3, supervisor: 'qwexd' });
-    // The environment of the submitting shell reaches the run, and env.json is private.
+    // The environment of the submitting shell reaches the run; env.json is private while the run waits,
+    // and gone once it has started (it may hold secrets).
     const env = await qwex(sb, ['run', '-q', node, fixture('print-env.mjs')], { env: { FOO: 'from-shell' } });
     expect(JSON.parse(String(env.stdout))).toMatchObject({ FOO: 'from-shell', cwd: sb.project });
     const envFile = join(sb.project, '.qwex', 'runs', readRunIds()[1]!, 'env.json');
-    expect(statSync(envFile).mode & 0o777).toBe(0o600);
+    expect(existsSync(envFile)).toBe(false);
+    expect(readdirSync(join(sb.project, '.qwex', 'runs', readRunIds()[1]!)).join(' ')).not.toMatch(/env/);
 
     const pidfile = join(sb.project, 'pids.json');
     const long = String((await qwex(sb, ['run', '-d', '--', node, fixture('tree.mjs'), pidfile])).stdout);
@@ -166,6 +168,8 @@ describe('runs through qwexd', () => {
     expect(ids.slice(1).map((id) => byId.get(id)!.queuePosition)).toEqual([1, 2, 3]);
     const text = String((await qwex(sb, ['ps'])).stdout);
     expect(text).toMatch(/pending #1/);
+    // A queued run keeps its submitter's environment, private to this user, until it starts.
+    expect(statSync(join(sb.project, '.qwex', 'runs', ids[3]!, 'env.json')).mode & 0o777).toBe(0o600);
 
     const c = await qwexJson<Run[]>(sb, ['cancel', ids[2]!]);
     expect(c[0]!.status).toBe('cancelled');

@@ -1,4 +1,4 @@
-import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -97,12 +97,21 @@ describe('the SQLite index', () => {
     const torn = join(sb.project, '.qwex', 'runs', newRunId());
     mkdirSync(torn);
     writeFileSync(join(torn, 'run.json'), '{"version": 1, "id": ');
-    const report = await qwexJson<{ reindex: { runs: number; invalid: { dir: string }[] } }>(sb, ['doctor', '--reindex']);
+    // doctor says so, and exits non-zero: an unreadable record is a finding, not a detail.
+    const r = await qwex(sb, ['doctor', '--reindex', '--json']);
+    expect(r.exitCode).toBe(20);
+    const report = JSON.parse(String(r.stdout)) as { reindex: { runs: number; invalid: { dir: string }[] }; unreadable: { dir: string }[] };
     expect(report.reindex.runs).toBe(1);
     expect(report.reindex.invalid.map((i) => i.dir)).toEqual([torn]);
-    expect((await qwexJson<{ id: string }[]>(sb, ['ps'])).map((r) => r.id)).toEqual([kept]);
-    // The torn record is left on disk for a person to look at.
+    expect(report.unreadable.map((i) => i.dir)).toEqual([torn]);
+    // The unreadable run stays listed, as such, after the reindex; the gone one is dropped.
+    const listed = await qwexJson<{ id: string; problem?: string }[]>(sb, ['ps']);
+    expect(listed.map((row) => row.id)).toEqual([kept, torn.split('/').pop()]);
+    expect(listed[1]!.problem).toMatch(/is not valid JSON/);
+    expect(String((await qwex(sb, ['ps'])).stdout)).toMatch(/unreadable/);
+    // The torn record is left on disk for a person to look at; a plain doctor finds it too.
     expect(existsSync(join(torn, 'run.json'))).toBe(true);
+    expect((await qwex(sb, ['doctor'])).exitCode).toBe(20);
   });
 
   it('lists the newest runs of a project among 100,000 through an index, not a sort', async () => {
@@ -140,11 +149,16 @@ describe('a run whose monitor died', () => {
     return JSON.parse(readFileSync(join(runDirOf(id), 'run.json'), 'utf8')) as Run;
   }
 
-  it('its command goes on, and the exit status its shim wrote is recorded by the next look', async () => {
+  function holder(id: string): { pid: number; startTime?: string } {
+    return JSON.parse(readFileSync(join(runDirOf(id), 'claim.json'), 'utf8')) as { pid: number };
+  }
+
+  it('its command goes on, and the exit status its shim wrote is recorded by the next supervisor', async () => {
     const id = String((await qwex(sb, ['run', '-d', '--', 'sh', '-c', 'sleep 3; echo done; exit 7'])).stdout);
-    const running = await until(() => (record(id).status === 'running' ? record(id) : undefined));
-    process.kill(running.backend.monitorPid!, 'SIGKILL');
-    await until(() => (isAlive(running.backend.monitorPid!) ? undefined : true));
+    await until(() => (record(id).status === 'running' ? record(id) : undefined));
+    const monitor = holder(id).pid;
+    process.kill(monitor, 'SIGKILL');
+    await until(() => (isAlive(monitor) ? undefined : true));
     expect((await qwexJson<Run>(sb, ['status', id])).status).toBe('running');
     const w = await qwex(sb, ['wait', id]);
     expect(w.exitCode).toBe(7);
@@ -154,11 +168,11 @@ describe('a run whose monitor died', () => {
   it('becomes lost with the reason when its shim was killed too', async () => {
     const id = String((await qwex(sb, ['run', '-d', '--', 'sleep', '30'])).stdout);
     const running = await until(() => (record(id).status === 'running' ? record(id) : undefined));
-    process.kill(running.backend.monitorPid!, 'SIGKILL');
+    process.kill(holder(id).pid, 'SIGKILL');
     process.kill(running.backend.shimPid as number, 'SIGKILL');
     expect((await qwexJson<Run>(sb, ['status', id])).status).toBe('running'); // its command still runs
     const waiting = qwex(sb, ['wait', id]);
-    process.kill(-running.backend.pgid!, 'SIGKILL');
+    process.kill(-(running.backend.pgid as number), 'SIGKILL');
     expect((await waiting).exitCode).toBe(125);
     const lost = record(id);
     expect(lost).toMatchObject({ status: 'lost', endReason: 'lost', error: { code: 'QWEX_RUN_LOST' } });
@@ -166,37 +180,45 @@ describe('a run whose monitor died', () => {
   });
 
   it('is not fooled by a recycled pid: the process start time must match too', async () => {
-    // The record names a live process (this test runner) as the monitor, but with another start time,
+    // The claim names a live process (this test runner) as the supervisor, but with another start time,
     // as when the monitor died and its pid was given to a new process.
     const run = syntheticRun(sb.project, newRunId(), {
       status: 'running',
       finishedAt: undefined,
       exitCode: null,
-      backend: { name: 'local', monitorPid: process.pid, monitorStartTime: '1', pid: 999_999, pgid: 999_999 },
+      backend: { name: 'local', pid: 999_999, pgid: 999_999 },
     });
     mkdirSync(runDirOf(run.id), { recursive: true });
     writeFileSync(join(runDirOf(run.id), 'run.json'), JSON.stringify(run));
+    writeFileSync(join(runDirOf(run.id), 'claim.json'), JSON.stringify({ pid: process.pid, startTime: '1', intent: 'supervise', at: '' }));
     const shown = await qwexJson<Run>(sb, ['status', run.id]);
     expect(shown.status).toBe('lost');
   });
 
-  it('a claimed run whose monitor never started becomes lost after a while, not at once; a queued one waits', async () => {
-    const fresh = syntheticRun(sb.project, newRunId(), { status: 'pending', startedAt: undefined, finishedAt: undefined, exitCode: null });
-    const old = syntheticRun(sb.project, newRunId(), { status: 'pending', startedAt: undefined, finishedAt: undefined, exitCode: null, createdAt: new Date(Date.now() - 60_000).toISOString() });
-    const queued = syntheticRun(sb.project, newRunId(), { status: 'pending', startedAt: undefined, finishedAt: undefined, exitCode: null, createdAt: new Date(Date.now() - 60_000).toISOString() });
-    for (const run of [fresh, old, queued]) {
+  it('a run whose monitor never claimed it is started by another after a while, exactly once; a queued one waits for qwexd', async () => {
+    const marker = join(sb.project, 'ran.log');
+    const job = (name: string): Run['job'] => ({ ...syntheticRun(sb.project).job, command: ['sh', '-c', `echo ${name} >> ${marker}`], shell: false });
+    const fresh = syntheticRun(sb.project, newRunId(), { job: job('fresh'), status: 'pending', startedAt: undefined, finishedAt: undefined, exitCode: null, supervisor: 'direct' });
+    const old = syntheticRun(sb.project, newRunId(), { job: job('old'), status: 'pending', startedAt: undefined, finishedAt: undefined, exitCode: null, supervisor: 'direct', createdAt: new Date(Date.now() - 60_000).toISOString() });
+    const dead = syntheticRun(sb.project, newRunId(), { job: job('dead'), status: 'pending', startedAt: undefined, finishedAt: undefined, exitCode: null, supervisor: 'qwexd', createdAt: new Date(Date.now() - 60_000).toISOString() });
+    const queued = syntheticRun(sb.project, newRunId(), { job: job('queued'), status: 'pending', startedAt: undefined, finishedAt: undefined, exitCode: null, supervisor: 'qwexd', createdAt: new Date(Date.now() - 60_000).toISOString() });
+    for (const run of [fresh, old, dead, queued]) {
       mkdirSync(runDirOf(run.id), { recursive: true });
       writeFileSync(join(runDirOf(run.id), 'run.json'), JSON.stringify(run));
     }
-    // Claimed for launch (a minute ago, and just now); the queued one was never claimed and just waits.
-    for (const run of [fresh, old]) writeFileSync(join(runDirOf(run.id), 'claim.json'), '{"intent":"launch"}');
-    const aMinuteAgo = new Date(Date.now() - 60_000);
-    utimesSync(join(runDirOf(old.id), 'claim.json'), aMinuteAgo, aMinuteAgo);
-    expect((await qwexJson<Run>(sb, ['status', queued.id])).status).toBe('pending');
+    // `dead` was claimed by a supervisor that died before starting it (a pid that cannot be alive).
+    writeFileSync(join(runDirOf(dead.id), 'claim.json'), JSON.stringify({ pid: 2 ** 22 + 7, intent: 'supervise', at: '' }));
+    // A fresh unclaimed run's monitor may still be starting; a queued one waits for qwexd's queue.
     expect((await qwexJson<Run>(sb, ['status', fresh.id])).status).toBe('pending');
-    const lost = await qwexJson<Run>(sb, ['status', old.id]);
-    expect(lost.status).toBe('lost');
-    expect(lost.error!.message).toMatch(/its supervisor never started/);
+    expect((await qwexJson<Run>(sb, ['status', queued.id])).status).toBe('pending');
+    // An old unclaimed one, and one whose supervisor died, are handed to a new monitor and run.
+    await qwexJson<Run>(sb, ['status', old.id]);
+    await qwexJson<Run>(sb, ['status', dead.id]);
+    expect(await qwexJson<Run[]>(sb, ['wait', old.id, dead.id])).toMatchObject([{ status: 'succeeded' }, { status: 'succeeded' }]);
+    // More looks launch no second supervisor: each ran once.
+    await qwexJson<Run>(sb, ['status', old.id]);
+    expect(readFileSync(marker, 'utf8').split('\n').filter(Boolean).sort()).toEqual(['dead', 'old']);
+    expect(record(queued.id).status).toBe('pending');
   });
 });
 

@@ -8,7 +8,7 @@ import { formatBytes, styleFor, table } from '../render.js';
 
 export default async function artifacts(ctx: Context, prefix: string, options: { json?: boolean; copyTo?: string }): Promise<number> {
   const { dir } = ctx.resolve(prefix);
-  const run = ctx.watcher.read(dir);
+  const run = ctx.store.read(dir);
   let manifest: ArtifactManifest | undefined;
   try {
     manifest = JSON.parse(readFileSync(join(dir, RunFiles.artifacts), 'utf8')) as ArtifactManifest;

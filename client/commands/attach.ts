@@ -4,6 +4,5 @@ import { follow } from './logs.js';
 
 /** `qwex attach`: replay the output so far, stream it live, end with the run's status and exit code. Ctrl-C detaches. */
 export default async function attach(ctx: Context, prefix: string): Promise<number> {
-  const { dir } = ctx.resolve(prefix);
-  return follow(ctx, dir, writer(process.stdout), writer(process.stderr), true);
+  return follow(ctx, ctx.resolve(prefix), writer(process.stdout), writer(process.stderr), true);
 }

@@ -1,6 +1,4 @@
-import { loadConfig } from '../../src/config/config.js';
 import { isQwexError } from '../../src/errors.js';
-import { Method } from '../../src/protocol.js';
 import { isTerminal, type Run } from '../../src/run/model.js';
 import type { Context } from '../context.js';
 import { reportError } from '../exit.js';
@@ -13,18 +11,17 @@ interface CancelOptions {
   json?: boolean;
 }
 
+/** `qwex cancel`: each run's own grace period unless --grace, the same as Ctrl-C on a foreground run. */
 export default async function cancel(ctx: Context, prefixes: string[], options: CancelOptions): Promise<number> {
-  const graceMs = options.grace === undefined ? (await loadConfig(ctx.project)).config.killGraceSeconds * 1000 : parseDuration(options.grace, '--grace');
-  const targets = prefixes.map((p) => ctx.resolve(p));
+  const graceMs = options.grace === undefined ? undefined : parseDuration(options.grace, '--grace');
+  const refs = prefixes.map((p) => ctx.resolve(p));
+  const service = await ctx.service();
   let code = 0;
   const results: Run[] = [];
-  const daemon = await ctx.daemon();
-  for (const { id, dir } of targets) {
+  for (const ref of refs) {
     try {
-      let run = daemon ? (await daemon.request(Method.cancel, { id, graceMs })).run : await ctx.runner.cancel(dir, graceMs);
-      if (options.wait && !isTerminal(run.status)) {
-        run = await ctx.watcher.waitForEnd(dir, { refresh: (d) => ctx.runner.reconcile(d), checkMs: 200 });
-      }
+      let run = await service.cancel(ref, graceMs === undefined ? {} : { graceMs });
+      if (options.wait && !isTerminal(run.status)) run = await service.wait(ref);
       results.push(run);
     } catch (error) {
       if (!isQwexError(error)) throw error;

@@ -1,8 +1,12 @@
 import { resolve } from 'node:path';
-import { loadConfig } from '../../src/config/config.js';
+import { BACKENDS } from '../../src/backends/registry.js';
+import type { OrphanReport } from '../../src/backends/types.js';
+import { loadConfig, type QwexConfig } from '../../src/config/config.js';
+import { ErrorCode, exitStatusFor } from '../../src/errors.js';
 import { indexPath, runDir, stateDir } from '../../src/paths.js';
-import { reindex, type ReindexReport } from '../../src/store/reindex.js';
 import { isTerminal } from '../../src/run/model.js';
+import { reindex, type ReindexReport } from '../../src/store/reindex.js';
+import { listRunDirs } from '../../src/store/run-store.js';
 import type { Context } from '../context.js';
 
 interface DoctorOptions {
@@ -11,21 +15,12 @@ interface DoctorOptions {
   json?: boolean;
 }
 
-interface DockerReport {
-  /** Where the engine was looked for. */
-  engine: string;
+interface BackendReport {
+  backend: string;
+  where: string;
   reachable: boolean;
   error?: string;
-  orphans: { id: string; name: string; runId: string; state: string; reason: string; removed?: boolean }[];
-}
-
-interface ClusterReport {
-  backend: 'k8s' | 'kueue';
-  context?: string;
-  namespace?: string;
-  reachable: boolean;
-  error?: string;
-  orphans: { name: string; namespace: string; runId: string; reason: string; removed?: boolean }[];
+  orphans: { id: string; what: string; runId: string; reason: string; removed?: boolean }[];
 }
 
 interface DoctorReport {
@@ -35,29 +30,44 @@ interface DoctorReport {
   indexOk: boolean;
   indexError?: string;
   reindex?: ReindexReport;
-  docker?: DockerReport;
-  /** Only for the cluster backends this project configures (backends.k8s / backends.kueue, or backend: k8s|kueue). */
-  clusters?: ClusterReport[];
+  /** This project's run records that cannot be read (torn, edited by hand). */
+  unreadable: { dir: string; message: string }[];
+  /** Leftovers of runs on each backend that has something to check (an engine, the clusters this project uses). */
+  backends: BackendReport[];
 }
 
+/**
+ * Checks qwex's state: the index (rebuilt with --reindex, even when it is
+ * broken), this project's records, and each backend's leftovers. Exits 0
+ * when all is well, with QWEX_INDEX_ERROR's status when the index is
+ * broken, and QWEX_DOCTOR_FINDINGS's when records cannot be read.
+ */
 export default async function doctor(ctx: Context, projects: string[], options: DoctorOptions): Promise<number> {
-  const report: DoctorReport = { stateDir: stateDir(), index: indexPath(), project: ctx.project, indexOk: true };
+  const report: DoctorReport = { stateDir: stateDir(), index: indexPath(), project: ctx.project, indexOk: true, unreadable: [], backends: [] };
   let code = 0;
   try {
     if (options.reindex) {
-      const targets = projects.length > 0 ? projects.map((p) => resolve(p)) : unique([ctx.project, ...ctx.store.runIndex().projects()]);
+      const known = ((): string[] => {
+        try {
+          return ctx.store.runIndex().projects();
+        } catch {
+          return []; // broken: reindex moves it aside; the projects named (and this one) are rebuilt
+        }
+      })();
+      const targets = projects.length > 0 ? projects.map((p) => resolve(p)) : unique([ctx.project, ...known]);
       report.reindex = reindex(ctx.store, targets);
+      report.unreadable = report.reindex.invalid.filter((bad) => bad.dir.startsWith(ctx.project));
     } else {
       ctx.store.runIndex().list({ limit: 1 });
+      report.unreadable = unreadableRecords(ctx);
     }
   } catch (error) {
     report.indexOk = false;
     report.indexError = (error as Error).message;
-    code = 8;
+    code = exitStatusFor(ErrorCode.IndexError);
   }
-  report.docker = await checkDocker(ctx, options.removeOrphans === true);
-  const clusters = await checkClusters(ctx, options.removeOrphans === true);
-  if (clusters.length > 0) report.clusters = clusters;
+  if (code === 0 && report.unreadable.length > 0) code = exitStatusFor(ErrorCode.DoctorFindings);
+  report.backends = await checkBackends(ctx, options.removeOrphans === true);
   if (options.json) {
     process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
     return code;
@@ -65,35 +75,41 @@ export default async function doctor(ctx: Context, projects: string[], options: 
   const lines = [`state directory  ${report.stateDir}`, `run index        ${report.index} (${report.indexOk ? 'ok' : `error: ${report.indexError}`})`, `project          ${report.project}`];
   if (report.reindex) {
     lines.push(`reindexed        ${report.reindex.runs} run(s) in ${report.reindex.projects.length} project(s)`);
-    for (const bad of report.reindex.invalid) lines.push(`unreadable       ${bad.dir}: ${bad.message}`);
+    if (report.reindex.movedAside) lines.push(`broken index     moved to ${report.reindex.movedAside}`);
   }
-  const docker = report.docker;
-  lines.push(`docker engine    ${docker.engine} (${docker.reachable ? 'answers' : `not reachable: ${docker.error}`})`);
-  for (const o of docker.orphans) {
-    lines.push(`orphan container ${o.name} (${o.state}): ${o.reason}${o.removed ? ' - removed' : ''}`);
+  for (const bad of report.unreadable) lines.push(`unreadable       ${bad.dir}: ${bad.message}`);
+  for (const b of report.backends) {
+    lines.push(`${b.backend.padEnd(16)} ${b.where} (${b.reachable ? 'answers' : `not reachable: ${b.error}`})`);
+    for (const o of b.orphans) lines.push(`orphan           ${o.what}: ${o.reason}${o.removed ? ' - removed' : ''}`);
   }
-  for (const c of report.clusters ?? []) {
-    lines.push(`${c.backend.padEnd(16)} context ${c.context ?? '?'}, namespace ${c.namespace ?? '?'} (${c.reachable ? 'answers' : `not reachable: ${c.error}`})`);
-    for (const o of c.orphans) lines.push(`orphan job       ${o.namespace}/${o.name}: ${o.reason}${o.removed ? ' - removed' : ''}`);
-  }
-  const orphans = docker.orphans.length + (report.clusters ?? []).reduce((n, c) => n + c.orphans.length, 0);
+  const orphans = report.backends.reduce((n, b) => n + b.orphans.length, 0);
   if (orphans > 0 && !options.removeOrphans) lines.push('                 remove them with: qwex doctor --remove-orphans');
   process.stdout.write(`${lines.join('\n')}\n`);
   return code;
 }
 
-/** Looks for qwex containers no active run accounts for (and removes them if asked). An absent engine is reported, not an error. */
-async function checkDocker(ctx: Context, remove: boolean): Promise<DockerReport> {
-  const { connect, engineEndpoint, findOrphanContainers } = await import('../../src/backends/docker/backend.js');
-  const report: DockerReport = { engine: engineEndpoint(), reachable: false, orphans: [] };
-  let docker: Awaited<ReturnType<typeof connect>>;
-  try {
-    docker = await connect();
-  } catch (error) {
-    report.error = (error as Error).message;
-    return report;
+/** Reads every record of this project (cheap: small files) and returns those that cannot be read. */
+function unreadableRecords(ctx: Context): { dir: string; message: string }[] {
+  const bad: { dir: string; message: string }[] = [];
+  for (const id of listRunDirs(ctx.project)) {
+    const dir = runDir(ctx.project, id);
+    try {
+      ctx.store.read(dir);
+    } catch (error) {
+      bad.push({ dir, message: (error as Error).message });
+    }
   }
-  report.reachable = true;
+  return bad;
+}
+
+/** Asks every backend that can for its leftovers no active run accounts for (and removes them if asked). */
+async function checkBackends(ctx: Context, remove: boolean): Promise<BackendReport[]> {
+  let config: QwexConfig | undefined;
+  try {
+    ({ config } = await loadConfig(ctx.project));
+  } catch {
+    config = undefined; // a broken configuration is reported by the commands that use it; doctor still checks the rest
+  }
   const isActive = (dir: string): boolean | undefined => {
     try {
       return !isTerminal(ctx.store.read(dir).status);
@@ -101,52 +117,36 @@ async function checkDocker(ctx: Context, remove: boolean): Promise<DockerReport>
       return undefined;
     }
   };
-  for (const orphan of await findOrphanContainers(docker, isActive)) {
-    let removed: boolean | undefined;
-    if (remove) removed = await docker.getContainer(orphan.id).remove({ force: true }).then(() => true, () => false);
-    report.orphans.push({ ...orphan, ...(removed === undefined ? {} : { removed }) });
-  }
-  return report;
-}
-
-/** The same for qwex Jobs in each cluster this project's configuration names (none: nothing is contacted). */
-async function checkClusters(ctx: Context, remove: boolean): Promise<ClusterReport[]> {
-  let config: Awaited<ReturnType<typeof loadConfig>>['config'];
-  try {
-    ({ config } = await loadConfig(ctx.project));
-  } catch {
-    return []; // a broken configuration is reported by the commands that use it; doctor still checks the rest
-  }
-  const names = (['k8s', 'kueue'] as const).filter((b) => config.backend === b || config.backends[b] !== undefined);
-  if (names.length === 0) return [];
-  const { findOrphanJobs, deleteJobAndPods } = await import('../../src/backends/k8s/backend.js');
-  const isActive = (runId: string, project: string): boolean | undefined => {
+  const recorded = (names: readonly string[]): Record<string, unknown>[] => {
     try {
-      return !isTerminal(ctx.store.read(runDir(project, runId)).status);
+      return ctx.store
+        .runIndex()
+        .list({ project: ctx.project })
+        .filter((row) => names.includes(row.backend))
+        .flatMap((row) => {
+          try {
+            return [ctx.store.read(row.runDir).backend];
+          } catch {
+            return [];
+          }
+        });
     } catch {
-      return undefined;
+      return [];
     }
   };
-  const reports: ClusterReport[] = [];
-  const seen = new Set<string>();
-  for (const backend of names) {
-    const options = (config.backends[backend] ?? {}) as { context?: string; namespace?: string };
-    const report: ClusterReport = { backend, reachable: false, orphans: [] };
-    try {
-      const { cluster, orphans } = await findOrphanJobs(options, isActive);
-      Object.assign(report, { reachable: true, context: cluster.context, namespace: cluster.namespace });
-      const where = `${cluster.server} ${cluster.context} ${cluster.namespace}`;
-      if (seen.has(where)) continue; // k8s and kueue in the same namespace: one report
-      seen.add(where);
-      for (const orphan of orphans) {
+  const reports: BackendReport[] = [];
+  for (const backend of BACKENDS) {
+    if (!backend.findOrphans) continue;
+    const found: OrphanReport[] | undefined = await backend.findOrphans({ config, recorded, isActive, runDir });
+    for (const r of found ?? []) {
+      const out: BackendReport = { backend: r.backend, where: r.where, reachable: r.reachable, ...(r.error ? { error: r.error } : {}), orphans: [] };
+      for (const o of r.orphans) {
         let removed: boolean | undefined;
-        if (remove) removed = await deleteJobAndPods(cluster, orphan.name).then(() => true, () => false);
-        report.orphans.push({ ...orphan, ...(removed === undefined ? {} : { removed }) });
+        if (remove) removed = await o.remove().then(() => true, () => false);
+        out.orphans.push({ id: o.id, what: o.what, runId: o.runId, reason: o.reason, ...(removed === undefined ? {} : { removed }) });
       }
-    } catch (error) {
-      report.error = (error as Error).message;
+      reports.push(out);
     }
-    reports.push(report);
   }
   return reports;
 }

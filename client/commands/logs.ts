@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { LogFollower } from '../../src/log-follower.js';
 import { RunFiles } from '../../src/paths.js';
 import { exitCodeOf, isTerminal } from '../../src/run/model.js';
-import { attach } from '../attach.js';
+import type { RunRef } from '../../src/service/index.js';
 import type { Context } from '../context.js';
 import { writer } from '../context.js';
 import { styleFor, summaryLine } from '../render.js';
@@ -15,14 +15,14 @@ interface LogsOptions {
 
 /** `qwex logs`: what was written so far; with -f, follows to the end like `qwex attach` without the summary line. */
 export default async function logs(ctx: Context, prefix: string, options: LogsOptions): Promise<number> {
-  const { dir } = ctx.resolve(prefix);
+  const ref = ctx.resolve(prefix);
   const both = !options.stdout && !options.stderr;
   const toOut = both || options.stdout ? writer(process.stdout) : async (): Promise<void> => {};
   const toErr = both || options.stderr ? writer(process.stderr) : async (): Promise<void> => {};
-  if (options.follow) return follow(ctx, dir, toOut, toErr, false);
-  ctx.watcher.read(dir); // a clear error when the record is missing or torn
-  if (both || options.stdout) await new LogFollower(join(dir, RunFiles.stdout), { onData: toOut }).finish();
-  if (both || options.stderr) await new LogFollower(join(dir, RunFiles.stderr), { onData: toErr }).finish();
+  if (options.follow) return follow(ctx, ref, toOut, toErr, false);
+  ctx.store.read(ref.dir); // a clear error when the record is missing or torn
+  if (both || options.stdout) await new LogFollower(join(ref.dir, RunFiles.stdout), { onData: toOut }).finish();
+  if (both || options.stderr) await new LogFollower(join(ref.dir, RunFiles.stderr), { onData: toErr }).finish();
   return 0;
 }
 
@@ -32,7 +32,7 @@ export default async function logs(ctx: Context, prefix: string, options: LogsOp
  */
 export async function follow(
   ctx: Context,
-  dir: string,
+  ref: RunRef,
   onStdout: (chunk: Buffer) => Promise<void>,
   onStderr: (chunk: Buffer) => Promise<void>,
   summary: boolean,
@@ -41,7 +41,7 @@ export async function follow(
   const onInterrupt = (): void => detach.abort();
   process.on('SIGINT', onInterrupt);
   try {
-    const run = await attach(ctx, dir, { onStdout, onStderr, signal: detach.signal });
+    const run = await (await ctx.service()).follow(ref, { onStdout, onStderr, signal: detach.signal });
     if (detach.signal.aborted && !isTerminal(run.status)) {
       if (summary) process.stderr.write(`detached; run ${run.id} is still ${run.status}\n`);
       return 130;

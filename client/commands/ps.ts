@@ -1,5 +1,3 @@
-import { listRuns } from '../../src/store/listing.js';
-import { Method } from '../../src/protocol.js';
 import type { Context } from '../context.js';
 import { parseCount, parseStatuses } from '../parse.js';
 import { psTable, styleFor } from '../render.js';
@@ -15,8 +13,7 @@ export default async function ps(ctx: Context, options: PsOptions): Promise<numb
   const limit = parseCount(options.last, '--last');
   const statuses = options.status === undefined ? undefined : parseStatuses(options.status);
   const query = { ...(options.all ? {} : { project: ctx.project }), ...(statuses ? { statuses } : {}), limit };
-  const daemon = await ctx.daemon();
-  const shown = daemon ? (await daemon.request(Method.list, query)).runs : await listRuns(ctx.store.runIndex(), query, (d) => ctx.runner.reconcile(d));
+  const shown = await (await ctx.service()).list(query);
   if (options.json) {
     process.stdout.write(`${JSON.stringify(shown, null, 2)}\n`);
     return 0;

@@ -1,13 +1,11 @@
 import { loadConfig } from '../../src/config/config.js';
-import { buildJob, submitterEnv } from '../../src/config/job.js';
+import { buildJob } from '../../src/config/job.js';
 import { prepareWorkspaces, workspaceMode } from '../../src/workspace/prepare.js';
-import { exitCodeOf, isTerminal, type Run } from '../../src/run/model.js';
+import { exitCodeOf, isTerminal } from '../../src/run/model.js';
 import { runDir } from '../../src/paths.js';
-import { Method } from '../../src/protocol.js';
-import { attach } from '../attach.js';
 import type { Context } from '../context.js';
 import { writer } from '../context.js';
-import { clusterSpec, containerSpec, parseDuration, parseEnv, parseWatch, type ContainerFlags } from '../parse.js';
+import { backendFlagOptions, containerSpec, parseDuration, parseEnv, parseWatch, type ContainerFlags } from '../parse.js';
 import { publicRun, startLine, styleFor, summaryLine } from '../render.js';
 
 interface RunOptions extends ContainerFlags {
@@ -29,12 +27,11 @@ export default async function run(ctx: Context, args: string[], options: RunOpti
   const { config } = await loadConfig(ctx.project);
   const timeoutMs = options.timeout === undefined ? undefined : parseDuration(options.timeout, '--timeout');
   const container = containerSpec(options);
-  const cluster = clusterSpec(options);
+  const backendOptions = backendFlagOptions(options as unknown as Record<string, unknown>);
   const job = buildJob(
     {
       ...(container === undefined ? {} : { container }),
-      ...(cluster === undefined ? {} : { cluster }),
-      ...(options.host === undefined ? {} : { host: options.host }),
+      ...(backendOptions === undefined ? {} : { options: backendOptions }),
       command: args,
       shell: options.shell === true,
       env: parseEnv(options.env),
@@ -51,18 +48,11 @@ export default async function run(ctx: Context, args: string[], options: RunOpti
 
   const mode = workspaceMode({ snapshot: options.snapshot, inPlace: options.inPlace }, config, !options.detach);
   const [provenance] = await prepareWorkspaces([job], ctx.project, config, mode);
-  const daemon = await ctx.daemon();
-  let submitted: Run;
-  let dir: string;
-  if (daemon) {
-    const { runs } = await daemon.request(Method.submit, { project: ctx.project, jobs: [job], env: submitterEnv(), provenance: [provenance ?? null] });
-    submitted = runs[0]!;
-    dir = runDir(ctx.project, submitted.id);
-  } else {
-    ({ run: submitted, dir } = ctx.runner.submit(job, ctx.project, provenance));
-  }
+  const service = await ctx.service();
+  const [submitted] = await service.submit({ project: ctx.project, jobs: [job], provenance: [provenance] });
+  const ref = { id: submitted!.id, dir: runDir(ctx.project, submitted!.id) };
   if (options.detach) {
-    process.stdout.write(options.json ? `${JSON.stringify(publicRun(submitted), null, 2)}\n` : `${submitted.id}\n`);
+    process.stdout.write(options.json ? `${JSON.stringify(publicRun(submitted!), null, 2)}\n` : `${submitted!.id}\n`);
     return 0;
   }
 
@@ -70,7 +60,7 @@ export default async function run(ctx: Context, args: string[], options: RunOpti
   const say = (line: string): void => {
     if (!options.quiet) process.stderr.write(`${line}\n`);
   };
-  say(startLine(errStyle, submitted, daemon ? 'qwexd' : undefined));
+  say(startLine(errStyle, submitted!, service.via === 'qwexd' ? 'qwexd' : undefined));
 
   // Ctrl-C cancels the run (it is still recorded); a second Ctrl-C stops waiting and leaves the cancel to finish.
   const detach = new AbortController();
@@ -79,17 +69,16 @@ export default async function run(ctx: Context, args: string[], options: RunOpti
     interrupts++;
     if (interrupts === 1) {
       say('cancelling (Ctrl-C again to stop waiting)');
-      const cancelling = daemon
-        ? daemon.request(Method.cancel, { id: submitted.id, graceMs: job.killGraceMs })
-        : ctx.runner.cancel(dir, job.killGraceMs);
-      cancelling.catch(() => {});
+      service.cancel(ref).catch(() => {
+        // It ended meanwhile: the follow below reports how.
+      });
     } else {
       detach.abort();
     }
   };
   process.on('SIGINT', onInterrupt);
   try {
-    const final = await attach(ctx, dir, {
+    const final = await service.follow(ref, {
       onStdout: writer(process.stdout),
       onStderr: writer(process.stderr),
       signal: detach.signal,

@@ -1,13 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { loadConfig } from '../../src/config/config.js';
 import { ErrorCode, QwexError, errnoCode } from '../../src/errors.js';
-import { buildJob, parseJobLines, submitterEnv, type JobSpec } from '../../src/config/job.js';
-import { Method } from '../../src/protocol.js';
-import type { Run } from '../../src/run/model.js';
-import { startDaemon } from '../../src/daemon-process.js';
-import { DaemonClient } from '../../src/daemon-client.js';
+import { buildJob, parseJobLines, type JobSpec } from '../../src/config/job.js';
 import type { Context } from '../context.js';
-import { clusterSpec, containerSpec, parseDuration, parseEnv, parseWatch, type ContainerFlags } from '../parse.js';
+import { backendFlagOptions, containerSpec, parseDuration, parseEnv, parseWatch, type ContainerFlags } from '../parse.js';
 import { publicRun } from '../render.js';
 import { prepareWorkspaces, workspaceMode } from '../../src/workspace/prepare.js';
 
@@ -37,12 +33,11 @@ export default async function submit(ctx: Context, file: string, options: Submit
   }
   const { config } = await loadConfig(ctx.project);
   const container = containerSpec(options);
-  const cluster = clusterSpec(options);
+  const backendOptions = backendFlagOptions(options as unknown as Record<string, unknown>);
   const defaults: Partial<JobSpec> = {
     env: parseEnv(options.env),
     ...(container === undefined ? {} : { container }),
-    ...(cluster === undefined ? {} : { cluster }),
-    ...(options.host === undefined ? {} : { host: options.host }),
+    ...(backendOptions === undefined ? {} : { options: backendOptions }),
     ...(options.backend === undefined ? {} : { backend: options.backend }),
     ...(options.watch === undefined ? {} : { watch: parseWatch(options.watch) }),
     ...(options.timeout === undefined ? {} : { timeoutMs: parseDuration(options.timeout, '--timeout') }),
@@ -51,7 +46,7 @@ export default async function submit(ctx: Context, file: string, options: Submit
   const jobs = parseJobLines(text, source).map((spec, i) => {
     try {
       const merged = { ...defaults, ...spec, env: { ...defaults.env, ...spec.env } };
-      if (defaults.cluster || spec.cluster) merged.cluster = { ...defaults.cluster, ...spec.cluster };
+      if (defaults.options || spec.options) merged.options = { ...defaults.options, ...spec.options };
       if (defaults.container || spec.container) merged.container = { ...defaults.container, ...spec.container, env: { ...defaults.container?.env, ...spec.container?.env } };
       return buildJob(merged, config, ctx.cwd, ctx.project);
     } catch (error) {
@@ -64,20 +59,9 @@ export default async function submit(ctx: Context, file: string, options: Submit
     return 0;
   }
   const provenance = await prepareWorkspaces(jobs, ctx.project, config, workspaceMode({ snapshot: options.snapshot, inPlace: options.inPlace }, config, false));
-  let daemon = await ctx.daemon();
-  if (!daemon && process.env.QWEX_NO_DAEMON !== '1') {
-    const started = await startDaemon();
-    process.stderr.write(`started qwexd (pid ${started.pid}) to queue ${jobs.length} run(s)\n`);
-    daemon = await DaemonClient.connect();
-    ctx.adoptDaemon(daemon);
-  }
-  let runs: Run[];
-  if (daemon) {
-    runs = (await daemon.request(Method.submit, { project: ctx.project, jobs, env: submitterEnv(), provenance: provenance.map((p) => p ?? null) })).runs;
-  } else {
-    // Direct mode has no queue: every job starts now.
-    runs = ctx.runner.createMany(jobs, ctx.project, { supervisor: 'direct', provenance }).map(({ run, dir }) => ctx.runner.launch(dir) ?? run);
-  }
+  // qwexd is what queues them: it is started when it is not running (direct mode, with QWEX_NO_DAEMON=1, starts every job now).
+  const service = await ctx.service({ startDaemon: (pid) => process.stderr.write(`started qwexd (pid ${pid}) to queue ${jobs.length} run(s)\n`) });
+  const runs = await service.submit({ project: ctx.project, jobs, provenance });
   process.stdout.write(options.json ? `${JSON.stringify(runs.map(publicRun), null, 2)}\n` : `${runs.map((r) => r.id).join('\n')}\n`);
   return 0;
 }

@@ -1,3 +1,4 @@
+import { DEFAULT_BACKEND } from '../backends/registry.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FileConfig } from './file.js';
@@ -25,7 +26,7 @@ export interface QwexConfig {
 export const DEFAULT_IGNORE = ['*.tmp', '*.log', '__pycache__', '.git'];
 
 export const DEFAULT_CONFIG: QwexConfig = {
-  backend: 'local',
+  backend: DEFAULT_BACKEND,
   workspaceMaxMb: 1000,
   killGraceSeconds: 10,
   env: {},

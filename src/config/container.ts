@@ -60,12 +60,27 @@ export interface ContainerSpec {
 export interface ContainerLayer {
   spec: ContainerSpec;
   root: string;
-  /** Names the source in errors ("backends.docker in qwex.yaml", "docker"). */
+  /** Names the source in errors ("backends.NAME", "--backend NAME"). */
   where: string;
 }
 
+/**
+ * The container settings of a run of `backend`: its section in the
+ * configuration (mount sources relative to the project), then the run's own
+ * flags or job spec (mount sources relative to its working directory).
+ */
+export function resolveContainerJob(backend: string, input: { config: Record<string, unknown>; container: ContainerSpec | undefined; cwd: string; project: string }): ContainerConfig {
+  return resolveContainerConfig(
+    [
+      { spec: input.config as ContainerSpec, root: input.project, where: `backends.${backend}` },
+      { spec: input.container ?? {}, root: input.cwd, where: `--backend ${backend}` },
+    ],
+    backend,
+  );
+}
+
 /** Applies the layers in order (later wins; env merges; mounts add up) and checks every value. */
-export function resolveContainerConfig(layers: readonly ContainerLayer[]): ContainerConfig {
+export function resolveContainerConfig(layers: readonly ContainerLayer[], backend: string): ContainerConfig {
   let spec: ContainerSpec = {};
   const env: Record<string, string> = {};
   const mounts: ContainerMount[] = [];
@@ -77,7 +92,7 @@ export function resolveContainerConfig(layers: readonly ContainerLayer[]): Conta
     if (Object.values(layer.spec).some((v) => v !== undefined)) where = layer.where;
   }
   if (spec.image === undefined || spec.image.trim() === '') {
-    throw invalid(`${where}: no image given for a container run`, 'pass --image NAME, or set backends.docker.image in qwex.yaml');
+    throw invalid(`${where}: no image given for a container run`, `pass --image NAME, or set backends.${backend}.image in qwex.yaml`);
   }
   const pull = spec.pull ?? 'missing';
   if (!(PULL_POLICIES as readonly string[]).includes(pull)) {
@@ -167,4 +182,21 @@ function invalid(message: string, hint: string): QwexError {
 
 export function definedOnly<T extends object>(value: T): Partial<T> {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/**
+ * The keys of a container backend's section in qwex.yaml (`backends.<name>`)
+ * that every container backend shares. Takes zod from the caller, so that
+ * descriptors can use it without loading zod themselves.
+ */
+export function containerConfigShape(z: typeof import('zod').z) {
+  return {
+    image: z.string().min(1).optional(),
+    pull: z.enum(['never', 'missing', 'always']).optional(),
+    user: z.string().min(1).optional(),
+    cpus: z.union([z.number(), z.string()]).optional(),
+    memory: z.union([z.number(), z.string()]).optional(),
+    gpus: z.union([z.number(), z.string()]).optional(),
+    env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name'), z.string()).optional(),
+  };
 }

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
-import { BACKEND_NAMES } from '../backends/names.js';
+import { BACKEND_NAMES, BACKENDS } from '../backends/registry.js';
 import { parseMount, parseResources } from './container.js';
 import { ErrorCode, QwexError, errnoCode } from '../errors.js';
 
@@ -11,30 +11,11 @@ const relativeDir = z
   .min(1)
   .refine((p) => !p.startsWith('/') && !p.split('/').includes('..'), { message: 'expected a directory inside the project (relative, no "..")' });
 
-const envSchema = z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name'), z.string());
 
-/** backends.k8s and backends.kueue: the container settings a pod can have, and where in which cluster. */
-const clusterSchema = z.strictObject({
-  image: z.string().min(1).optional(),
-  pull: z.enum(['never', 'missing', 'always']).optional(),
-  user: z.string().min(1).optional(),
-  cpus: z.union([z.number(), z.string()]).optional(),
-  memory: z.union([z.number(), z.string()]).optional(),
-  gpus: z.union([z.number(), z.string()]).optional(),
-  env: envSchema.optional(),
-  context: z.string().min(1).optional(),
-  namespace: z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'expected a namespace name (lowercase letters, digits, -)').optional(),
-  queue: z.string().min(1).optional(),
-  sync: z.boolean().optional(),
-  retries: z.number().int().nonnegative().optional(),
-  ttl_seconds_after_finished: z.number().int().nonnegative().optional(),
-  pending_timeout_seconds: z.number().positive().optional(),
-  artifact_timeout_seconds: z.number().positive().optional(),
-  keep_jobs: z.boolean().optional(),
-});
+const backendSections = Object.fromEntries(BACKENDS.map((b) => [b.name, b.configSchema(z).optional()]));
 
 const fileSchema = z.strictObject({
-  backend: z.enum(BACKEND_NAMES).optional(),
+  backend: z.enum(BACKEND_NAMES as [string, ...string[]]).optional(),
   kill_grace_seconds: z.number().nonnegative().optional(),
   workspace: z.enum(['snapshot', 'inplace']).optional(),
   workspace_max_mb: z.number().positive().optional(),
@@ -46,48 +27,19 @@ const fileSchema = z.strictObject({
       max_file_size_mb: z.number().positive().optional(),
     })
     .optional(),
-  backends: z
-    .strictObject({
-      local: z.strictObject({}).optional(),
-      docker: z
-        .strictObject({
-          image: z.string().min(1).optional(),
-          pull: z.enum(['never', 'missing', 'always']).optional(),
-          user: z.string().min(1).optional(),
-          network: z.string().min(1).optional(),
-          cpus: z.union([z.number(), z.string()]).optional(),
-          memory: z.union([z.number(), z.string()]).optional(),
-          gpus: z.union([z.number(), z.string()]).optional(),
-          mounts: z.array(z.string()).optional(),
-          env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name'), z.string()).optional(),
-        })
-        .optional(),
-      ssh: z
-        .strictObject({
-          host: z.string().min(1).optional(),
-          root: z.string().min(1).optional(),
-          keep_days: z.number().nonnegative().optional(),
-          hosts: z
-            .record(
-              z.string(),
-              z.strictObject({
-                hostname: z.string().min(1).optional(),
-                port: z.number().int().min(1).max(65535).optional(),
-                user: z.string().min(1).optional(),
-                identity_file: z.string().min(1).optional(),
-                proxy_jump: z.string().min(1).optional(),
-              }),
-            )
-            .optional(),
-        })
-        .optional(),
-      k8s: clusterSchema.optional(),
-      kueue: clusterSchema.optional(),
-    })
-    .optional(),
+  // Each backend's section is its descriptor's own schema.
+  backends: z.strictObject(backendSections).optional(),
 });
 
-export type FileConfig = z.infer<typeof fileSchema>;
+export interface FileConfig {
+  backend?: string;
+  kill_grace_seconds?: number;
+  workspace?: 'snapshot' | 'inplace';
+  workspace_max_mb?: number;
+  env?: Record<string, string>;
+  artifacts?: { watch?: string[]; ignore?: string[]; max_file_size_mb?: number };
+  backends?: Record<string, Record<string, unknown> | undefined>;
+}
 
 /** Reads and validates one file; undefined when it does not exist. */
 export function readConfigFile(path: string): FileConfig | undefined {
@@ -116,8 +68,9 @@ export function readConfigFile(path: string): FileConfig | undefined {
       details: { file: path, key: keyOf(issue) },
     });
   }
-  for (const name of ['docker', 'k8s', 'kueue'] as const) {
-    const section = result.data.backends?.[name];
+  const data = result.data as FileConfig;
+  for (const { name } of BACKENDS.filter((b) => b.traits.container)) {
+    const section = data.backends?.[name];
     if (!section) continue;
     // Checked here too, so that a bad value names this file rather than failing the first run that uses it.
     try {
@@ -128,7 +81,7 @@ export function readConfigFile(path: string): FileConfig | undefined {
       throw new QwexError(ErrorCode.ConfigInvalid, qe.message, { ...(qe.hint ? { hint: qe.hint } : {}), details: { file: path, key: `backends.${name}` } });
     }
   }
-  return result.data;
+  return data;
 }
 
 function keyOf(issue: z.core.$ZodIssue): string {

@@ -1,8 +1,8 @@
 import { isAbsolute, resolve } from 'node:path';
-import { BACKEND_NAMES, CLUSTER_BACKENDS, CONTAINER_BACKENDS, HOST_BACKENDS, isBackendName } from '../backends/names.js';
 import { commandSpec } from './command.js';
 import type { QwexConfig } from './config.js';
-import { definedOnly, resolveContainerConfig, type ContainerSpec } from './container.js';
+import { definedOnly, type ContainerSpec } from './container.js';
+import { BACKENDS, backendDescriptor, backendsWhere } from '../backends/registry.js';
 import { ErrorCode, QwexError } from '../errors.js';
 import type { Job } from '../run/model.js';
 
@@ -28,8 +28,10 @@ export interface JobSpec {
   host?: string;
   /** Image, resources and the rest for container backends; over the config's `backends.<name>`. Mount sources resolve against `cwd`. */
   container?: ContainerSpec;
-  /** Where in which cluster a k8s or kueue run goes; over the config's `backends.<name>`. */
+  /** Where in which cluster a Kubernetes run goes; over the config's `backends.<name>`. */
   cluster?: ClusterSpec;
+  /** Other options of the backend (keys of its descriptor's `optionKeys`), as its flags set them. */
+  options?: Record<string, unknown>;
 }
 
 export interface ClusterSpec {
@@ -46,12 +48,7 @@ export function buildJob(spec: JobSpec, config: QwexConfig, callerCwd: string, p
   if (!Array.isArray(args) || args.length === 0 || args.some((a) => typeof a !== 'string') || args[0] === '') {
     throw new QwexError(ErrorCode.Usage, 'command: expected a non-empty string or array of strings');
   }
-  const backend = spec.backend ?? config.backend;
-  if (!isBackendName(backend)) {
-    throw new QwexError(ErrorCode.BackendUnavailable, `backend "${backend}" is not available in this version of qwex`, {
-      hint: `available backends: ${BACKEND_NAMES.join(', ')}`,
-    });
-  }
+  const backend = backendDescriptor(spec.backend ?? config.backend);
   for (const dir of spec.watch ?? []) {
     if (isAbsolute(dir) || dir.split('/').includes('..')) {
       throw new QwexError(ErrorCode.Usage, `watch: "${dir}" is outside the working directory`, {
@@ -60,46 +57,44 @@ export function buildJob(spec: JobSpec, config: QwexConfig, callerCwd: string, p
     }
   }
   const cwd = spec.cwd === undefined ? callerCwd : resolve(callerCwd, spec.cwd);
-  let container: Job['container'];
-  if (CONTAINER_BACKENDS.has(backend)) {
-    container = resolveContainerConfig([
-      { spec: (config.backends[backend] ?? {}) as ContainerSpec, root: project, where: `backends.${backend}` },
-      { spec: spec.container ?? {}, root: cwd, where: `--backend ${backend}` },
-    ]);
+  const options = backendOptionsOf(spec);
+  for (const key of Object.keys(options)) {
+    if (!backend.optionKeys.includes(key)) throw notAnOptionOf(key, backend.name);
   }
-  if (spec.host !== undefined && !HOST_BACKENDS.has(backend)) {
-    throw new QwexError(ErrorCode.Usage, `--host is for the ssh backend, not "${backend}"`, { hint: 'add --backend ssh' });
-  }
-  if (HOST_BACKENDS.has(backend) && (spec.host ?? (config.backends[backend] as { host?: string } | undefined)?.host) === undefined) {
-    throw new QwexError(ErrorCode.Usage, 'no host given for an ssh run', { hint: 'pass --host NAME, or set backends.ssh.host in qwex.yaml' });
-  }
-  const cluster = definedOnly(spec.cluster ?? {});
-  if (Object.keys(cluster).length > 0 && !CLUSTER_BACKENDS.has(backend)) {
-    throw new QwexError(ErrorCode.Usage, `--context, --namespace, --queue and --no-sync are for the k8s and kueue backends, not "${backend}"`, { hint: 'add --backend k8s (or kueue)' });
-  }
-  if (cluster.namespace !== undefined && !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(cluster.namespace)) {
-    throw new QwexError(ErrorCode.Usage, `--namespace "${cluster.namespace}" is not a namespace name`, { hint: 'lowercase letters, digits and -' });
-  }
-  if (CLUSTER_BACKENDS.has(backend) && container && (container.mounts.length > 0 || container.network !== undefined)) {
-    throw new QwexError(ErrorCode.Usage, `--mount and --network are Docker settings: a ${backend} run has no host paths or Docker networks`, { hint: 'bake data into the image, or read it from storage the pod can reach' });
-  }
-  if (!CONTAINER_BACKENDS.has(backend) && spec.container !== undefined && Object.values(spec.container).some((v) => v !== undefined)) {
-    throw new QwexError(ErrorCode.Usage, `image, cpus, memory, gpus and the other container options need a container backend, not "${backend}"`, {
-      hint: 'add --backend docker',
+  const container = spec.container !== undefined && Object.values(spec.container).some((v) => v !== undefined) ? spec.container : undefined;
+  if (container !== undefined && !backend.traits.container) {
+    throw new QwexError(ErrorCode.Usage, `image, cpus, memory, gpus and the other container options need a container backend, not "${backend.name}"`, {
+      hint: `add --backend ${backendsWhere((b) => b.traits.container)[0] ?? 'NAME'}`,
     });
   }
+  const resolved = backend.resolveJob({ config: config.backends[backend.name] ?? {}, options, container, cwd, project });
   return {
     ...commandSpec(args, { shell: spec.shell === true }),
     cwd,
     env: { ...config.env, ...spec.env },
-    backend,
-    backendOptions: { ...config.backends[backend], ...(spec.host === undefined ? {} : { host: spec.host }), ...cluster },
+    backend: backend.name,
+    backendOptions: resolved.backendOptions,
     artifacts: { ...config.artifacts, ...(spec.watch === undefined ? {} : { watch: spec.watch }) },
     killGraceMs: spec.killGraceMs ?? config.killGraceSeconds * 1000,
     ...(spec.timeoutMs === undefined ? {} : { timeoutMs: spec.timeoutMs }),
     ...(spec.name === undefined ? {} : { name: spec.name }),
-    ...(container === undefined ? {} : { container }),
+    ...(resolved.container === undefined ? {} : { container: resolved.container }),
   };
+}
+
+/** The backend options a spec sets: `host`, and the keys of `cluster` (context, namespace, queue, sync). */
+function backendOptionsOf(spec: JobSpec): Record<string, unknown> {
+  return definedOnly({ ...spec.options, ...(spec.host === undefined ? {} : { host: spec.host }), ...spec.cluster });
+}
+
+/** "--host is for the ssh backend, not "local"", naming the backends that take the option. */
+function notAnOptionOf(key: string, backend: string): QwexError {
+  const takers = BACKENDS.filter((b) => b.optionKeys.includes(key));
+  const flag = takers.flatMap((b) => b.flags).find((f) => f.key === key)?.flags.split(' ')[0] ?? key;
+  if (takers.length === 0) return new QwexError(ErrorCode.Usage, `${flag} is not an option of any backend`);
+  const names = takers.map((b) => b.name);
+  const list = names.length === 1 ? `the ${names[0]} backend` : `the ${names.slice(0, -1).join(', ')} and ${names.at(-1)} backends`;
+  return new QwexError(ErrorCode.Usage, `${flag} is for ${list}, not "${backend}"`, { hint: `add --backend ${names[0]}` });
 }
 
 /**

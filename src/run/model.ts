@@ -69,17 +69,6 @@ export interface RunError {
   message: string;
 }
 
-/** What the local backend (and its monitor) records so another process can find and check the run. */
-export interface LocalBackendDetails {
-  /** The per-run monitor process that waits for the command and writes the final record. */
-  monitorPid?: number;
-  /** Start time token of the monitor, to tell it apart from a later process with the same pid. */
-  monitorStartTime?: string;
-  pid?: number;
-  pgid?: number;
-  startTime?: string;
-}
-
 export interface ArtifactSummary {
   count: number;
   bytes: number;
@@ -109,7 +98,8 @@ export interface Run {
   signal: string | null;
   endReason?: EndReason;
   error?: RunError;
-  backend: { name: string } & LocalBackendDetails & Record<string, unknown>;
+  /** The backend's name, and what it records to find the command again (its own type, in its folder). */
+  backend: { name: string } & Record<string, unknown>;
   artifacts?: ArtifactSummary;
   /** Peak use of the run's process tree, sampled while it ran. */
   resources?: { peakRssBytes: number; cpuSeconds: number };
@@ -177,28 +167,6 @@ const SIGNALS: Record<string, number> = {
 
 export function signalNumber(signal: string): number {
   return SIGNALS[signal] ?? 0;
-}
-
-/** What a running run's command waits for in a cluster: Kueue's queue (`queued`) or a pod not running yet (`pending`). */
-export interface Waiting {
-  phase: 'queued' | 'pending';
-  reason?: string;
-  message?: string;
-  /** 1-based place in the Kueue LocalQueue, where Kueue's visibility API answers. */
-  position?: number;
-}
-
-/** For a run whose command waits in a cluster (a Kueue queue, a pod not running yet): what it waits for, from its record. */
-export function waitingOf(run: Run): Waiting | undefined {
-  const phase = run.backend.phase;
-  if (run.status !== 'running' || (phase !== 'queued' && phase !== 'pending')) return undefined;
-  const w = (run.backend.waiting ?? {}) as { reason?: string | null; message?: string | null; position?: number | null };
-  return {
-    phase,
-    ...(w.reason ? { reason: w.reason } : {}),
-    ...(w.message ? { message: w.message } : {}),
-    ...(typeof w.position === 'number' ? { position: w.position } : {}),
-  };
 }
 
 /** The command as a person would type it, for listings. */

@@ -8,20 +8,21 @@ import { RunFiles } from '../paths.js';
 /**
  * Starts a run's monitor (daemon/monitor.js) as a detached process in its
  * own session, so it survives the CLI that launched it, a closed terminal
- * and Ctrl-C. Its own diagnostics go to monitor.log in the run directory.
- * Fire and forget: the monitor reports through run.json.
+ * and Ctrl-C. The monitor claims the run itself (or leaves, when another
+ * supervisor has it) and supervises it to its final record. Its own
+ * diagnostics go to monitor.log in the run directory. Fire and forget.
  */
-export function launchMonitor(runDir: string, options: { adopt?: boolean } = {}): void {
+export function launchMonitor(runDir: string): void {
   const script = monitorScript();
   const logFd = openSync(join(runDir, RunFiles.monitorLog), 'a', 0o600);
   try {
-    const child = spawn(process.execPath, [script, runDir, ...(options.adopt ? ['--adopt'] : [])], {
+    const child = spawn(process.execPath, [script, runDir], {
       detached: true,
       stdio: ['ignore', logFd, logFd],
       env: process.env,
     });
     child.on('error', () => {
-      // Reported by reconcile() as "monitor never started", with monitor.log to look at.
+      // A monitor that never starts leaves the run unclaimed: the next look hands it over again (reconcile).
     });
     child.unref();
   } finally {

@@ -1,12 +1,14 @@
+import { findBackend } from '../backends/registry.js';
 import type { ListedRun, ResourceUsage } from '../protocol.js';
-import { isTerminal, waitingOf, type Run } from '../run/model.js';
-import type { ListQuery, RunIndex, RunSummary } from './run-index.js';
 import { sampleGroup } from '../process/usage.js';
+import { isTerminal, type Run } from '../run/model.js';
+import type { ListQuery, RunIndex, RunSummary } from './run-index.js';
 
-/** Live resource use of a running run's process group, when it has one. */
+/** Live resource use of a running run whose command runs on this machine. */
 export async function usageOf(run: Run): Promise<ResourceUsage | undefined> {
-  const pgid = run.backend.pgid;
-  if (run.status !== 'running' || typeof pgid !== 'number') return undefined;
+  if (run.status !== 'running') return undefined;
+  const pgid = findBackend(run.job.backend)?.processGroup?.(run);
+  if (pgid === undefined) return undefined;
   const sample = await sampleGroup(pgid);
   return sample && { cpuPercent: sample.cpuPercent, rssBytes: sample.rssBytes, processes: sample.processes };
 }
@@ -34,7 +36,7 @@ async function freshRow(row: RunSummary, reconcile: (dir: string) => Promise<Run
     return row; // the run directory is gone or unreadable; the index row is all there is
   }
   const usage = await usageOf(run);
-  const waiting = waitingOf(run);
+  const waiting = findBackend(run.job.backend)?.waiting?.(run);
   return {
     ...row,
     status: run.status,

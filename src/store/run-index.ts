@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { createRequire } from 'node:module';
 import type Database from 'better-sqlite3';
@@ -19,6 +19,8 @@ export interface RunSummary {
   finishedAt: string | null;
   exitCode: number | null;
   signal: string | null;
+  /** Set when the run's record could not be read when it was indexed (a torn or edited run.json): why. */
+  problem?: string;
 }
 
 export interface ListQuery {
@@ -29,7 +31,7 @@ export interface ListQuery {
   limit?: number;
 }
 
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS runs (
@@ -44,7 +46,8 @@ CREATE TABLE IF NOT EXISTS runs (
   started_at TEXT,
   finished_at TEXT,
   exit_code INTEGER,
-  signal TEXT
+  signal TEXT,
+  problem TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS runs_by_project ON runs(project, id);
 CREATE INDEX IF NOT EXISTS runs_active ON runs(status) WHERE status IN ('pending', 'running');
@@ -63,6 +66,7 @@ interface Row {
   finished_at: string | null;
   exit_code: number | null;
   signal: string | null;
+  problem: string | null;
 }
 
 /**
@@ -80,13 +84,13 @@ export class RunIndex {
     this.path = path;
     this.db = db;
     this.upsertStmt = db.prepare(`
-      INSERT INTO runs (id, project, run_dir, status, name, command, backend, created_at, started_at, finished_at, exit_code, signal)
-      VALUES (@id, @project, @run_dir, @status, @name, @command, @backend, @created_at, @started_at, @finished_at, @exit_code, @signal)
+      INSERT INTO runs (id, project, run_dir, status, name, command, backend, created_at, started_at, finished_at, exit_code, signal, problem)
+      VALUES (@id, @project, @run_dir, @status, @name, @command, @backend, @created_at, @started_at, @finished_at, @exit_code, @signal, @problem)
       ON CONFLICT(id) DO UPDATE SET
         project = excluded.project, run_dir = excluded.run_dir, status = excluded.status, name = excluded.name,
         command = excluded.command, backend = excluded.backend, created_at = excluded.created_at,
         started_at = excluded.started_at, finished_at = excluded.finished_at,
-        exit_code = excluded.exit_code, signal = excluded.signal`);
+        exit_code = excluded.exit_code, signal = excluded.signal, problem = excluded.problem`);
   }
 
   static open(path: string): RunIndex {
@@ -96,6 +100,12 @@ export class RunIndex {
       throw new QwexError(ErrorCode.StateUnwritable, `cannot create the state directory ${dirname(path)}: ${(error as Error).message}`, {
         hint: 'set QWEX_STATE_DIR to a writable directory',
         cause: error,
+      });
+    }
+    if (isEmptyFile(path)) {
+      // SQLite would take a 0-byte file for a new, empty index and `qwex ps` would say "no runs yet".
+      throw new QwexError(ErrorCode.IndexError, `the run index ${path} is empty (0 bytes): it was truncated or overwritten`, {
+        hint: 'run `qwex doctor --reindex` to rebuild it from the run directories',
       });
     }
     let db: Database.Database | undefined;
@@ -110,6 +120,8 @@ export class RunIndex {
         });
       }
       db.exec(SCHEMA);
+      // Schema 1 had no `problem` column; CREATE TABLE IF NOT EXISTS kept the old table.
+      if (version === 1) db.exec('ALTER TABLE runs ADD COLUMN problem TEXT');
       db.pragma(`user_version = ${SCHEMA_VERSION}`);
       return new RunIndex(path, db);
     } catch (error) {
@@ -161,13 +173,14 @@ export class RunIndex {
     return this.guard(() => (this.db.prepare('SELECT DISTINCT project FROM runs').all() as { project: string }[]).map((r) => r.project));
   }
 
-  /** Replaces every row of `projects` with `runs`, in one transaction. */
-  replaceProjects(projects: readonly string[], runs: readonly { run: Run; runDir: string }[]): void {
+  /** Replaces every row of `projects` with `runs` and rows for the unreadable records, in one transaction. */
+  replaceProjectsWithProblems(projects: readonly string[], runs: readonly { run: Run; runDir: string }[], unreadable: readonly UnreadableRun[]): void {
     this.guard(() =>
       this.db.transaction(() => {
         const del = this.db.prepare('DELETE FROM runs WHERE project = ?');
         for (const project of projects) del.run(project);
         for (const { run, runDir } of runs) this.upsertStmt.run(toRow(run, runDir));
+        for (const bad of unreadable) this.upsertStmt.run(problemRow(bad));
       })(),
     );
   }
@@ -234,7 +247,52 @@ function toRow(run: Run, runDir: string): Row {
     finished_at: run.finishedAt ?? null,
     exit_code: run.exitCode,
     signal: run.signal,
+    problem: null,
   };
+}
+
+/** A run directory whose record cannot be read, kept in the index so that listings show it as such. */
+export interface UnreadableRun {
+  id: string;
+  project: string;
+  runDir: string;
+  message: string;
+  /** What the index knew of it before, if anything. */
+  previous?: RunSummary;
+}
+
+function problemRow(bad: UnreadableRun): Row {
+  const p = bad.previous;
+  return {
+    id: bad.id,
+    project: bad.project,
+    run_dir: bad.runDir,
+    // Terminal, so that no supervisor tries to take it over; listings show it as unreadable.
+    status: 'lost',
+    name: p?.name ?? null,
+    command: p?.command ?? '',
+    backend: p?.backend ?? '',
+    created_at: p?.createdAt ?? new Date(0).toISOString(),
+    started_at: p?.startedAt ?? null,
+    finished_at: p?.finishedAt ?? null,
+    exit_code: p?.exitCode ?? null,
+    signal: p?.signal ?? null,
+    problem: bad.message,
+  };
+}
+
+function isEmptyFile(path: string): boolean {
+  try {
+    if (statSync(path).size !== 0) return false;
+  } catch {
+    return false; // no file yet: a new index
+  }
+  try {
+    // In WAL mode a new database's first pages may still be in the log.
+    return statSync(`${path}-wal`).size === 0;
+  } catch {
+    return true;
+  }
 }
 
 function fromRow(row: Row): RunSummary {
@@ -251,5 +309,6 @@ function fromRow(row: Row): RunSummary {
     finishedAt: row.finished_at,
     exitCode: row.exit_code,
     signal: row.signal,
+    ...(row.problem ? { problem: row.problem } : {}),
   };
 }

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, QwexError, errnoCode } from '../errors.js';
 import { isIdPrefix, isRunId } from '../ids.js';
@@ -30,6 +30,27 @@ export class RunStore {
   runIndex(): RunIndex {
     this.index ??= RunIndex.open(this.indexFile);
     return this.index;
+  }
+
+  /**
+   * Opens the index; when it cannot be opened because it is broken (corrupt,
+   * truncated), moves it (and its WAL files) aside and starts a new one, to
+   * be rebuilt by reindex. Returns where the broken one went, if it did.
+   */
+  openOrReplaceIndex(): string | undefined {
+    try {
+      this.runIndex();
+      return undefined;
+    } catch (error) {
+      if (!(error instanceof QwexError) || error.code !== ErrorCode.IndexError) throw error;
+    }
+    const aside = `${this.indexFile}.broken-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+    renameSync(this.indexFile, aside);
+    for (const suffix of ['-wal', '-shm']) {
+      if (existsSync(`${this.indexFile}${suffix}`)) renameSync(`${this.indexFile}${suffix}`, `${aside}${suffix}`);
+    }
+    this.runIndex();
+    return aside;
   }
 
   /**

@@ -1,5 +1,5 @@
 import { isAbsolute, join, relative } from 'node:path';
-import { REMOTE_BACKENDS } from '../backends/names.js';
+import { backendDescriptor } from '../backends/registry.js';
 import type { QwexConfig } from '../config/config.js';
 import { ErrorCode, QwexError } from '../errors.js';
 import { gitProvenance } from './provenance.js';
@@ -16,14 +16,15 @@ export type WorkspaceMode = 'snapshot' | 'inplace';
  */
 export async function prepareWorkspaces(jobs: Job[], project: string, config: QwexConfig, mode: WorkspaceMode): Promise<(Provenance | undefined)[]> {
   // A run on another machine always gets a snapshot: it is what is sent there (unless it sends nothing).
-  const sent = (job: Job): boolean => REMOTE_BACKENDS.has(job.backend) && job.backendOptions.sync !== false;
+  const remote = (job: Job): boolean => backendDescriptor(job.backend).traits.remote;
+  const sent = (job: Job): boolean => remote(job) && (backendDescriptor(job.backend).sendsWorkspace?.(job) ?? true);
   if (mode === 'inplace' && !jobs.some(sent)) return jobs.map(() => undefined);
   const store = new ContentStore();
   const git = gitProvenance(project);
   const byExclude = new Map<string, string>();
   const provenance: (Provenance | undefined)[] = [];
   for (const job of jobs) {
-    if ((mode === 'inplace' && !REMOTE_BACKENDS.has(job.backend)) || (REMOTE_BACKENDS.has(job.backend) && !sent(job))) {
+    if ((mode === 'inplace' && !remote(job)) || (remote(job) && !sent(job))) {
       provenance.push(undefined);
       continue;
     }

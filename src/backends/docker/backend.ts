@@ -81,10 +81,10 @@ export class DockerBackend implements Backend {
       const message = engineMessage(error);
       // The OCI runtime reports a command it cannot execute before anything runs: the shell's 127/126.
       if (/executable file not found|no such file or directory/i.test(message)) {
-        return notStartedProcess({ exitCode: 127, signal: null, error: { code: 'QWEX_COMMAND_NOT_FOUND', message: `command not found in ${config.image}: ${file}` } });
+        return notStartedProcess({ exitCode: 127, signal: null, error: { code: ErrorCode.CommandNotFound, message: `command not found in ${config.image}: ${file}` } });
       }
       if (/permission denied/i.test(message) && info !== 'gone' && info?.State.ExitCode === 126) {
-        return notStartedProcess({ exitCode: 126, signal: null, error: { code: 'QWEX_COMMAND_NOT_EXECUTABLE', message: `permission denied in ${config.image}: ${file}` } });
+        return notStartedProcess({ exitCode: 126, signal: null, error: { code: ErrorCode.CommandNotExecutable, message: `permission denied in ${config.image}: ${file}` } });
       }
       throw engineError(error, `cannot start the container for ${config.image}`, ErrorCode.ContainerFailed);
     }
@@ -124,44 +124,6 @@ export async function connect(): Promise<Dockerode> {
     throw unreachable(error);
   }
   return docker;
-}
-
-/** Containers qwex created on this engine, with their labels. */
-export async function listQwexContainers(docker: Dockerode): Promise<{ id: string; name: string; runId: string; runDir: string | undefined; state: string }[]> {
-  const found = await docker.listContainers({ all: true, filters: { label: [LABEL_RUN_ID] } });
-  return found.map((c) => ({
-    id: c.Id,
-    name: (c.Names[0] ?? c.Id).replace(/^\//, ''),
-    runId: c.Labels[LABEL_RUN_ID] ?? '',
-    runDir: c.Labels[LABEL_RUN_DIR],
-    state: c.State,
-  }));
-}
-
-export interface OrphanContainer {
-  id: string;
-  name: string;
-  runId: string;
-  state: string;
-  /** Why it counts as an orphan. */
-  reason: string;
-}
-
-/**
- * qwex containers that no active run accounts for: no run record at the
- * directory its label names, or a record that already ended (its removal
- * failed). `isActive(dir)` says whether the record in a run directory is
- * pending or running (undefined when there is no readable record).
- */
-export async function findOrphanContainers(docker: Dockerode, isActive: (runDir: string) => boolean | undefined): Promise<OrphanContainer[]> {
-  const orphans: OrphanContainer[] = [];
-  for (const c of await listQwexContainers(docker)) {
-    const active = c.runDir === undefined ? undefined : isActive(c.runDir);
-    if (active === true) continue;
-    const reason = active === false ? 'its run has ended' : c.runDir === undefined ? 'it names no run directory' : `no run record at ${c.runDir}`;
-    orphans.push({ id: c.id, name: c.name, runId: c.runId, state: c.state, reason });
-  }
-  return orphans;
 }
 
 /**
@@ -279,7 +241,7 @@ function exitInfoOf(info: Dockerode.ContainerInspectInfo): ExitInfo {
     return {
       exitCode: info.State.ExitCode,
       signal: null,
-      error: { code: 'QWEX_OUT_OF_MEMORY', message: 'the engine killed the container: it ran out of memory (see the memory limit)' },
+      error: { code: ErrorCode.OutOfMemory, message: 'the engine killed the container: it ran out of memory (see the memory limit)' },
       ...endedAt,
     };
   }

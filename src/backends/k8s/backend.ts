@@ -7,7 +7,6 @@ import { apiMessage, clusterError, connectCluster, statusOf, type Cluster } from
 import { apiGet, apiGetJson } from './http.js';
 import { TimestampedLogCopy, readCursor, resumeSince } from './log-cursor.js';
 import {
-  ANNOTATION_PROJECT,
   CONTROL_MOUNT,
   DEFAULT_ARTIFACT_TIMEOUT_S,
   DEFAULT_PENDING_TIMEOUT_S,
@@ -263,7 +262,7 @@ function followJob(getCluster: () => Promise<Cluster>, details: Record<string, u
           const r = await exec(pod, SYNC_CONTAINER, ['sh', '-c', script], tar);
           if (r.code === 0) break;
           if (r.code !== SYNC_CUT_SHORT || attempt >= 3) {
-            return finish({ exitCode: null, signal: null, error: { code: 'QWEX_K8S_SYNC_FAILED', message: `the workspace could not be unpacked in pod ${pod} (the image needs sh, head and tar): ${r.stderr.trim().split('\n')[0]}` } });
+            return finish({ exitCode: null, signal: null, error: { code: ErrorCode.SyncFailed, message: `the workspace could not be unpacked in pod ${pod} (the image needs sh, head and tar): ${r.stderr.trim().split('\n')[0]}` } });
           }
         } catch (error) {
           if (attempt >= 3 || disposed) throw error;
@@ -273,7 +272,7 @@ function followJob(getCluster: () => Promise<Cluster>, details: Record<string, u
       synced.add(pod);
     } catch (error) {
       if (/\b403\b/.test(String((error as Error).message))) {
-        finish({ exitCode: null, signal: null, error: { code: 'QWEX_K8S_SYNC_FAILED', message: `forbidden: you may not create pods/exec in namespace ${cluster?.namespace}, which sending the workspace needs (or use --no-sync)` } });
+        finish({ exitCode: null, signal: null, error: { code: ErrorCode.SyncFailed, message: `forbidden: you may not create pods/exec in namespace ${cluster?.namespace}, which sending the workspace needs (or use --no-sync)` } });
       }
       // otherwise the pod went away, or the API did: the next event tries again
     } finally {
@@ -376,14 +375,14 @@ function followJob(getCluster: () => Promise<Cluster>, details: Record<string, u
         const notFound = /executable file not found|no such file or directory/i.test(t.message ?? '');
         const denied = /permission denied/i.test(t.message ?? '');
         if (notFound || denied) {
-          return finish({ exitCode: notFound ? 127 : 126, signal: null, error: { code: notFound ? 'QWEX_COMMAND_NOT_FOUND' : 'QWEX_COMMAND_NOT_EXECUTABLE', message: `${notFound ? 'command not found' : 'permission denied'} in ${job.container?.image}: ${t.message}` } });
+          return finish({ exitCode: notFound ? 127 : 126, signal: null, error: { code: notFound ? ErrorCode.CommandNotFound : ErrorCode.CommandNotExecutable, message: `${notFound ? 'command not found' : 'permission denied'} in ${job.container?.image}: ${t.message}` } });
         }
       }
       return finish({
         exitCode: t.exitCode ?? null,
         signal: null,
         ...(endedAt && !Number.isNaN(endedAt.getTime()) ? { endedAt } : {}),
-        ...(t.reason === 'OOMKilled' ? { error: { code: 'QWEX_OUT_OF_MEMORY', message: 'Kubernetes killed the container: it ran out of memory (see the memory limit)' } } : {}),
+        ...(t.reason === 'OOMKilled' ? { error: { code: ErrorCode.OutOfMemory, message: 'Kubernetes killed the container: it ran out of memory (see the memory limit)' } } : {}),
       });
     }
     if (!theJob) {
@@ -393,7 +392,7 @@ function followJob(getCluster: () => Promise<Cluster>, details: Record<string, u
     }
     const failed = (theJob.status?.conditions ?? []).find((c) => c.type === 'Failed' && c.status === 'True');
     if (failed && !live.some((p) => p.status?.phase === 'Running' || p.status?.phase === 'Pending')) {
-      return finish({ exitCode: null, signal: null, error: { code: 'QWEX_K8S_JOB_FAILED', message: `the Job failed before the command ended: ${failed.reason ?? ''}${failed.message ? `: ${failed.message}` : ''}` } });
+      return finish({ exitCode: null, signal: null, error: { code: ErrorCode.ClusterJobFailed, message: `the Job failed before the command ended: ${failed.reason ?? ''}${failed.message ? `: ${failed.message}` : ''}` } });
     }
     if (stopping) return; // the Job is being deleted: wait for its pod to go
 
@@ -416,18 +415,18 @@ function followJob(getCluster: () => Promise<Cluster>, details: Record<string, u
     const scheduled = (pod.status?.conditions ?? []).find((c) => c.type === 'PodScheduled');
     if (scheduled?.status === 'False' && scheduled.reason === 'Unschedulable') {
       setPhase('pending', 'Unschedulable', scheduled.message);
-      return problem(`unschedulable:${podName}`, { code: 'QWEX_K8S_UNSCHEDULABLE', message: `the pod cannot be scheduled: ${scheduled.message ?? 'Unschedulable'}` });
+      return problem(`unschedulable:${podName}`, { code: ErrorCode.Unschedulable, message: `the pod cannot be scheduled: ${scheduled.message ?? 'Unschedulable'}` });
     }
     const waiting = [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? [])].map((s) => s.state?.waiting).find((w) => w && /ErrImagePull|ImagePullBackOff|InvalidImageName|CreateContainerConfigError|CreateContainerError/.test(w.reason ?? ''));
     if (waiting) {
       setPhase('pending', waiting.reason, waiting.message);
       const pull = /Image/.test(waiting.reason ?? '');
-      return problem(`waiting:${podName}`, { code: pull ? 'QWEX_IMAGE_PULL_FAILED' : 'QWEX_CONTAINER_FAILED', message: `${waiting.reason}: ${waiting.message ?? ''}`.trim() });
+      return problem(`waiting:${podName}`, { code: pull ? ErrorCode.ImagePullFailed : ErrorCode.ContainerFailed, message: `${waiting.reason}: ${waiting.message ?? ''}`.trim() });
     }
     problemSince.clear();
     const init = (pod.status?.initContainerStatuses ?? []).find((s) => s.name === SYNC_CONTAINER);
     if (init?.state?.terminated && init.state.terminated.exitCode !== 0) {
-      return finish({ exitCode: null, signal: null, error: { code: 'QWEX_K8S_SYNC_FAILED', message: `the workspace container ended with exit ${init.state.terminated.exitCode} before the command started (the image needs sh)` } });
+      return finish({ exitCode: null, signal: null, error: { code: ErrorCode.SyncFailed, message: `the workspace container ended with exit ${init.state.terminated.exitCode} before the command started (the image needs sh)` } });
     }
     if (sync && init?.state?.running && !synced.has(podName)) {
       setPhase('pending', 'Syncing', 'sending the workspace to the pod');
@@ -468,7 +467,7 @@ function followJob(getCluster: () => Promise<Cluster>, details: Record<string, u
     const why = evicted?.status === 'True' ? evicted : reserved;
     setPhase('queued', why?.reason ?? 'Pending', why?.message, position);
     if (reserved?.status === 'False' && reserved.reason === 'Inadmissible') {
-      problem('inadmissible', { code: 'QWEX_K8S_INADMISSIBLE', message: `Kueue cannot admit the workload: ${reserved.message ?? 'Inadmissible'}` });
+      problem('inadmissible', { code: ErrorCode.Inadmissible, message: `Kueue cannot admit the workload: ${reserved.message ?? 'Inadmissible'}` });
     }
   };
 
@@ -653,47 +652,4 @@ function condition(wl: Workload, type: string): { status: string; reason?: strin
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-export interface OrphanJob {
-  name: string;
-  namespace: string;
-  runId: string;
-  /** Why it counts as an orphan. */
-  reason: string;
-}
-
-/**
- * qwex Jobs in the cluster that no active run accounts for: no run record
- * where their labels and annotation say, or a record that already ended
- * (a Job kept with keep_jobs, or one whose deletion failed). `isActive(runId,
- * project)` says whether that run is pending or running (undefined when
- * there is no readable record).
- */
-export async function findOrphanJobs(
-  options: Pick<KubernetesOptions, 'context' | 'namespace'>,
-  isActive: (runId: string, project: string) => boolean | undefined,
-): Promise<{ cluster: Cluster; orphans: OrphanJob[] }> {
-  const cluster = await connectCluster(options);
-  let items: k8s.V1Job[];
-  try {
-    items = (await cluster.batch.listNamespacedJob({ namespace: cluster.namespace, labelSelector: LABEL_RUN_ID })).items;
-  } catch (error) {
-    throw clusterError(error, cluster, { verb: 'list', resource: 'jobs' });
-  }
-  const orphans: OrphanJob[] = [];
-  for (const job of items) {
-    const runId = job.metadata?.labels?.[LABEL_RUN_ID] ?? '';
-    const project = job.metadata?.annotations?.[ANNOTATION_PROJECT];
-    const active = project === undefined ? undefined : isActive(runId, project);
-    if (active === true) continue;
-    const reason = active === false ? 'its run has ended' : project === undefined ? 'it names no project' : `no run record for ${runId} in ${project}`;
-    orphans.push({ name: job.metadata?.name ?? '', namespace: cluster.namespace, runId, reason });
-  }
-  return { cluster, orphans };
-}
-
-/** Deletes a Job with its pods. */
-export async function deleteJobAndPods(cluster: Cluster, name: string): Promise<void> {
-  await cluster.batch.deleteNamespacedJob({ name, namespace: cluster.namespace, propagationPolicy: 'Background' });
 }

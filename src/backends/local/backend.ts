@@ -1,3 +1,4 @@
+import { ErrorCode } from '../../errors.js';
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { once } from 'node:events';
@@ -61,6 +62,7 @@ function watched(details: Record<string, unknown>, watcher: ExitWatcher, pgid: n
   return {
     spawned: true,
     details,
+    ...(pgid === undefined ? {} : { localProcessGroup: pgid }),
     exited: watcher.exited,
     state: () => Promise.resolve(watcher.result),
     release: () => Promise.resolve(),
@@ -90,7 +92,7 @@ async function startWithShim(perl: string, file: string, args: string[], job: Jo
   if (!started || shim.pid === undefined) {
     // Could not exec: the shim wrote the exit file with errno before saying so.
     await shimExited;
-    return notStarted(readExitFile(io.dir, file) ?? { exitCode: 126, signal: null, error: { code: 'QWEX_COMMAND_FAILED_TO_START', message: `cannot start ${file}` } });
+    return notStarted(readExitFile(io.dir, file) ?? { exitCode: 126, signal: null, error: { code: ErrorCode.CommandFailedToStart, message: `cannot start ${file}` } });
   }
   const pid = Number(started[1]);
   const details = {
@@ -136,6 +138,7 @@ async function startDirectly(file: string, args: string[], job: Job, io: RunIO, 
   return {
     spawned: true,
     details: { pid, pgid: pid, startTime: processStartTime(pid) },
+    localProcessGroup: pid,
     exited: result,
     state: () => Promise.resolve(settledInfo),
     release: () => Promise.resolve(),
@@ -236,17 +239,17 @@ function notStarted(info: ExitInfo): StartedProcess {
 }
 
 function cwdMissing(cwd: string): ExitInfo {
-  return { exitCode: 127, signal: null, error: { code: 'QWEX_CWD_NOT_FOUND', message: `working directory does not exist: ${cwd}` } };
+  return { exitCode: 127, signal: null, error: { code: ErrorCode.CwdNotFound, message: `working directory does not exist: ${cwd}` } };
 }
 
 function spawnFailure(errno: number | undefined, file: string): ExitInfo {
   if (errno === constants.errno.ENOENT) {
-    return { exitCode: 127, signal: null, error: { code: 'QWEX_COMMAND_NOT_FOUND', message: `command not found: ${file}` } };
+    return { exitCode: 127, signal: null, error: { code: ErrorCode.CommandNotFound, message: `command not found: ${file}` } };
   }
   if (errno === constants.errno.EACCES) {
-    return { exitCode: 126, signal: null, error: { code: 'QWEX_COMMAND_NOT_EXECUTABLE', message: `permission denied: ${file}` } };
+    return { exitCode: 126, signal: null, error: { code: ErrorCode.CommandNotExecutable, message: `permission denied: ${file}` } };
   }
-  return { exitCode: 126, signal: null, error: { code: 'QWEX_COMMAND_FAILED_TO_START', message: `cannot execute ${file} (errno ${errno ?? 'unknown'})` } };
+  return { exitCode: 126, signal: null, error: { code: ErrorCode.CommandFailedToStart, message: `cannot execute ${file} (errno ${errno ?? 'unknown'})` } };
 }
 
 /** Reads the shim's one report line from fd 3; '' if it exits without one. */

@@ -1,0 +1,34 @@
+import type { Run } from '../../run/model.js';
+import type { BackendDescriptor } from '../types.js';
+
+/** What the local backend records in run.json under `backend`, enough for another process to adopt the run. */
+export interface LocalDetails {
+  pid?: number;
+  pgid?: number;
+  /** Start time token of the command, to tell it apart from a later process with the same pid. */
+  startTime?: string;
+  /** The shim that parents the command and writes its exit status. */
+  shimPid?: number;
+  shimStartTime?: string;
+}
+
+export function localDetails(run: Pick<Run, 'backend'>): LocalDetails {
+  return run.backend as LocalDetails;
+}
+
+/** The command on this machine, in its own process group, its output straight onto the run's log files. */
+export const local: BackendDescriptor = {
+  name: 'local',
+  summary: 'this machine',
+  traits: { container: false, remote: false, outputNeedsSupervisor: false, clusterScheduled: false },
+  flags: [],
+  optionKeys: [],
+  configSchema: (z) => z.strictObject({}),
+  resolveJob: ({ config }) => ({ backendOptions: { ...config } }),
+  describe: (run) => {
+    const { pid } = localDetails(run);
+    return pid === undefined ? [] : [['pid', String(pid)]];
+  },
+  processGroup: (run) => localDetails(run).pgid,
+  load: async () => new (await import('./backend.js')).LocalBackend(),
+};

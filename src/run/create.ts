@@ -1,0 +1,68 @@
+import { writeFileSync } from 'node:fs';
+import { hostname, userInfo } from 'node:os';
+import { join } from 'node:path';
+import { ErrorCode, QwexError } from '../errors.js';
+import { newRunId } from '../ids.js';
+import { RunFiles, runDir as runDirOf } from '../paths.js';
+import type { RunStore } from '../store/run-store.js';
+import { VERSION } from '../version.js';
+import type { Job, Provenance, Run } from './model.js';
+
+export interface CreateOptions {
+  /** Who starts the runs: `direct` (a monitor, at once) or `qwexd` (its queue). */
+  supervisor: 'direct' | 'qwexd';
+  /** Saved (0600) as the environment the commands start from, for runs started later in another process. */
+  baseEnv?: Record<string, string>;
+  provenance?: readonly (Provenance | undefined)[];
+}
+
+/**
+ * Records pending runs without starting them, in order (ids ascend),
+ * indexed in one transaction. The records are on disk before this returns,
+ * even when indexing fails (the index is a cache).
+ */
+export function createRuns(store: RunStore, jobs: readonly Job[], project: string, options: CreateOptions): { run: Run; dir: string }[] {
+  const metadata = { host: hostname(), user: safeUser(), qwexVersion: VERSION };
+  const createdAt = new Date().toISOString();
+  const runs: Run[] = jobs.map((job, i) => ({
+    version: 1,
+    id: newRunId(),
+    project,
+    job,
+    status: 'pending',
+    createdAt,
+    exitCode: null,
+    signal: null,
+    backend: { name: job.backend },
+    supervisor: options.supervisor,
+    ...(options.provenance?.[i] ? { provenance: options.provenance[i] } : {}),
+    metadata,
+  }));
+  const env = options.baseEnv === undefined ? [] : [{ name: RunFiles.env, content: `${JSON.stringify(options.baseEnv)}\n` }];
+  let dirs: string[];
+  try {
+    dirs = store.createMany(runs, env);
+  } catch (error) {
+    if (!(error instanceof QwexError) || error.code !== ErrorCode.IndexError) throw error;
+    dirs = runs.map((run) => runDirOf(project, run.id));
+  }
+  for (const dir of dirs) {
+    for (const name of [RunFiles.stdout, RunFiles.stderr]) {
+      try {
+        writeFileSync(join(dir, name), '', { flag: 'a', mode: 0o600 });
+      } catch (error) {
+        throw new QwexError(ErrorCode.StateUnwritable, `cannot create ${join(dir, name)}: ${(error as Error).message}`, { cause: error });
+      }
+    }
+  }
+  return runs.map((run, i) => ({ run, dir: dirs[i]! }));
+}
+
+function safeUser(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    // No passwd entry for this uid (a container running as an arbitrary uid): the uid names the user.
+    return String(process.getuid?.() ?? 'unknown');
+  }
+}

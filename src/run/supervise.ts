@@ -1,0 +1,220 @@
+import { join } from 'node:path';
+import { findBackend } from '../backends/registry.js';
+import type { Backend, BackendDescriptor, ExitInfo, StartedProcess } from '../backends/types.js';
+import { ErrorCode, QwexError, toQwexError } from '../errors.js';
+import { RunFiles } from '../paths.js';
+import { endUnstarted, finishRun } from './finish.js';
+import { forgetBaseEnv, runEnvironment } from './environment.js';
+import { isTerminal, transition, type Run } from './model.js';
+import { ensureBaseline, execCwd, execRoot, prepareCopy, type RecordWriter } from './record.js';
+import { readStopRequest, writeStopRequest, type StopRequest } from './stop.js';
+import { Termination } from './terminate.js';
+import { trackUsage } from './usage-tracker.js';
+
+/** Rejects a supervision's `done` when its supervisor stops watching (qwexd shutting down); the run goes on. */
+export class SupervisionDisposedError extends Error {
+  readonly code = 'QWEX_SUPERVISION_DISPOSED';
+  constructor(runDir: string) {
+    super(`stopped supervising ${runDir}; the run goes on and is adopted by the next supervisor`);
+    this.name = 'SupervisionDisposedError';
+  }
+}
+
+/** Aborts a start in progress when the run is cancelled before its command runs. */
+class StartCancelledError extends Error {
+  constructor() {
+    super('the run was cancelled before its command started');
+    this.name = 'StartCancelledError';
+  }
+}
+
+export interface Supervision {
+  /** Settles with the final record once the run ended and was recorded; rejects with SupervisionDisposedError after dispose(). */
+  done: Promise<Run>;
+  /** Settles once the command is no longer running (before artifacts and the record are written), or never ran. */
+  commandEnded: Promise<void>;
+  /** Stops the run: aborts a start in progress, or SIGTERM then SIGKILL after the grace period of the stop request (the run's own by default). */
+  cancel(): void;
+  /** Passes a signal on to the command (the monitor itself was signalled). */
+  forward(signal: NodeJS.Signals): void;
+  /** Stops supervising without touching the command; `done` rejects with SupervisionDisposedError. */
+  dispose(): void;
+}
+
+/**
+ * Takes a run to its end and records it, in this process, which must hold
+ * the run's claim. It works from the record alone, whatever an earlier
+ * supervisor left: a pending run is started (or, when a supervisor that died
+ * had already started it, the backend finds that command and adopts it:
+ * `start` is idempotent per run); a running one is adopted. Every change of
+ * the run's state in its life goes through here.
+ */
+export function supervise(writer: RecordWriter, dir: string): Supervision {
+  const log = writer.log;
+  const abort = new AbortController();
+  let started: StartedProcess | undefined;
+  let termination: Termination | undefined;
+  let stopReason: StopRequest['reason'] | undefined;
+  let timeoutTimer: NodeJS.Timeout | undefined;
+  let usage: ReturnType<typeof trackUsage> | undefined;
+  let disposed = false;
+  let graceMs: number | undefined;
+  let commandEnded!: () => void;
+  const ended = new Promise<void>((resolve) => (commandEnded = resolve));
+  let rejectDisposed!: (error: Error) => void;
+  const abandoned = new Promise<never>((_, reject) => (rejectDisposed = reject));
+  // Whoever holds `done` learns of disposal; nobody needs to hold `abandoned` itself.
+  abandoned.catch(() => {});
+
+  const stop = (reason: StopRequest['reason'], grace: number): void => {
+    stopReason ??= reason;
+    if (!started) {
+      abort.abort(new StartCancelledError());
+      return;
+    }
+    termination?.begin(grace);
+  };
+
+  const cancel = (): void => {
+    const request = readStopRequest(dir);
+    log('cancel', { dir, graceMs: request?.graceMs });
+    stop(request?.reason ?? 'cancel', request?.graceMs ?? graceMs ?? 10_000);
+  };
+
+  const body = async (): Promise<Run> => {
+    let run = writer.store.read(dir);
+    if (isTerminal(run.status)) return run;
+    graceMs = run.job.killGraceMs;
+    const request = readStopRequest(dir);
+    if (request) stopReason = request.reason;
+
+    const descriptor = findBackend(run.job.backend);
+    let backend: Backend;
+    try {
+      if (!descriptor) throw new QwexError(ErrorCode.BackendUnavailable, `backend "${run.job.backend}" is not available in this version of qwex`);
+      backend = await descriptor.load();
+    } catch (error) {
+      if (run.status !== 'pending') throw error; // a running run is not failed because this process cannot follow it
+      const qe = toQwexError(error);
+      return endUnstarted(writer, run, dir, 'failed', { error: { code: qe.code, message: qe.message } });
+    }
+
+    if (run.status === 'running') {
+      started = backend.adopt(run.backend, dir);
+      log('adopted', { dir, runId: run.id });
+    } else {
+      const result = await start(run, backend, descriptor!);
+      if ('final' in result) return result.final;
+      started = result.started;
+      run = result.run;
+    }
+    const command = started;
+    termination = new Termination(command);
+    if (stopReason) termination.begin(readStopRequest(dir)?.graceMs ?? graceMs);
+
+    // What the backend learns while the command runs (queued in a cluster, admitted, evicted) goes into the record.
+    const stopRecording = command.onDetails?.((patch) => {
+      run = { ...run, backend: { ...run.backend, ...patch } };
+      writer.save(run, dir);
+    });
+    let finished = false;
+    const nowRunning = (): void => {
+      if (finished || disposed) return;
+      if (run.status === 'pending') {
+        run = transition(run, 'running');
+        writer.save(run, dir, 'file');
+        log('running', { dir, runId: run.id });
+      }
+      startTimeout(run);
+    };
+    if (run.status === 'pending' && command.running) void command.running.then(nowRunning, () => {});
+    else nowRunning();
+
+    usage = trackUsage(command.localProcessGroup);
+    const exit: ExitInfo = await Promise.race([command.exited, abandoned]);
+    finished = true;
+    stopRecording?.();
+    commandEnded();
+    const resources = usage.stop();
+    if (timeoutTimer) clearTimeout(timeoutTimer);
+    termination.cancel();
+    log('exited', { dir, ...exit });
+    return finishRun(writer, run, dir, exit, command, { stopReason, ...(resources ? { resources } : {}), isDisposed: () => disposed });
+  };
+
+  /** Starts a pending run's command (or finds the one a dead supervisor started). */
+  const start = async (pending: Run, backend: Backend, descriptor: BackendDescriptor): Promise<{ final: Run } | { started: StartedProcess; run: Run }> => {
+    let run = pending;
+    try {
+      if (!descriptor.traits.remote) prepareCopy(run, dir);
+    } catch (error) {
+      const qe = error instanceof QwexError ? error : new QwexError(ErrorCode.StateUnwritable, `cannot make the run's copy of the workspace: ${(error as Error).message}`);
+      return { final: await endUnstarted(writer, run, dir, 'failed', { error: { code: qe.code, message: qe.message } }) };
+    }
+    ensureBaseline(run, dir, descriptor.traits.remote);
+    // A cancel that came before this supervisor: a command an earlier one started is still found and stopped.
+    if (stopReason) abort.abort(new StartCancelledError());
+    let command: StartedProcess;
+    try {
+      command = await backend.start({ ...run.job, cwd: execCwd(run, dir) }, {
+        dir,
+        runId: run.id,
+        project: run.project,
+        root: execRoot(run, dir),
+        stdoutPath: join(dir, RunFiles.stdout),
+        stderrPath: join(dir, RunFiles.stderr),
+        env: runEnvironment(run, dir),
+        signal: abort.signal,
+      });
+    } catch (error) {
+      if (disposed) throw new SupervisionDisposedError(dir);
+      if (abort.signal.aborted) {
+        log('cancelled-before-start', { dir, runId: run.id });
+        return { final: await endUnstarted(writer, run, dir, stopReason === 'timeout' ? 'failed' : 'cancelled', stopReason === 'timeout' ? { endReason: 'timeout' } : {}) };
+      }
+      const qe = toQwexError(error);
+      return { final: await endUnstarted(writer, run, dir, 'failed', { error: { code: qe.code, message: qe.message } }) };
+    }
+    if (!command.spawned) {
+      // It never started (command not found, not executable): nothing ran, so nothing to capture.
+      const exit = await command.exited;
+      commandEnded();
+      return { final: await endUnstarted(writer, run, dir, 'failed', { exitCode: exit.exitCode, signal: exit.signal, ...(exit.error ? { error: exit.error } : {}) }) };
+    }
+    // The submitter's environment may hold secrets: once the command has it, the run directory need not.
+    forgetBaseEnv(dir);
+    run = { ...run, backend: { ...run.backend, ...command.details } };
+    if (!command.running) run = transition(run, 'running');
+    writer.save(run, dir, 'file');
+    log('started', { dir, runId: run.id, details: command.details });
+    return { started: command, run };
+  };
+
+  const startTimeout = (run: Run): void => {
+    if (run.job.timeoutMs === undefined || timeoutTimer) return;
+    const left = Date.parse(run.startedAt ?? run.createdAt) + run.job.timeoutMs - Date.now();
+    timeoutTimer = setTimeout(() => {
+      log('timeout', { dir, timeoutMs: run.job.timeoutMs });
+      writeStopRequest(dir, { reason: 'timeout', graceMs: graceMs ?? run.job.killGraceMs });
+      stop('timeout', graceMs ?? run.job.killGraceMs);
+    }, Math.max(0, left));
+  };
+
+  const done = Promise.race([body(), abandoned]).finally(() => commandEnded());
+  return {
+    done,
+    commandEnded: ended,
+    cancel,
+    forward: (signal) => started?.signal(signal),
+    dispose: () => {
+      if (disposed) return;
+      disposed = true;
+      if (timeoutTimer) clearTimeout(timeoutTimer);
+      termination?.cancel();
+      usage?.stop();
+      started?.dispose();
+      abort.abort(new SupervisionDisposedError(dir));
+      rejectDisposed(new SupervisionDisposedError(dir));
+    },
+  };
+}

@@ -1,0 +1,282 @@
+import { watch, type FSWatcher } from 'node:fs';
+import { findBackend } from '../backends/registry.js';
+import { RunFiles } from '../paths.js';
+import type { ListedRun, RunView } from '../protocol.js';
+import { listRuns, usageOf } from '../store/listing.js';
+import type { RunStore } from '../store/run-store.js';
+import { isHolderAlive, readClaim, self, takeOver } from './claim.js';
+import { Runner, SupervisionDisposedError, type Supervision } from './index.js';
+import { isTerminal, type Job, type Provenance, type Run, type RunStatus } from './model.js';
+import { MONITOR_START_TIMEOUT_MS } from './reconcile.js';
+import { readStopRequest, writeStopRequest } from './stop.js';
+
+/** How often runs supervised by other processes are re-checked when no file event arrived. */
+const SWEEP_MS = 2000;
+
+export interface SupervisorLog {
+  info(event: string, fields?: Record<string, unknown>): void;
+  warn(event: string, fields?: Record<string, unknown>): void;
+  error(event: string, fields?: Record<string, unknown>): void;
+}
+
+/**
+ * A long-lived supervisor of runs (qwexd; qwexcloud): the queue, the
+ * concurrency limit, and the runs themselves, supervised in-process. Each
+ * local command's parent is a small shim in its own session, and every
+ * other backend's command lives in its engine or cluster, so runs go on
+ * when this process dies; after a restart `recover()` takes over every run
+ * whose supervisor is gone, from its record: a run that had started is
+ * adopted, one that had not is started, exactly once either way.
+ * Queued runs are pending records nobody has claimed; starting one claims it.
+ */
+export class Supervisor {
+  readonly runner: Runner;
+  private readonly queue: string[] = [];
+  /** Runs this process supervises (started or adopted), until their record is final. */
+  private readonly supervised = new Map<string, Supervision>();
+  /** Those whose command still runs on this machine: they count against the concurrency limit. */
+  private readonly running = new Set<string>();
+  /** Runs supervised by another process (a direct-mode monitor): watched, to report their end and to take them over if it dies. */
+  private readonly watched = new Map<string, FSWatcher | undefined>();
+  private readonly endListeners = new Set<(dir: string, run: Run) => void>();
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(
+    readonly store: RunStore,
+    private readonly options: { concurrency: number; log: SupervisorLog },
+  ) {
+    this.runner = new Runner(store, (dir) => this.adoptOrphan(dir), (event, fields) => options.log.info(`run-${event}`, fields));
+  }
+
+  get concurrency(): number {
+    return this.options.concurrency;
+  }
+
+  counts(): { queued: number; running: number } {
+    return { queued: this.queue.length, running: this.running.size };
+  }
+
+  /** Finds the runs left active by an earlier supervisor (or direct mode): takes over, queues or watches each, then starts the queue. */
+  async recover(): Promise<void> {
+    const rows = this.store.runIndex().list({ statuses: ['pending', 'running'] });
+    for (const row of rows) {
+      let run: Run;
+      try {
+        run = this.store.read(row.runDir);
+      } catch (error) {
+        this.options.log.warn('recover-skip', { runId: row.id, message: (error as Error).message });
+        continue;
+      }
+      if (isTerminal(run.status)) continue;
+      const holder = readClaim(row.runDir);
+      if (holder !== undefined && isHolderAlive(holder)) {
+        this.watch(row.runDir); // a direct-mode monitor has it
+      } else if (holder === undefined && run.status === 'pending' && run.supervisor === 'qwexd') {
+        this.queue.push(row.runDir);
+      } else if (holder === undefined && run.status === 'pending' && Date.now() - Date.parse(run.createdAt) < MONITOR_START_TIMEOUT_MS) {
+        this.watch(row.runDir); // its monitor is starting
+      } else {
+        this.adoptOrphan(row.runDir);
+      }
+    }
+    this.options.log.info('recovered', { queued: this.queue.length, supervised: this.supervised.size, watched: this.watched.size });
+    this.sweepTimer = setInterval(() => void this.sweep(), SWEEP_MS);
+    this.sweepTimer.unref();
+    this.pump();
+  }
+
+  /** Records the jobs as queued runs, in order, and starts what the concurrency limit allows. */
+  submit(project: string, jobs: Job[], env: Record<string, string>, provenance?: (Provenance | null)[]): Run[] {
+    const created = this.runner.create(jobs, project, {
+      supervisor: 'qwexd',
+      baseEnv: env,
+      ...(provenance ? { provenance: provenance.map((p) => p ?? undefined) } : {}),
+    });
+    for (const { dir } of created) this.queue.push(dir);
+    this.options.log.info('submitted', { count: created.length, first: created[0]?.run.id });
+    this.pump();
+    // The records as submitted: those just started say so in run.json, which the client reads if it cares.
+    return created.map(({ run }) => run);
+  }
+
+  /** Stops a run: its own grace period unless `graceMs` is given. */
+  async cancel(dir: string, graceMs?: number): Promise<Run> {
+    const supervision = this.supervised.get(dir);
+    if (supervision) {
+      const run = this.store.read(dir);
+      if (!isTerminal(run.status)) {
+        writeStopRequest(dir, { reason: 'cancel', graceMs: graceMs ?? run.job.killGraceMs });
+        supervision.cancel();
+      }
+      return this.store.read(dir);
+    }
+    const queued = this.queue.indexOf(dir);
+    const run = await this.runner.cancel(dir, graceMs);
+    if (queued !== -1 && isTerminal(run.status)) {
+      this.queue.splice(queued, 1);
+      this.notifyEnd(dir, run);
+    }
+    return run;
+  }
+
+  /** A `qwex cancel` in direct mode wrote a stop request and signalled us (SIGUSR1): act on it. */
+  checkStopRequests(): void {
+    for (const [dir, supervision] of this.supervised) {
+      if (readStopRequest(dir) !== undefined) supervision.cancel();
+    }
+  }
+
+  queuePosition(dir: string): number | undefined {
+    const index = this.queue.indexOf(dir);
+    return index === -1 ? undefined : index + 1;
+  }
+
+  async view(dir: string): Promise<RunView> {
+    const run = await this.refresh(dir);
+    const position = this.queuePosition(dir);
+    const usage = await usageOf(run);
+    return { run, dir, ...(position === undefined ? {} : { queuePosition: position }), ...(usage ? { usage } : {}) };
+  }
+
+  list(query: { project?: string; statuses?: RunStatus[]; limit?: number }): Promise<ListedRun[]> {
+    return listRuns(this.store.runIndex(), query, (d) => this.refresh(d), (d) => this.queuePosition(d));
+  }
+
+  /** The run's record, brought up to date if its supervisor died. */
+  refresh(dir: string): Promise<Run> {
+    if (this.supervised.has(dir)) return Promise.resolve(this.store.read(dir));
+    return this.runner.reconcile(dir);
+  }
+
+  /** Called with the final record whenever a run this supervisor knows ends. Returns an unsubscribe function. */
+  onRunEnd(listener: (dir: string, run: Run) => void): () => void {
+    this.endListeners.add(listener);
+    return () => this.endListeners.delete(listener);
+  }
+
+  /** Stops supervising; runs go on (their shims, engines and clusters keep them) and queued runs stay queued on disk. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    for (const supervision of this.supervised.values()) supervision.dispose();
+    this.supervised.clear();
+    this.running.clear();
+    for (const watcher of this.watched.values()) watcher?.close();
+    this.watched.clear();
+    this.queue.length = 0;
+  }
+
+  /** Takes over an active run whose supervisor is gone, and supervises it here. */
+  private adoptOrphan(dir: string): void {
+    if (this.closed || this.supervised.has(dir)) return;
+    const at = this.queue.indexOf(dir);
+    if (at !== -1) this.queue.splice(at, 1);
+    if (!takeOver(dir, self('supervise'))) {
+      this.watch(dir); // another process took it over first
+      return;
+    }
+    this.unwatch(dir);
+    this.options.log.info('taking-over', { dir });
+    this.startSupervising(dir);
+  }
+
+  private pump(): void {
+    // Runs a cluster schedules start at once, whatever the local slots: the cluster decides when they run.
+    for (let i = 0; !this.closed && i < this.queue.length; ) {
+      const dir = this.queue[i]!;
+      if (!this.isClusterScheduled(dir)) {
+        i++;
+        continue;
+      }
+      this.queue.splice(i, 1);
+      if (this.runner.claim(dir)) this.startSupervising(dir);
+    }
+    while (!this.closed && this.running.size < this.options.concurrency && this.queue.length > 0) {
+      const dir = this.queue.shift()!;
+      if (!this.runner.claim(dir)) continue; // cancelled (claimed by the cancel) before its turn
+      this.startSupervising(dir);
+    }
+  }
+
+  private isClusterScheduled(dir: string): boolean {
+    try {
+      return findBackend(this.store.read(dir).job.backend)?.traits.clusterScheduled === true;
+    } catch {
+      return false; // unreadable now: it waits in the queue, and its start will report the problem
+    }
+  }
+
+  private startSupervising(dir: string): void {
+    const supervision = this.runner.supervise(dir);
+    this.supervised.set(dir, supervision);
+    if (!this.isClusterScheduled(dir)) this.running.add(dir);
+    // The next queued run may start as soon as this command has exited; its record is finished meanwhile.
+    void supervision.commandEnded.then(() => {
+      this.running.delete(dir);
+      this.pump();
+    });
+    supervision.done.then(
+      (run) => this.ended(dir, run),
+      (error: unknown) => {
+        this.supervised.delete(dir);
+        this.running.delete(dir);
+        if (error instanceof SupervisionDisposedError) return;
+        this.options.log.error('supervise-failed', { dir, message: (error as Error).message });
+        this.watch(dir);
+        this.pump();
+      },
+    );
+  }
+
+  private ended(dir: string, run: Run): void {
+    this.supervised.delete(dir);
+    this.options.log.info('ended', { runId: run.id, status: run.status, exitCode: run.exitCode, signal: run.signal });
+    this.notifyEnd(dir, run);
+    this.pump();
+  }
+
+  private watch(dir: string): void {
+    if (this.closed || this.watched.has(dir)) return;
+    let watcher: FSWatcher | undefined;
+    try {
+      watcher = watch(dir, { persistent: false }, (_event, name) => {
+        if (name === null || name === RunFiles.record) void this.checkWatched(dir);
+      });
+      watcher.on('error', () => {
+        // The run directory went away: the sweep finds out and stops watching.
+      });
+    } catch {
+      // No watch support here: the sweep still finds the end.
+    }
+    this.watched.set(dir, watcher);
+  }
+
+  private async checkWatched(dir: string): Promise<void> {
+    let run: Run;
+    try {
+      // A dead supervisor's run is handed to adoptOrphan by reconcile.
+      run = await this.runner.reconcile(dir);
+    } catch (error) {
+      this.options.log.warn('check-failed', { dir, message: (error as Error).message });
+      return;
+    }
+    if (!this.watched.has(dir) || !isTerminal(run.status)) return;
+    this.unwatch(dir);
+    this.notifyEnd(dir, run);
+  }
+
+  private unwatch(dir: string): void {
+    this.watched.get(dir)?.close();
+    this.watched.delete(dir);
+  }
+
+  private async sweep(): Promise<void> {
+    for (const dir of [...this.watched.keys()]) await this.checkWatched(dir);
+  }
+
+  private notifyEnd(dir: string, run: Run): void {
+    for (const listener of this.endListeners) listener(dir, run);
+  }
+}

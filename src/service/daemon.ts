@@ -1,0 +1,82 @@
+import type { DaemonClient } from '../daemon-client.js';
+import { Method, type ListedRun, type RunView } from '../protocol.js';
+import type { Run } from '../run/model.js';
+import type { ListQuery } from '../store/run-index.js';
+import type { RunStore } from '../store/run-store.js';
+import { submitterEnv } from '../config/job.js';
+import { Watcher } from '../watcher.js';
+import { ErrorCode, QwexError } from '../errors.js';
+import { DirectRunService } from './direct.js';
+import type { FollowOptions, RunRef, RunService, SubmitRequest } from './run-service.js';
+
+/**
+ * Runs through qwexd, which queues, starts and supervises them and is then
+ * their only writer. Output is still read straight from the run's log files
+ * (every backend writes them locally, and raw reads are many times faster
+ * than the JSON-RPC stream, which is there for other programs); the end of
+ * a run comes from qwexd.
+ */
+export class DaemonRunService implements RunService {
+  readonly via = 'qwexd' as const;
+  private readonly watcher: Watcher;
+  private fallback: DirectRunService | undefined;
+
+  constructor(
+    private readonly client: DaemonClient,
+    private readonly store: RunStore,
+  ) {
+    this.watcher = new Watcher(store);
+  }
+
+  async submit(request: SubmitRequest): Promise<Run[]> {
+    const { runs } = await this.client.request(Method.submit, {
+      project: request.project,
+      jobs: request.jobs,
+      env: request.env ?? submitterEnv(),
+      provenance: request.jobs.map((_, i) => request.provenance?.[i] ?? null),
+    });
+    return runs;
+  }
+
+  async cancel(run: RunRef, options: { graceMs?: number } = {}): Promise<Run> {
+    return (await this.client.request(Method.cancel, { id: run.id, ...(options.graceMs === undefined ? {} : { graceMs: options.graceMs }) })).run;
+  }
+
+  get(run: RunRef): Promise<RunView> {
+    return this.client.request(Method.get, { id: run.id });
+  }
+
+  async list(query: ListQuery): Promise<ListedRun[]> {
+    const { statuses, ...rest } = query;
+    return (await this.client.request(Method.list, { ...rest, ...(statuses ? { statuses: [...statuses] } : {}) })).runs;
+  }
+
+  wait(run: RunRef, options: { signal?: AbortSignal } = {}): Promise<Run> {
+    return this.watcher.waitForEnd(run.dir, { refresh: () => this.refresh(run), ...(options.signal ? { signal: options.signal } : {}) });
+  }
+
+  follow(run: RunRef, options: FollowOptions): Promise<Run> {
+    return this.watcher.follow(run.dir, { ...options, refresh: () => this.refresh(run) });
+  }
+
+  async close(): Promise<void> {
+    this.client.close();
+  }
+
+  /**
+   * The record from qwexd; once qwexd is gone (stopped, or killed while we
+   * follow), from the record itself as direct mode reads it, so a follower
+   * carries on to the run's end.
+   */
+  private async refresh(run: RunRef): Promise<Run> {
+    if (!this.fallback) {
+      try {
+        return (await this.client.request(Method.get, { id: run.id })).run;
+      } catch (error) {
+        if (!(error instanceof QwexError) || error.code !== ErrorCode.DaemonUnavailable) throw error;
+        this.fallback = new DirectRunService(this.store);
+      }
+    }
+    return (await this.fallback.get(run)).run;
+  }
+}

@@ -86,7 +86,7 @@ describe('configuration', () => {
     const r = await qwex(sb, ['run', 'true']);
     expect(r.exitCode).toBe(5);
     expect(String(r.stderr)).toContain('kill_grace_seconds: expected number, got "soon"');
-    expect(String(r.stderr)).toContain('hint: see "Configuration" in the README');
+    expect(String(r.stderr)).toContain('hint: see "Configuration" (docs/configuration.md) for every key');
   });
 
   it('treats an empty file as no settings', async () => {

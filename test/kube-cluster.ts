@@ -2,7 +2,8 @@
  * The cluster the k8s and kueue tests run against: the FAKE Kubernetes API
  * (test/fake-kube-api.ts, its node a real Docker engine) by default, or a
  * real cluster when QWEX_K8S_KUBECONFIG names its kubeconfig (the opt-in
- * real-cluster suite: see "Kubernetes and Kueue" in the README).
+ * real-cluster suite: see docs/testing.md, "Kubernetes and Kueue: the fake API
+ * and the real-cluster suite").
  *
  *   QWEX_K8S_KUBECONFIG  a kubeconfig whose current context qwex may use
  *   QWEX_K8S_IMAGE       an image on the nodes with sh, tar and the busybox tools (default qwex-test/busybox:latest)

@@ -64,7 +64,7 @@ export function readConfigFile(path: string): FileConfig | undefined {
   if (!result.success) {
     const issue = result.error.issues[0]!;
     throw new QwexError(ErrorCode.ConfigInvalid, `${path}: ${describeIssue(issue, value)}`, {
-      hint: 'see "Configuration" in the README for every key and its type',
+      hint: 'see "Configuration" (docs/configuration.md) for every key and its type',
       details: { file: path, key: keyOf(issue) },
     });
   }

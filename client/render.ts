@@ -96,7 +96,6 @@ export function table(headers: string[], rows: string[][], style: Style): string
 }
 
 function visible(text: string): string {
-  // eslint-disable-next-line no-control-regex
   return text.replace(/\u001b\[[0-9;]*m/g, '');
 }
 
@@ -117,9 +116,7 @@ export function psTable(rows: ListedRun[], style: Style, options: { showProject:
       ? 'unreadable'
       : r.waiting
         ? `${r.waiting.phase}${r.waiting.position === undefined ? '' : ` #${r.waiting.position}`}${r.waiting.reason ? ` (${r.waiting.reason})` : ''}`
-        : r.queuePosition === undefined
-          ? r.status
-          : `${r.status} #${r.queuePosition}`;
+        : `${r.status}${r.queuePosition === undefined ? '' : ` #${r.queuePosition}`}${r.waitReason ? ` (${r.waitReason})` : ''}`;
     return [
       r.id.slice(0, idLength),
       paint(style, r.problem ? 'magenta' : r.waiting ? 'gray' : STATUS_LOOK[r.status].colour, status),
@@ -168,6 +165,7 @@ export function statusText(view: RunView, style: Style): string {
   const backend = findBackend(run.job.backend);
   lines.push(...(backend?.describe?.(run) ?? []));
   if (view.queuePosition !== undefined) lines.push(['queue', `#${view.queuePosition} in qwexd's queue`]);
+  if (view.waitReason !== undefined) lines.push(['waiting for', view.waitReason]);
   const waiting = backend?.waiting?.(run);
   if (waiting) {
     const where = waiting.phase === 'queued' ? `queued in ${waiting.where ?? 'a queue'}${waiting.position === undefined ? '' : ` (#${waiting.position})`}` : `${waiting.where ?? 'command'} pending`;

@@ -52,6 +52,8 @@ export const ErrorCode = {
   CwdNotFound: 'QWEX_CWD_NOT_FOUND',
   OutOfMemory: 'QWEX_OUT_OF_MEMORY',
   Timeout: 'QWEX_TIMEOUT',
+  /** The run was cancelled before it started because it never could (a run it depends on failed). */
+  NotStarted: 'QWEX_NOT_STARTED',
   /** How the run ended can no longer be known (its parent process was killed, its container removed...). */
   RunLost: 'QWEX_RUN_LOST',
   /** The workspace could not be sent to, or unpacked on, the machine or pod that runs the command. */
@@ -101,6 +103,7 @@ const EXIT_STATUS: Record<ErrorCode, number> = {
   QWEX_OUT_OF_MEMORY: 1,
   QWEX_TIMEOUT: 1,
   QWEX_RUN_LOST: 1,
+  QWEX_NOT_STARTED: 1,
   QWEX_K8S_SYNC_FAILED: 1,
   QWEX_K8S_JOB_FAILED: 1,
   QWEX_K8S_UNSCHEDULABLE: 1,

@@ -47,10 +47,12 @@ export interface RunView {
   dir: string;
   /** 1-based place in qwexd's queue, for a pending run waiting there. */
   queuePosition?: number;
+  /** Why a queued run waits beyond its place in the queue (its dependencies, the GPUs it asks for). */
+  waitReason?: string;
   usage?: ResourceUsage;
 }
 
-export type ListedRun = RunSummary & { queuePosition?: number; usage?: ResourceUsage; waiting?: Waiting };
+export type ListedRun = RunSummary & { queuePosition?: number; waitReason?: string; usage?: ResourceUsage; waiting?: Waiting };
 
 export interface DaemonStatus {
   version: string;

@@ -41,7 +41,8 @@ export class Watcher {
     const refresh = options.refresh ?? ((d: string) => this.store.read(d));
     return new Promise<Run>((resolve, reject) => {
       let fsWatcher: FSWatcher | undefined;
-      let timer: NodeJS.Timeout | undefined;
+      // Assigned once the checks are set up; finish() may run before that (an already aborted signal).
+      let timer: NodeJS.Timeout | undefined = undefined;
       let settled = false;
       const finish = (run: Run | undefined, error?: unknown): void => {
         if (settled) return;

@@ -226,9 +226,10 @@ describe.each(BACKENDS)('$name backend: the shared contract', (backend) => {
 
   it('a run whose direct-mode supervisor was killed still ends with all its output and the right code', async () => {
     const id = await detached(['--', 'sh', '-c', 'for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.3; done; exit 6']);
+    // Its supervisor is whoever holds the run's claim.
     const monitorPid = await until(() => {
       const r = readRun(id);
-      return r.status === 'running' ? (r.backend.monitorPid as number) : undefined;
+      return r.status === 'running' ? (JSON.parse(readFileSync(join(runDir(id), 'claim.json'), 'utf8')) as { pid: number }).pid : undefined;
     }, 20_000, 'the run to start');
     process.kill(monitorPid, 'SIGKILL');
     // The next look (wait) finds the run orphaned and has it adopted or finalized.

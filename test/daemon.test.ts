@@ -292,19 +292,19 @@ describe('runs survive the daemon', () => {
     expect(record(id)).toMatchObject({ status: 'failed', exitCode: 9 });
   });
 
-  it('on restart, a run whose monitor pid was recycled by another process is lost, not adopted', async () => {
-    // The record names a live process (this test runner) as its monitor, with another start time.
+  it('on restart, a run whose supervisor pid was recycled by another process is lost, not adopted', async () => {
+    // The claim names a live process (this test runner) as its supervisor, with another start time.
     const id = newRunId();
     const dir = join(sb.project, '.qwex', 'runs', id);
     mkdirSync(dir, { recursive: true });
     const run: Run = {
       version: 1, id, project: sb.project, job: job(['sleep', '100']), status: 'running', createdAt: new Date().toISOString(),
       startedAt: new Date().toISOString(), exitCode: null, signal: null, supervisor: 'qwexd',
-      backend: { name: 'local', monitorPid: process.pid, monitorStartTime: '1', pid: 999_999, pgid: 999_999 },
+      backend: { name: 'local', pid: 999_999, pgid: 999_999 },
       metadata: { host: 'h', user: 'u', qwexVersion: '0' },
     };
     writeFileSync(join(dir, 'run.json'), JSON.stringify(run));
-    writeFileSync(join(dir, 'claim.json'), '{}');
+    writeFileSync(join(dir, 'claim.json'), JSON.stringify({ pid: process.pid, startTime: '1', intent: 'supervise', at: '' }));
     await qwex(sb, ['doctor', '--reindex']);
     await startDaemon();
     await until(() => (record(id).status === 'lost' ? true : undefined), 5000);

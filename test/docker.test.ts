@@ -28,7 +28,7 @@ afterEach(async () => {
 
 function runs(): Run[] {
   const dir = join(sb.project, '.qwex', 'runs');
-  let ids: string[] = [];
+  let ids: string[];
   try {
     ids = readdirSync(dir).sort();
   } catch {
@@ -164,17 +164,23 @@ describe('docker backend: errors', () => {
   });
 });
 
+/** What `qwex doctor --json` says of each backend's leftovers. */
+interface DoctorJson {
+  backends: { backend: string; reachable: boolean; orphans: { id: string; runId: string; reason: string; removed?: boolean }[] }[];
+}
+
 describe('docker backend: orphans', () => {
   it('qwex doctor lists qwex containers no run accounts for, and --remove-orphans removes them', async () => {
     const label = `qwex-test-orphan-${Date.now()}`;
     const created = await execa('docker', ['create', '--label', `qwex.run-id=${label}`, '--label', `qwex.run-dir=${join(sb.project, '.qwex', 'runs', label)}`, DOCKER_TEST_IMAGE, 'true']);
     const id = String(created.stdout).trim();
     try {
-      const report = JSON.parse(String((await qwex(sb, ['doctor', '--json'])).stdout)) as { docker: { reachable: boolean; orphans: { id: string; reason: string }[] } };
-      expect(report.docker.reachable).toBe(true);
-      expect(report.docker.orphans).toContainEqual(expect.objectContaining({ id, reason: expect.stringMatching(/^no run record at /) }));
-      const removed = JSON.parse(String((await qwex(sb, ['doctor', '--remove-orphans', '--json'])).stdout)) as { docker: { orphans: { id: string; removed?: boolean }[] } };
-      expect(removed.docker.orphans).toContainEqual(expect.objectContaining({ id, removed: true }));
+      const engine = (report: DoctorJson): DoctorJson['backends'][number] => report.backends.find((b) => b.backend === 'docker')!;
+      const report = JSON.parse(String((await qwex(sb, ['doctor', '--json'])).stdout)) as DoctorJson;
+      expect(engine(report).reachable).toBe(true);
+      expect(engine(report).orphans).toContainEqual(expect.objectContaining({ id, reason: expect.stringMatching(/^no run record at /) }));
+      const removed = JSON.parse(String((await qwex(sb, ['doctor', '--remove-orphans', '--json'])).stdout)) as DoctorJson;
+      expect(engine(removed).orphans).toContainEqual(expect.objectContaining({ id, removed: true }));
       const left = await execa('docker', ['ps', '-aq', '--no-trunc', '--filter', `id=${id}`]);
       expect(String(left.stdout).trim()).toBe('');
     } finally {
@@ -185,8 +191,8 @@ describe('docker backend: orphans', () => {
   it('a run\'s container is not an orphan while it runs, and is removed once it is recorded', async () => {
     const id = String((await qwex(sb, ['run', '-d', ...DOCKER, '--', 'sleep', '3'])).stdout).trim();
     await until(() => (onlyRun().status === 'running' ? true : undefined), 20_000, 'the run to start');
-    const report = JSON.parse(String((await qwex(sb, ['doctor', '--json'])).stdout)) as { docker: { orphans: { runId: string }[] } };
-    expect(report.docker.orphans.map((o) => o.runId)).not.toContain(id);
+    const report = JSON.parse(String((await qwex(sb, ['doctor', '--json'])).stdout)) as DoctorJson;
+    expect(report.backends.find((b) => b.backend === 'docker')!.orphans.map((o) => o.runId)).not.toContain(id);
     expect((await qwex(sb, ['wait', id])).exitCode).toBe(0);
     await until(async () => (String((await execa('docker', ['ps', '-aq', '--filter', `name=qwex-${id}`])).stdout).trim() === '' ? true : undefined), 10_000, 'the container to be removed');
   });

@@ -29,7 +29,7 @@ import { PassThrough, type Duplex } from 'node:stream';
 import Docker from 'dockerode';
 import { WebSocketServer, type WebSocket } from 'ws';
 
-type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+type Obj = Record<string, any>;  
 
 interface Kind {
   /** The URL segment and the key prefix. */

@@ -32,7 +32,7 @@ const baseJob: Job = {
 
 describe('the Job qwex builds (no cluster needed)', () => {
   it('is one never-restarted pod with the command as argv, labels, resources and an explicit pull policy', () => {
-    const m = jobManifest({ runId: '01AB-cd', project: '/p', job: baseJob, cwd: 'sub', options: { queue: 'gpu', ttl_seconds_after_finished: 600 } }) as any; // eslint-disable-line @typescript-eslint/no-explicit-any
+    const m = jobManifest({ runId: '01AB-cd', project: '/p', job: baseJob, cwd: 'sub', options: { queue: 'gpu', ttl_seconds_after_finished: 600 } }) as any;  
     expect(m.metadata.name).toBe(jobName('01AB-cd'));
     expect(m.metadata.name).toBe('qwex-01ab-cd');
     expect(m.metadata.labels).toEqual({ 'qwex.dev/run-id': '01AB-cd', 'kueue.x-k8s.io/queue-name': 'gpu' });
@@ -53,7 +53,7 @@ describe('the Job qwex builds (no cluster needed)', () => {
   });
 
   it('k8s runs are not suspended; --no-sync runs the image as it is; Always and Never map as named', () => {
-    const m = jobManifest({ runId: 'r', project: '/p', job: { ...baseJob, container: { ...baseJob.container!, pull: 'never', resources: {} } }, cwd: '', options: { sync: false } }) as any; // eslint-disable-line @typescript-eslint/no-explicit-any
+    const m = jobManifest({ runId: 'r', project: '/p', job: { ...baseJob, container: { ...baseJob.container!, pull: 'never', resources: {} } }, cwd: '', options: { sync: false } }) as any;  
     expect(m.spec.suspend).toBeUndefined();
     expect(m.metadata.labels['kueue.x-k8s.io/queue-name']).toBeUndefined();
     expect(m.spec.template.spec.initContainers).toBeUndefined();
@@ -86,7 +86,7 @@ describe('cluster settings on the command line, in job specs and in qwex.yaml (n
   });
 
   it('cluster flags need a cluster backend; a bad namespace is refused', () => {
-    expect(() => buildJob({ command: ['true'], cluster: { namespace: 'ml' } }, DEFAULT_CONFIG, '/p')).toThrow(/are for the k8s and kueue backends, not "local"/);
+    expect(() => buildJob({ command: ['true'], cluster: { namespace: 'ml' } }, DEFAULT_CONFIG, '/p')).toThrow(/--namespace is for the k8s and kueue backends, not "local"/);
     expect(() => buildJob({ command: ['true'], backend: 'kueue', cluster: { namespace: 'ML_Team' } }, config, '/p')).toThrow(/"ML_Team" is not a namespace name/);
   });
 });
@@ -267,7 +267,7 @@ describe('k8s and kueue against the fake API', () => {
     const id = await detached(['--backend', 'k8s', '--', 'sh', '-c', 'mkdir -p out; echo x > out/x; echo wrote; sleep 1']);
     const monitorPid = await until(() => {
       const r = readRun(id);
-      return r.status === 'running' && stdout(id).includes('wrote') ? (r.backend.monitorPid as number) : undefined;
+      return r.status === 'running' && stdout(id).includes('wrote') ? (JSON.parse(readFileSync(join(sb.project, '.qwex', 'runs', id, 'claim.json'), 'utf8')) as { pid: number }).pid : undefined;
     }, 20_000, 'the run to write');
     process.kill(monitorPid, 'SIGKILL');
     // Nobody renews the lease: the keeper lets the pod finish, and the Job completes on its own.
@@ -296,10 +296,12 @@ describe('k8s and kueue against the fake API', () => {
     const id = onlyRunId();
     await sleep(500);
     expect(await k8s!.jobsLeft()).toContain(jobName(id));
-    const report = await qwexJson<{ clusters: { backend: string; reachable: boolean; orphans: { name: string; reason: string }[] }[] }>(sb, ['doctor']);
-    expect(report.clusters).toEqual([expect.objectContaining({ backend: 'k8s', reachable: true, orphans: [{ name: jobName(id), namespace: 'default', runId: id, reason: 'its run has ended' }] })]);
+    const report = await qwexJson<{ backends: { backend: string; reachable: boolean; orphans: { id: string; what: string; runId: string; reason: string }[] }[] }>(sb, ['doctor']);
+    expect(report.backends.filter((b) => b.backend === 'k8s')).toEqual([
+      expect.objectContaining({ backend: 'k8s', reachable: true, orphans: [{ id: jobName(id), what: `Job default/${jobName(id)}`, runId: id, reason: 'its run has ended' }] }),
+    ]);
     const text = await qwex(sb, ['doctor']);
-    expect(String(text.stdout)).toContain(`orphan job       default/${jobName(id)}: its run has ended`);
+    expect(String(text.stdout)).toContain(`orphan           Job default/${jobName(id)}: its run has ended`);
     await qwex(sb, ['doctor', '--remove-orphans']);
     await until(async () => (!(await k8s!.jobsLeft()).includes(jobName(id)) ? true : undefined), 10_000, 'the orphan Job to be deleted');
   });
@@ -369,10 +371,10 @@ describe('k8s and kueue against the fake API', () => {
     // Flags for a cluster are refused for other backends, and Docker-only ones for a cluster.
     const usage = await qwex(sb, ['run', '--namespace', 'x', '--', 'true']);
     expect(usage.exitCode).toBe(2);
-    expect(String(usage.stderr)).toMatch(/are for the k8s and kueue backends, not "local"/);
+    expect(String(usage.stderr)).toMatch(/--namespace is for the k8s and kueue backends, not "local"/);
     const mount = await qwex(sb, ['run', '--backend', 'k8s', '--mount', './data:/data', '--', 'true']);
     expect(mount.exitCode).toBe(2);
-    expect(String(mount.stderr)).toMatch(/--mount and --network are Docker settings/);
+    expect(String(mount.stderr)).toMatch(/--mount and --network are settings of a container on this machine's engine: a k8s run has no host paths/);
   });
 
   it('the cluster\'s credentials never reach run.json, the logs, listings or errors', async () => {

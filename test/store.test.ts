@@ -119,11 +119,9 @@ describe('the SQLite index', () => {
     try {
       const projects = ['/p/a', '/p/b', sb.project];
       const batch: { run: Run; runDir: string }[] = [];
-      let lastOfMine = '';
       for (let i = 0; i < 100_000; i++) {
         const project = projects[i % 3]!;
         const run = syntheticRun(project);
-        if (project === sb.project) lastOfMine = run.id;
         batch.push({ run, runDir: join(project, '.qwex', 'runs', run.id) });
       }
       index.upsertMany(batch);

@@ -5,6 +5,9 @@ import { writeAll } from '../fs-atomic.js';
 import { RunFiles } from '../paths.js';
 import type { ArtifactSettings } from '../run/model.js';
 import type { ContentStore, Manifest } from '../workspace/snapshot.js';
+import type * as TarStreamModule from 'tar-stream';
+
+type TarStream = typeof TarStreamModule;
 
 /**
  * Tar streams between qwex and a machine it reaches only through a byte
@@ -124,7 +127,7 @@ export function packWatchedCommand(watch: readonly string[], quote: (s: string) 
 }
 
 /** tar-stream is CommonJS: its functions are on the default export once bundled. */
-async function tarStream(): Promise<typeof import('tar-stream')> {
+async function tarStream(): Promise<TarStream> {
   const mod = await import('tar-stream');
   return (mod as unknown as { default?: typeof mod }).default ?? mod;
 }

@@ -1,6 +1,9 @@
 import type { ArtifactManifest } from '../workspace/artifacts.js';
 import type { ContainerConfig, ContainerSpec } from '../config/container.js';
 import type { ArtifactSettings, Job, Run, RunError } from '../run/model.js';
+import type { z, ZodType } from 'zod';
+
+type Zod = typeof z;
 
 /** Where a run's output goes and what environment it gets. */
 export interface RunIO {
@@ -192,7 +195,7 @@ export interface BackendDescriptor {
   /** Keys a run's options may set (from flags and job specs). */
   readonly optionKeys: readonly string[];
   /** The zod schema of `backends.<name>` in qwex.yaml; loaded only when a config file is read. */
-  configSchema(z: typeof import('zod').z): import('zod').ZodType;
+  configSchema(z: Zod): ZodType;
   /** Checks the run's options against the config and turns them into what the record keeps. Throws QwexError (QWEX_USAGE) on bad input. */
   resolveJob(input: BackendJobInput): BackendJob;
   /** For a remote backend: whether this job's workspace snapshot is sent (default true; a Kubernetes run with sync off sends none). */

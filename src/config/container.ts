@@ -1,5 +1,8 @@
 import { isAbsolute, resolve } from 'node:path';
 import { ErrorCode, QwexError } from '../errors.js';
+import type { z } from 'zod';
+
+type Zod = typeof z;
 
 /**
  * What a run in a container asks for, in one portable shape shared by the
@@ -189,7 +192,7 @@ export function definedOnly<T extends object>(value: T): Partial<T> {
  * that every container backend shares. Takes zod from the caller, so that
  * descriptors can use it without loading zod themselves.
  */
-export function containerConfigShape(z: typeof import('zod').z) {
+export function containerConfigShape(z: Zod) {
   return {
     image: z.string().min(1).optional(),
     pull: z.enum(['never', 'missing', 'always']).optional(),

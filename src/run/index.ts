@@ -1,7 +1,7 @@
 import type { RunStore } from '../store/run-store.js';
 import { claim, self } from './claim.js';
 import { createRuns, type CreateOptions } from './create.js';
-import type { Job, Provenance, Run } from './model.js';
+import type { Job, Provenance, Run, RunError } from './model.js';
 import { RecordWriter, type Log } from './record.js';
 import { reconcile, requestCancel, type OrphanHandler } from './reconcile.js';
 import { supervise, type Supervision } from './supervise.js';
@@ -57,8 +57,8 @@ export class Runner {
     return reconcile(this.writer, dir, this.orphaned);
   }
 
-  /** Asks for the run to stop (its own grace period unless `graceMs`); see reconcile.ts. */
-  cancel(dir: string, graceMs?: number): Promise<Run> {
-    return requestCancel(this.writer, dir, graceMs, this.orphaned);
+  /** Asks for the run to stop (its own grace period unless `graceMs`); see reconcile.ts. `reason` is recorded on a run that never started. */
+  cancel(dir: string, graceMs?: number, reason?: RunError): Promise<Run> {
+    return requestCancel(this.writer, dir, graceMs, this.orphaned, reason);
   }
 }

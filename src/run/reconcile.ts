@@ -4,7 +4,7 @@ import { findBackend } from '../backends/registry.js';
 import { ErrorCode, QwexError, errnoCode } from '../errors.js';
 import { claim, isHolderAlive, readClaim, self, takeOver } from './claim.js';
 import { endUnstarted, finishRun } from './finish.js';
-import { isTerminal, type Run } from './model.js';
+import { isTerminal, type Run, type RunError } from './model.js';
 import type { RecordWriter } from './record.js';
 import { readStopRequest, writeStopRequest } from './stop.js';
 
@@ -87,13 +87,13 @@ function handOver(dir: string, run: Run, orphaned: OrphanHandler): void {
  * supervisor is told (SIGUSR1); a dead one's run is handed over. Returns the
  * record as it is then; the final status is written by the supervisor.
  */
-export async function requestCancel(writer: RecordWriter, dir: string, graceMs: number | undefined, orphaned: OrphanHandler): Promise<Run> {
+export async function requestCancel(writer: RecordWriter, dir: string, graceMs: number | undefined, orphaned: OrphanHandler, reason?: RunError): Promise<Run> {
   const run = writer.store.read(dir);
   if (isTerminal(run.status)) throw new QwexError(ErrorCode.RunNotActive, `run ${run.id} already ended (${run.status})`);
   writeStopRequest(dir, { reason: 'cancel', graceMs: graceMs ?? run.job.killGraceMs });
   if (claim(dir, self('cancel'))) {
     // Nobody started it, and now nobody will.
-    return endUnstarted(writer, run, dir, 'cancelled', {});
+    return endUnstarted(writer, run, dir, 'cancelled', reason ? { error: reason } : {});
   }
   const holder = readClaim(dir);
   if (holder !== undefined && isHolderAlive(holder)) {

@@ -1,5 +1,6 @@
 import { watch, type FSWatcher } from 'node:fs';
 import { findBackend } from '../backends/registry.js';
+import { ErrorCode } from '../errors.js';
 import { RunFiles } from '../paths.js';
 import type { ListedRun, RunView } from '../protocol.js';
 import { listRuns, usageOf } from '../store/listing.js';
@@ -12,6 +13,26 @@ import { readStopRequest, writeStopRequest } from './stop.js';
 
 /** How often runs supervised by other processes are re-checked when no file event arrived. */
 const SWEEP_MS = 2000;
+
+/**
+ * A rule that decides when a queued run may start, beyond the concurrency
+ * limit (its dependencies have ended, the GPUs it asks for are free...).
+ * Consulted in queue order whenever the queue moves; a run one rule holds
+ * back does not hold back the runs behind it.
+ */
+export interface Admission {
+  /**
+   * `start`: it may start now; `patch` (applied to the record before it
+   * starts) records what was handed to it. `wait`: not yet, and why (shown
+   * on the waiting run). `cancel`: it never will (a dependency failed): it
+   * is recorded as cancelled with the reason.
+   */
+  admit(dir: string, run: Run): { start: true; patch?: (run: Run) => Run } | { wait: string } | { cancel: string };
+  /** The run ended (or was lost, or cancelled): give back what it held. */
+  release?(dir: string, run: Run): void;
+  /** After a restart: a run already started (adopted) holds what its record says. */
+  restore?(dir: string, run: Run): void;
+}
 
 export interface SupervisorLog {
   info(event: string, fields?: Record<string, unknown>): void;
@@ -39,6 +60,9 @@ export class Supervisor {
   /** Runs supervised by another process (a direct-mode monitor): watched, to report their end and to take them over if it dies. */
   private readonly watched = new Map<string, FSWatcher | undefined>();
   private readonly endListeners = new Set<(dir: string, run: Run) => void>();
+  private readonly admissions: Admission[] = [];
+  /** Why queued runs that an admission rule holds back wait. */
+  private readonly waitReasons = new Map<string, string>();
   private sweepTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -47,6 +71,21 @@ export class Supervisor {
     private readonly options: { concurrency: number; log: SupervisorLog },
   ) {
     this.runner = new Runner(store, (dir) => this.adoptOrphan(dir), (event, fields) => options.log.info(`run-${event}`, fields));
+  }
+
+  /** Adds a rule for when queued runs may start (before recover()). */
+  addAdmission(admission: Admission): void {
+    this.admissions.push(admission);
+  }
+
+  /** Moves the queue on: after something an admission rule waits for changed outside this supervisor's sight. */
+  poke(): void {
+    this.pump();
+  }
+
+  /** Why a queued run waits, when an admission rule holds it back. */
+  waitReason(dir: string): string | undefined {
+    return this.waitReasons.get(dir);
   }
 
   get concurrency(): number {
@@ -136,11 +175,16 @@ export class Supervisor {
     const run = await this.refresh(dir);
     const position = this.queuePosition(dir);
     const usage = await usageOf(run);
-    return { run, dir, ...(position === undefined ? {} : { queuePosition: position }), ...(usage ? { usage } : {}) };
+    const reason = this.waitReasons.get(dir);
+    return { run, dir, ...(position === undefined ? {} : { queuePosition: position }), ...(usage ? { usage } : {}), ...(reason ? { waitReason: reason } : {}) };
   }
 
-  list(query: { project?: string; statuses?: RunStatus[]; limit?: number }): Promise<ListedRun[]> {
-    return listRuns(this.store.runIndex(), query, (d) => this.refresh(d), (d) => this.queuePosition(d));
+  async list(query: { project?: string; statuses?: RunStatus[]; limit?: number }): Promise<ListedRun[]> {
+    const rows = await listRuns(this.store.runIndex(), query, (d) => this.refresh(d), (d) => this.queuePosition(d));
+    return rows.map((row) => {
+      const reason = this.waitReasons.get(row.runDir);
+      return reason === undefined ? row : { ...row, waitReason: reason };
+    });
   }
 
   /** The run's record, brought up to date if its supervisor died. */
@@ -179,24 +223,79 @@ export class Supervisor {
     }
     this.unwatch(dir);
     this.options.log.info('taking-over', { dir });
+    try {
+      const run = this.store.read(dir);
+      for (const admission of this.admissions) admission.restore?.(dir, run);
+    } catch (error) {
+      this.options.log.warn('restore-failed', { dir, message: (error as Error).message });
+    }
     this.startSupervising(dir);
   }
 
+  private pumping = false;
+
   private pump(): void {
-    // Runs a cluster schedules start at once, whatever the local slots: the cluster decides when they run.
-    for (let i = 0; !this.closed && i < this.queue.length; ) {
-      const dir = this.queue[i]!;
-      if (!this.isClusterScheduled(dir)) {
-        i++;
-        continue;
+    if (this.pumping) return; // a cancel by an admission rule ends a run, which pumps again
+    this.pumping = true;
+    try {
+      // In queue order: runs a cluster schedules start whatever the local slots (the cluster decides when they
+      // run); the others while slots are free. A run an admission rule holds back keeps its place.
+      for (let i = 0; !this.closed && i < this.queue.length; ) {
+        const dir = this.queue[i]!;
+        const cluster = this.isClusterScheduled(dir);
+        if (!cluster && this.running.size >= this.options.concurrency) {
+          i++;
+          continue;
+        }
+        const decision = this.admit(dir);
+        if (decision === 'wait') {
+          i++;
+          continue;
+        }
+        this.queue.splice(i, 1);
+        if (decision === 'gone') continue;
+        if (!this.runner.claim(dir)) continue; // cancelled (claimed by the cancel) before its turn
+        this.startSupervising(dir, decision);
       }
-      this.queue.splice(i, 1);
-      if (this.runner.claim(dir)) this.startSupervising(dir);
+    } finally {
+      this.pumping = false;
     }
-    while (!this.closed && this.running.size < this.options.concurrency && this.queue.length > 0) {
-      const dir = this.queue.shift()!;
-      if (!this.runner.claim(dir)) continue; // cancelled (claimed by the cancel) before its turn
-      this.startSupervising(dir);
+  }
+
+  /** Asks every admission rule; 'wait' keeps the run queued, 'gone' when a rule cancelled it. */
+  private admit(dir: string): 'wait' | 'gone' | ((run: Run) => Run) | undefined {
+    if (this.admissions.length === 0) return undefined;
+    let run: Run;
+    try {
+      run = this.store.read(dir);
+    } catch {
+      return undefined; // unreadable now: its start reports the problem
+    }
+    const patches: ((run: Run) => Run)[] = [];
+    for (const admission of this.admissions) {
+      const decision = admission.admit(dir, run);
+      if ('wait' in decision) {
+        this.waitReasons.set(dir, decision.wait);
+        return 'wait';
+      }
+      if ('cancel' in decision) {
+        this.waitReasons.delete(dir);
+        void this.cancelQueued(dir, decision.cancel);
+        return 'gone';
+      }
+      if (decision.patch) patches.push(decision.patch);
+    }
+    this.waitReasons.delete(dir);
+    return patches.length === 0 ? undefined : (r: Run) => patches.reduce((acc, patch) => patch(acc), r);
+  }
+
+  /** Ends a queued run that an admission rule says will never start. */
+  private async cancelQueued(dir: string, reason: string): Promise<void> {
+    try {
+      const run = await this.runner.cancel(dir, undefined, { code: ErrorCode.NotStarted, message: reason });
+      if (isTerminal(run.status)) this.notifyEnd(dir, run);
+    } catch (error) {
+      this.options.log.warn('cancel-queued-failed', { dir, message: (error as Error).message });
     }
   }
 
@@ -208,7 +307,14 @@ export class Supervisor {
     }
   }
 
-  private startSupervising(dir: string): void {
+  private startSupervising(dir: string, patch?: (run: Run) => Run): void {
+    if (patch) {
+      try {
+        this.runner.writer.save(patch(this.store.read(dir)), dir, 'file');
+      } catch (error) {
+        this.options.log.error('admission-patch-failed', { dir, message: (error as Error).message });
+      }
+    }
     const supervision = this.runner.supervise(dir);
     this.supervised.set(dir, supervision);
     if (!this.isClusterScheduled(dir)) this.running.add(dir);
@@ -232,6 +338,7 @@ export class Supervisor {
 
   private ended(dir: string, run: Run): void {
     this.supervised.delete(dir);
+    this.release(dir, run);
     this.options.log.info('ended', { runId: run.id, status: run.status, exitCode: run.exitCode, signal: run.signal });
     this.notifyEnd(dir, run);
     this.pump();
@@ -274,6 +381,16 @@ export class Supervisor {
 
   private async sweep(): Promise<void> {
     for (const dir of [...this.watched.keys()]) await this.checkWatched(dir);
+  }
+
+  private release(dir: string, run: Run): void {
+    for (const admission of this.admissions) {
+      try {
+        admission.release?.(dir, run);
+      } catch (error) {
+        this.options.log.error('admission-release-failed', { dir, message: (error as Error).message });
+      }
+    }
   }
 
   private notifyEnd(dir: string, run: Run): void {

@@ -22,7 +22,7 @@ import {
 import { RunFiles } from '../../paths.js';
 import { readRunRecord } from '../../store/run-record.js';
 import type { Job, RunError } from '../../run/model.js';
-import { shellQuote } from '../ssh/connection.js';
+import { shellQuote } from '../shell-quote.js';
 import { ContentStore } from '../../workspace/snapshot.js';
 import { packToBuffer, packWatchedCommand, receiveArtifacts } from '../tar-transfer.js';
 import { notStartedProcess, type Backend, type ExitInfo, type RunIO, type StartedProcess } from '../types.js';
@@ -293,7 +293,7 @@ function followJob(getCluster: () => Promise<Cluster>, details: Record<string, u
         const terminatedBefore = mainState(pods?.get(pod, cluster!.namespace))?.terminated !== undefined;
         const gone = !pods?.get(pod, cluster!.namespace);
         const copy = new TimestampedLogCopy(stdoutPath, cursorPath, pod);
-        let ended: 'end' | 'dropped' | 'gone' = 'dropped';
+        let ended: 'end' | 'dropped' | 'gone';
         try {
           const { response, abort } = await apiGet(cluster!, `/api/v1/namespaces/${cluster!.namespace}/pods/${pod}/log`, {
             container: MAIN_CONTAINER,

@@ -2,6 +2,9 @@ import { containerConfigShape, resolveContainerJob } from '../../config/containe
 import { ErrorCode, QwexError } from '../../errors.js';
 import { isTerminal, type Job, type Run } from '../../run/model.js';
 import type { BackendDescriptor, BackendFlag, BackendJobInput, Waiting } from '../types.js';
+import type { z, ZodType } from 'zod';
+
+type Zod = typeof z;
 
 /** What the Kubernetes backend records in run.json under `backend`: where the Job is, and what it waits for. */
 export interface KubernetesDetails {
@@ -24,7 +27,7 @@ const clusterFlags: BackendFlag[] = [
   { flags: '--no-sync', description: 'Kubernetes: run the image as it is, without sending the workspace', key: 'sync' },
 ];
 
-function configSchema(z: typeof import('zod').z): import('zod').ZodType {
+function configSchema(z: Zod): ZodType {
   return z.strictObject({
     ...containerConfigShape(z),
     context: z.string().min(1).optional(),

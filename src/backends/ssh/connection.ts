@@ -157,10 +157,6 @@ export function exec(
   });
 }
 
-/** Quotes one word for a POSIX shell. */
-export function shellQuote(word: string): string {
-  return `'${word.replace(/'/g, `'\\''`)}'`;
-}
 
 function readKeys(paths: string[]): { path: string; data: Buffer }[] {
   const candidates = paths.length > 0 ? paths : ['id_ed25519', 'id_ecdsa', 'id_rsa'].map((n) => join(homedir(), '.ssh', n));

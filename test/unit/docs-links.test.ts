@@ -16,7 +16,7 @@ import GithubSlugger from 'github-slugger';
 import MarkdownIt from 'markdown-it';
 import { describe, expect, it } from 'vitest';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const SETUP_COMMAND = 'npm ci && npx qwex run -- echo "hello from qwex"';
 const README_MAX_LINES = 200;
 

@@ -140,15 +140,16 @@ describe('foreground qwex run', () => {
     expect(String(r.stderr)).toBe('done');
   }, 120_000);
 
-  it('works without perl too (the command is then the monitor\'s own child)', async () => {
-    const env = { QWEX_PERL: 'none' };
+  it.each(['c', 'perl', 'none'])('works with the %s shim (none: the command is then the monitor\'s own child)', async (kind) => {
+    const env = { QWEX_SHIM: kind };
     const ok = await qwex(sb, ['run', '-q', '--', 'sh', '-c', 'echo fine; exit 4'], { env });
-    expect(ok.exitCode).toBe(4);
+    expect(ok.exitCode, String(ok.stderr)).toBe(4);
     expect(String(ok.stdout)).toBe('fine');
     const missing = await qwex(sb, ['run', 'no-such-command-qwex'], { env });
     expect(missing.exitCode).toBe(127);
     const runs = readdirSync(join(sb.project, '.qwex', 'runs')).sort().map(readRun);
-    expect(runs.map((r) => [r.status, r.exitCode, r.backend.shimPid])).toEqual([['failed', 4, undefined], ['failed', 127, undefined]]);
+    const shimmed = kind !== 'none';
+    expect(runs.map((r) => [r.status, r.exitCode, typeof r.backend.shimPid])).toEqual([['failed', 4, shimmed ? 'number' : 'undefined'], ['failed', 127, 'undefined']]);
   });
 
   it('stops a run at --timeout and records why', async () => {

@@ -32,6 +32,8 @@ export interface ExitInfo {
   lost?: string;
   /** When it ended, if the backend knows better than "now" (an exit file's time). */
   endedAt?: Date;
+  /** How many processes of its tree were still there when it ended, and were stopped. */
+  leftovers?: number;
 }
 
 /** A started (or re-found) command. */

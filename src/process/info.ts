@@ -41,6 +41,20 @@ export function isProcessAlive(pid: number, startTime?: string): boolean {
   return startTime === undefined || actual === startTime;
 }
 
+/**
+ * True when the process group is still the one a run started: its leader
+ * (pid = pgid) is the process recorded (same start time), or has exited
+ * leaving members behind. A group whose id was recycled by a new leader
+ * since is not ours (Linux does not reuse a pid while a group of that id
+ * has members, so members without a leader are the run's own).
+ */
+export function isGroupOurs(pgid: number, leaderStartTime: string | undefined): boolean {
+  if (!isGroupAlive(pgid)) return false;
+  if (leaderStartTime === undefined) return true;
+  const leader = processStartTime(pgid);
+  return leader === undefined || leader === leaderStartTime;
+}
+
 /** True when any process is left in the process group. */
 export function isGroupAlive(pgid: number): boolean {
   try {

@@ -37,6 +37,7 @@ export async function finishRun(writer: RecordWriter, run: Run, dir: string, exi
       signal: exit.signal,
       artifacts: summarize(manifest),
       ...(context.resources ? { resources: context.resources } : {}),
+      ...(exit.leftovers ? { leftovers: exit.leftovers } : {}),
       ...(exit.error ? { error: exit.error } : {}),
       ...(endReason === 'timeout' ? { error: { code: ErrorCode.Timeout, message: `stopped after the ${run.job.timeoutMs} ms timeout` } } : {}),
     });

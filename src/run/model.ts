@@ -101,6 +101,8 @@ export interface Run {
   /** The backend's name, and what it records to find the command again (its own type, in its folder). */
   backend: { name: string } & Record<string, unknown>;
   artifacts?: ArtifactSummary;
+  /** Processes of the run's tree still there when its command ended, which were stopped then. */
+  leftovers?: number;
   /** Peak use of the run's process tree, sampled while it ran. */
   resources?: { peakRssBytes: number; cpuSeconds: number };
   /** Which code ran: the workspace snapshot and the git state when it was submitted. */

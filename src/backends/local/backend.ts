@@ -1,38 +1,49 @@
-import { ErrorCode } from '../../errors.js';
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, rmSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { once } from 'node:events';
 import { constants } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { executable } from '../../config/command.js';
-import { installPath } from '../../install-paths.js';
-import { RunFiles } from '../../paths.js';
-import { isGroupAlive, isProcessAlive, processStartTime, signalGroup } from '../../process/info.js';
+import { ErrorCode } from '../../errors.js';
+import { RunFiles, exitFallbackPath } from '../../paths.js';
+import { isGroupOurs, isProcessAlive, processStartTime, signalGroup } from '../../process/info.js';
 import type { Job } from '../../run/model.js';
 import { notStartedProcess, type Backend, type ExitInfo, type RunIO, type StartedProcess } from '../types.js';
+import type { LocalDetails } from './index.js';
+import { SHIM_FILE, exitFilePath, findShim, parseShimReport, readExitFile, readShimState, shimArgs, type ShimExit, type ShimProgram } from './shim.js';
 
-/** How often a run whose shim we did not start is checked for a shim that died without a word. */
+/** How often a command whose shim we did not start is checked for a shim that died without a word. */
 const ADOPTED_CHECK_MS = 1000;
+/** How long to wait for a shim that is writing shim.json (a predecessor's, caught mid-start). */
+const STARTING_WAIT_MS = 6000;
 
 /**
  * Runs the command on this machine as the leader of its own process group,
  * with stdout and stderr opened straight onto the log files: output never
  * passes through a qwex process, so nothing is lost if qwex goes away.
  *
- * The command's parent is libexec/qwex-shim.pl, a few-MB Perl process in its
- * own session that waits for it and writes its exact exit status to
- * `exit.json`. So whoever started the run (a monitor, qwexd) can die and a
- * later process can `adopt` the run and still learn how it ended. Where no
- * perl is installed, the command is started directly (and a run whose
- * starter dies becomes lost).
+ * The command's parent is the shim (libexec/qwex-shim.c, or the Perl one
+ * where no compiler was found; see shim.ts), a tiny process in its own
+ * session that records who runs the command in shim.json BEFORE it runs,
+ * waits for it, stops whatever of its tree is left when it ends (it is the
+ * tree's subreaper on Linux), and writes its exact exit status to exit.json
+ * (or, on a full disk, to the fallback path in the runtime directory). So
+ * whoever started the run can die at any instant and a later process learns
+ * from those files whether the command started and how it ended. Without
+ * any shim the command is started directly (and a run whose starter dies
+ * becomes lost).
  */
 export class LocalBackend implements Backend {
   readonly name = 'local';
-  readonly outputNeedsSupervisor = false;
 
   async start(job: Job, io: RunIO): Promise<StartedProcess> {
-    const perl = findPerl();
+    // A supervisor that died may have started it already: shim.json says so.
+    const earlier = await earlierStart(io.dir);
+    if (earlier) return adoptShim(earlier, io.dir, io.runId);
+    io.signal.throwIfAborted();
+    const shim = findShim();
     const { file, args } = executable(job);
+    if (!existsSync(job.cwd)) return notStartedProcess(cwdMissing(job.cwd));
     const stdoutFd = openSync(io.stdoutPath, 'a', 0o600);
     let stderrFd: number;
     try {
@@ -42,8 +53,7 @@ export class LocalBackend implements Backend {
       throw error;
     }
     try {
-      if (!existsSync(job.cwd)) return notStarted(cwdMissing(job.cwd));
-      return perl ? await startWithShim(perl, file, args, job, io, stdoutFd, stderrFd) : await startDirectly(file, args, job, io, stdoutFd, stderrFd);
+      return shim ? await startWithShim(shim, file, args, job, io, stdoutFd, stderrFd) : await startDirectly(file, args, job, io, stdoutFd, stderrFd);
     } finally {
       closeSync(stdoutFd);
       closeSync(stderrFd);
@@ -51,24 +61,50 @@ export class LocalBackend implements Backend {
   }
 
   adopt(details: Record<string, unknown>, dir: string): StartedProcess {
-    const pgid = typeof details.pgid === 'number' ? details.pgid : undefined;
-    const shim = typeof details.shimPid === 'number' ? { pid: details.shimPid, startTime: details.shimStartTime as string | undefined } : undefined;
-    return watched(details, new ExitWatcher(dir, shim, pgid), pgid);
+    const d = details as LocalDetails;
+    const pgid = d.pgid;
+    const shim = d.shimPid === undefined ? undefined : { pid: d.shimPid, ...(d.shimStartTime === undefined ? {} : { startTime: d.shimStartTime }) };
+    const runId = dir.split('/').pop() ?? '';
+    return watched(details, new ExitWatcher(dir, runId, shim, pgid === undefined ? undefined : { pgid, startTime: d.startTime }));
   }
 }
 
+/** What a predecessor's shim recorded, once it is complete; undefined when no shim ran the command. */
+async function earlierStart(dir: string): Promise<LocalDetails | undefined> {
+  const deadline = Date.now() + STARTING_WAIT_MS;
+  for (;;) {
+    const state = readShimState(dir);
+    if (state === undefined) return undefined;
+    if (state.state === 'started') {
+      const { state: _state, ...details } = state;
+      return details;
+    }
+    if (state.state === 'nothing') {
+      // Its shim died before releasing the command: nothing ran; this start may take its place.
+      rmSync(join(dir, SHIM_FILE), { force: true });
+      return undefined;
+    }
+    if (Date.now() > deadline) return undefined;
+    await sleep(100);
+  }
+}
+
+function adoptShim(details: LocalDetails, dir: string, runId: string): StartedProcess {
+  const shim = details.shimPid === undefined ? undefined : { pid: details.shimPid, ...(details.shimStartTime === undefined ? {} : { startTime: details.shimStartTime }) };
+  return watched({ ...details }, new ExitWatcher(dir, runId, shim, details.pgid === undefined ? undefined : { pgid: details.pgid, startTime: details.startTime }));
+}
+
 /** A run whose end is learnt from its exit file. `onDispose` lets go of whatever else the starter holds. */
-function watched(details: Record<string, unknown>, watcher: ExitWatcher, pgid: number | undefined, onDispose: () => void = () => {}): StartedProcess {
+function watched(details: Record<string, unknown>, watcher: ExitWatcher, onDispose: () => void = () => {}): StartedProcess {
+  const group = watcher.group;
   return {
     spawned: true,
     details,
-    ...(pgid === undefined ? {} : { localProcessGroup: pgid }),
+    ...(group === undefined ? {} : { localProcessGroup: group.pgid }),
     exited: watcher.exited,
     state: () => Promise.resolve(watcher.result),
     release: () => Promise.resolve(),
-    signal: (sig) => {
-      if (pgid !== undefined) signalGroup(pgid, sig);
-    },
+    signal: (sig) => watcher.signal(sig),
     dispose: () => {
       watcher.dispose();
       onDispose();
@@ -76,41 +112,53 @@ function watched(details: Record<string, unknown>, watcher: ExitWatcher, pgid: n
   };
 }
 
-async function startWithShim(perl: string, file: string, args: string[], job: Job, io: RunIO, stdoutFd: number, stderrFd: number): Promise<StartedProcess> {
-  const shim = spawn(perl, [shimScript(), join(io.dir, RunFiles.exit), file, ...args], {
+async function startWithShim(shim: ShimProgram, file: string, args: string[], job: Job, io: RunIO, stdoutFd: number, stderrFd: number): Promise<StartedProcess> {
+  const fallback = exitFallbackPath(io.runId);
+  try {
+    mkdirSync(dirname(fallback), { recursive: true, mode: 0o700 });
+  } catch {
+    // Without it the shim keeps retrying the run directory until it can write there: the status is not lost.
+  }
+  const command = shimArgs(shim, { runDir: io.dir, exitFallback: fallback, graceMs: Math.min(job.killGraceMs, 60_000) }, file, args);
+  const child = spawn(command.file, command.args, {
     cwd: job.cwd,
     env: io.env,
     detached: true, // its own session: it outlives its starter, a closed terminal, Ctrl-C
     stdio: ['ignore', stdoutFd, stderrFd, 'pipe'],
   });
-  const shimExited = once(shim, 'exit').then(
+  const childExited = once(child, 'exit').then(
     () => undefined,
     () => undefined,
   );
-  const line = await firstLine(shim.stdio[3] as NodeJS.ReadableStream | null, shimExited);
-  const started = /^started (\d+)$/.exec(line);
-  if (!started || shim.pid === undefined) {
-    // Could not exec: the shim wrote the exit file with errno before saying so.
-    await shimExited;
-    return notStarted(readExitFile(io.dir, file) ?? { exitCode: 126, signal: null, error: { code: ErrorCode.CommandFailedToStart, message: `cannot start ${file}` } });
+  const report = parseShimReport(await firstLine(child.stdio[3] as NodeJS.ReadableStream | null, childExited));
+  if (report?.kind === 'exists') {
+    // Another shim took this run between our look and our start: it is that one's command.
+    const earlier = await earlierStart(io.dir);
+    if (earlier) return adoptShim(earlier, io.dir, io.runId);
   }
-  const pid = Number(started[1]);
-  const details = {
-    pid,
-    pgid: pid,
-    startTime: processStartTime(pid),
-    shimPid: shim.pid,
-    shimStartTime: processStartTime(shim.pid),
-  };
-  const watcher = new ExitWatcher(io.dir, { pid: shim.pid, startTime: details.shimStartTime }, pid, file);
-  void shimExited.then(() => watcher.check());
+  if (report?.kind !== 'started' || child.pid === undefined) {
+    // Could not exec (the shim wrote the exit file with errno before saying so), or the shim could not start at all.
+    await childExited;
+    const exit = readExit(io.dir, io.runId, file);
+    if (exit && !('lost' in exit)) return notStartedProcess(exit);
+    const errno = report?.kind === 'failed' ? report.errno : undefined;
+    return notStartedProcess(errno === constants.errno.ENOSPC ? { exitCode: 126, signal: null, error: { code: ErrorCode.CommandFailedToStart, message: `cannot start ${file}: no space left on device for the run's files` } } : spawnFailure(errno, file));
+  }
+  const recorded = readShimState(io.dir);
+  const pid = report.pid;
+  const details: LocalDetails =
+    recorded?.state === 'started'
+      ? { pid: recorded.pid, pgid: recorded.pgid, ...opt('startTime', recorded.startTime), shimPid: recorded.shimPid, ...opt('shimStartTime', recorded.shimStartTime) }
+      : { pid, pgid: pid, ...opt('startTime', processStartTime(pid)), shimPid: child.pid, ...opt('shimStartTime', processStartTime(child.pid)) };
+  const watcher = new ExitWatcher(io.dir, io.runId, { pid: details.shimPid!, ...opt('startTime', details.shimStartTime) }, { pgid: details.pgid!, startTime: details.startTime }, file);
+  void childExited.then(() => watcher.check());
   // Whoever stops watching must be able to exit while the run goes on.
-  return watched(details, watcher, pid, () => shim.unref());
+  return watched({ ...details }, watcher, () => child.unref());
 }
 
-/** Without perl: the command is our own child; nobody else can learn its exit status. */
+/** Without any shim: the command is our own child; nobody else can learn its exit status. */
 async function startDirectly(file: string, args: string[], job: Job, io: RunIO, stdoutFd: number, stderrFd: number): Promise<StartedProcess> {
-  // Loaded only here: qwexd and monitors with perl never need it, and it is the largest module qwex loads.
+  // Loaded only here: it is the largest module qwex loads, and a shim is the rule.
   const { execa } = await import('execa');
   const subprocess = execa(file, args, {
     cwd: job.cwd,
@@ -127,17 +175,16 @@ async function startDirectly(file: string, args: string[], job: Job, io: RunIO, 
   });
   let settledInfo: ExitInfo | undefined;
   const result = subprocess.then((r): ExitInfo => {
-    settledInfo = { exitCode: null, signal: null };
     if (r.exitCode !== undefined) return (settledInfo = { exitCode: r.exitCode, signal: null });
     if (r.signal !== undefined) return (settledInfo = { exitCode: null, signal: r.signal });
-    return (settledInfo = spawnFailure(r.code === 'ENOENT' ? 2 : r.code === 'EACCES' ? 13 : undefined, file));
+    return (settledInfo = spawnFailure(r.code === 'ENOENT' ? constants.errno.ENOENT : r.code === 'EACCES' ? constants.errno.EACCES : undefined, file));
   });
   const spawned = await Promise.race([once(subprocess, 'spawn').then(() => true, () => false), result.then(() => false)]);
   const pid = subprocess.pid;
-  if (!spawned || pid === undefined) return notStarted(await result);
+  if (!spawned || pid === undefined) return notStartedProcess(await result);
   return {
     spawned: true,
-    details: { pid, pgid: pid, startTime: processStartTime(pid) },
+    details: { pid, pgid: pid, ...opt('startTime', processStartTime(pid)) },
     localProcessGroup: pid,
     exited: result,
     state: () => Promise.resolve(settledInfo),
@@ -150,9 +197,10 @@ async function startDirectly(file: string, args: string[], job: Job, io: RunIO, 
 }
 
 /**
- * Waits for the shim's exit file. Wakes on fs.watch events, on the shim's
- * exit (when we started it), and every second to notice a shim that was
- * killed: then the run is lost once nothing of its process group is left.
+ * Waits for the shim's exit file (in the run directory, or at the fallback
+ * path). Wakes on fs.watch events, on the shim's exit (when we started it),
+ * and every second to notice a shim that was killed: then the run is lost
+ * once nothing of its process group is left.
  */
 class ExitWatcher {
   readonly exited: Promise<ExitInfo>;
@@ -165,8 +213,9 @@ class ExitWatcher {
 
   constructor(
     private readonly dir: string,
-    private readonly shim: { pid: number; startTime: string | undefined } | undefined,
-    private readonly pgid: number | undefined,
+    private readonly runId: string,
+    private readonly shim: { pid: number; startTime?: string } | undefined,
+    readonly group: { pgid: number; startTime: string | undefined } | undefined,
     private readonly file = 'the command',
   ) {
     this.exited = new Promise((resolve) => (this.resolve = resolve));
@@ -174,28 +223,51 @@ class ExitWatcher {
       this.fsWatcher = watch(dir, { persistent: false }, (_event, name) => {
         if (name === null || name === RunFiles.exit) this.check();
       });
-      this.fsWatcher.on('error', () => {});
+      this.fsWatcher.on('error', () => {
+        // The run directory went away: the timer below still looks.
+      });
     } catch {
-      // the timer below still notices
+      // No watch support here: the timer below still notices.
     }
     // Not unref'd: a process waiting for a run (a monitor) must stay alive until it ends or dispose() is called.
     this.timer = setInterval(() => this.check(), ADOPTED_CHECK_MS);
     this.check();
   }
 
+  /**
+   * Signals the run's whole tree. Through the shim while it lives (it
+   * forwards SIGTERM/SIGINT/SIGHUP to every descendant, setsid'd ones too;
+   * SIGUSR1 asks it to SIGKILL them all); else the process group, and only
+   * if it is still the run's own (its leader's start time matches the
+   * record): a recycled group id is never signalled.
+   */
+  signal(sig: NodeJS.Signals): void {
+    if (this.shim && isProcessAlive(this.shim.pid, this.shim.startTime)) {
+      try {
+        process.kill(this.shim.pid, sig === 'SIGKILL' ? 'SIGUSR1' : sig);
+        return;
+      } catch {
+        // It exited between the check and the kill: fall through to the group.
+      }
+    }
+    if (this.group && isGroupOurs(this.group.pgid, this.group.startTime)) signalGroup(this.group.pgid, sig);
+  }
+
   check(): void {
     if (this.done) return;
-    const info = readExitFile(this.dir, this.file);
+    const info = readExit(this.dir, this.runId, this.file);
     if (info) return this.finish(info);
     if (this.shim && isProcessAlive(this.shim.pid, this.shim.startTime)) return;
     // The shim is gone without an exit file (killed), or there never was one.
-    if (this.pgid !== undefined && isGroupAlive(this.pgid)) return; // still running, though nobody can learn how it ends
-    const late = readExitFile(this.dir, this.file); // it may have written the file just before exiting
-    this.finish(late ?? {
-      exitCode: null,
-      signal: null,
-      lost: this.shim ? `its shim (pid ${this.shim.pid}) was killed before the command ended` : 'it was started without a shim, by a process that is gone',
-    });
+    if (this.group && isGroupOurs(this.group.pgid, this.group.startTime)) return; // still running, though nobody can learn how it ends
+    const late = readExit(this.dir, this.runId, this.file); // it may have written the file just before exiting
+    this.finish(
+      late ?? {
+        exitCode: null,
+        signal: null,
+        lost: this.shim ? `its shim (pid ${this.shim.pid}) was killed before the command ended` : 'it was started without a shim, by a process that is gone',
+      },
+    );
   }
 
   dispose(): void {
@@ -213,29 +285,34 @@ class ExitWatcher {
 
 const SIGNAL_NAMES: Record<number, string> = Object.fromEntries(Object.entries(constants.signals).map(([name, n]) => [n, name]));
 
-function readExitFile(dir: string, file: string): ExitInfo | undefined {
-  const path = join(dir, RunFiles.exit);
-  let text: string;
-  let endedAt: Date;
-  try {
-    text = readFileSync(path, 'utf8');
-    endedAt = statSync(path).mtime;
-  } catch {
-    return undefined;
+/** How the command ended, from the exit file in the run directory or at the fallback path; undefined while neither exists. */
+function readExit(dir: string, runId: string, file: string): ExitInfo | undefined {
+  for (const path of [exitFilePath(dir), exitFallbackPath(runId)]) {
+    let exit: ShimExit | undefined;
+    try {
+      exit = readExitFile(path);
+    } catch (error) {
+      return { exitCode: null, signal: null, lost: `its exit status cannot be read: ${(error as Error).message}` };
+    }
+    if (exit === undefined) continue;
+    const endedAt = mtimeOf(path);
+    const info: ExitInfo =
+      exit.errno !== null
+        ? spawnFailure(exit.errno, file)
+        : exit.signal !== null
+          ? { exitCode: null, signal: SIGNAL_NAMES[exit.signal] ?? `SIG${exit.signal}` }
+          : { exitCode: exit.exitCode, signal: null };
+    return { ...info, ...(endedAt ? { endedAt } : {}), ...(exit.leftovers > 0 ? { leftovers: exit.leftovers } : {}) };
   }
-  let parsed: { exitCode: number | null; signal: number | null; errno: number | null };
-  try {
-    parsed = JSON.parse(text) as typeof parsed;
-  } catch {
-    return undefined;
-  }
-  if (parsed.errno !== null) return { ...spawnFailure(parsed.errno, file), endedAt };
-  if (parsed.signal !== null) return { exitCode: null, signal: SIGNAL_NAMES[parsed.signal] ?? `SIG${parsed.signal}`, endedAt };
-  return { exitCode: parsed.exitCode, signal: null, endedAt };
+  return undefined;
 }
 
-function notStarted(info: ExitInfo): StartedProcess {
-  return notStartedProcess(info);
+function mtimeOf(path: string): Date | undefined {
+  try {
+    return statSync(path).mtime;
+  } catch {
+    return undefined; // read a moment ago, removed since: "now" is close enough
+  }
 }
 
 function cwdMissing(cwd: string): ExitInfo {
@@ -270,20 +347,10 @@ async function firstLine(stream: NodeJS.ReadableStream | null, exited: Promise<v
   return result;
 }
 
-let perlPath: string | null | undefined;
-
-/** The perl the shim runs with: $QWEX_PERL, /usr/bin/perl, or the first perl on PATH; null if none (or QWEX_PERL=none). */
-export function findPerl(): string | null {
-  if (perlPath !== undefined) return perlPath;
-  const configured = process.env.QWEX_PERL;
-  if (configured === 'none') return (perlPath = null);
-  const candidates = configured ? [configured] : ['/usr/bin/perl', ...(process.env.PATH ?? '').split(':').filter(Boolean).map((d) => join(d, 'perl'))];
-  perlPath = candidates.find((p) => existsSync(p)) ?? null;
-  return perlPath;
+function opt<K extends string, V>(key: K, value: V | undefined): Partial<Record<K, V>> {
+  return value === undefined ? {} : ({ [key]: value } as Record<K, V>);
 }
 
-function shimScript(): string {
-  const path = installPath('libexec', 'qwex-shim.pl');
-  if (existsSync(path)) return path;
-  throw new Error(`${path} is missing from this installation`);
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -31,6 +31,20 @@ export const ErrorCode = {
   ImagePullFailed: 'QWEX_IMAGE_PULL_FAILED',
   /** The engine refused to create or start the run's container (bad mount, network, GPU request...). */
   ContainerFailed: 'QWEX_CONTAINER_FAILED',
+  /** qwexcloud: no token, or one that is unknown or revoked. */
+  Unauthorized: 'QWEX_UNAUTHORIZED',
+  /** qwexcloud: the token is valid but may not do this (an admin-only action). */
+  Forbidden: 'QWEX_FORBIDDEN',
+  /** qwexcloud: a request body or upload larger than the server accepts. */
+  TooLarge: 'QWEX_TOO_LARGE',
+  /** qwexcloud: too many requests with this token; retry after the time the server names. */
+  RateLimited: 'QWEX_RATE_LIMITED',
+  /** Something other than a run is not there: an API route, an artifact, a token, a user, a target. */
+  NotFound: 'QWEX_NOT_FOUND',
+  /** qwexcloud: a submitted workspace refers to content the server does not have; upload it first. */
+  BlobMissing: 'QWEX_BLOB_MISSING',
+  /** qwexcloud could not be reached, or answered with something that is not its API. */
+  ServerUnavailable: 'QWEX_SERVER_UNAVAILABLE',
   Internal: 'QWEX_INTERNAL',
 } as const;
 

@@ -77,10 +77,12 @@ export const SHARED_SCHEMAS = [
         required: ['command'],
         properties: {
           command: {
-            oneOf: [
-              { type: 'string', minLength: 1, maxLength: 131072 },
+            // The array first: a string is then taken as the one-element argv it means (qwex treats both alike).
+            anyOf: [
               { type: 'array', minItems: 1, maxItems: 4096, items: { type: 'string', maxLength: 131072 } },
+              { type: 'string', minLength: 1, maxLength: 131072 },
             ],
+            description: 'argv; or one command line, run by /bin/sh -c when it has shell syntax (or shell is true)',
           },
           shell: { type: 'boolean' },
           env: envMap,

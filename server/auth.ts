@@ -30,8 +30,3 @@ export function requireToken(scope: FastifyInstance, tokens: TokenStore): void {
     request.principal = principal!;
   });
 }
-
-/** For admin-only routes (none yet among the user's; kept with the hook so that both rules live together). */
-export function requireAdmin(request: FastifyRequest): void {
-  if (!request.principal.admin) throw new QwexError(ErrorCode.Forbidden, 'only an admin may do this');
-}

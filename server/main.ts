@@ -1,11 +1,12 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { ContentStore } from '../src/workspace.js';
 import { buildApp } from './app.js';
 import { BlobStore } from './blob-store.js';
 import { ChangeFeed } from './change-feed.js';
-import type { ServerConfig } from './config.js';
+import { loadServerConfig, type ServerConfig } from './config.js';
 import { openDatabase, type Db } from './db/connect.js';
 import { migrateToLatest } from './db/migrate.js';
 import { createDispatcher } from './dispatch.js';
@@ -27,12 +28,15 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/**
- * Starts qwexcloud: migrates the database, re-adopts the runs an earlier
- * server left active, then listens. Everything opened here is closed by
- * `close()`, in the reverse order.
- */
-export async function startServer(config: ServerConfig, options: { logStream?: NodeJS.WritableStream } = {}): Promise<RunningServer> {
+interface Assembled {
+  app: FastifyInstance;
+  runs: RunService;
+  database: Db;
+  close(): Promise<void>;
+}
+
+/** Opens the database (migrated) and builds every service and the app, listening nowhere yet. */
+async function assemble(config: ServerConfig, logStream?: NodeJS.WritableStream): Promise<Assembled> {
   const layout = dataLayout(config.data);
   for (const dir of [config.data, layout.state, layout.runs, layout.logs]) mkdirSync(dir, { recursive: true, mode: 0o700 });
   // qwex's own run machinery (the index, the content store the Runner and the k8s backend read) lives in the data directory.
@@ -43,10 +47,9 @@ export async function startServer(config: ServerConfig, options: { logStream?: N
     for (const close of closers.reverse()) await close();
     closers.length = 0;
   };
-  let database: Db | undefined;
   try {
-    database = await openDatabase(config.db);
-    closers.push(() => database!.close());
+    const database = await openDatabase(config.db);
+    closers.push(() => database.close());
     await migrateToLatest(database);
     let app: FastifyInstance | undefined;
     const log = (level: 'info' | 'warn' | 'error', event: string, fields: Record<string, unknown> = {}): void => {
@@ -68,15 +71,49 @@ export async function startServer(config: ServerConfig, options: { logStream?: N
     closers.push(() => streams.closeAll());
     const feed = new ChangeFeed(runs);
     closers.push(() => feed.close());
-    app = await buildApp(config, { runs, blobs, tokens: new TokenStore(database), streams, watchers, feed, limits: config.limits }, options.logStream);
-    closers.push(() => app!.close());
-    await runs.start();
-    const address = await app.listen({ host: config.listen.host, port: config.listen.port });
-    app.log.info({ event: 'ready', url: address, targets: config.targets.map((t) => `${t.name} (${t.backend})`), db: database.where, data: config.data }, 'ready');
+    app = await buildApp(config, { runs, blobs, tokens: new TokenStore(database), streams, watchers, feed, limits: config.limits }, logStream);
+    const built = app;
+    closers.push(() => built.close());
     let closing: Promise<void> | undefined;
-    return { url: address, app, close: () => (closing ??= closeAll()) };
+    return { app, runs, database, close: () => (closing ??= closeAll()) };
   } catch (error) {
     await closeAll();
     throw error;
+  }
+}
+
+/**
+ * Starts qwexcloud: migrates the database, re-adopts the runs an earlier
+ * server left active, then listens. Everything opened here is closed by
+ * `close()`, in the reverse order.
+ */
+export async function startServer(config: ServerConfig, options: { logStream?: NodeJS.WritableStream } = {}): Promise<RunningServer> {
+  const assembled = await assemble(config, options.logStream);
+  const { app, runs, database } = assembled;
+  try {
+    await runs.start();
+    const address = await app.listen({ host: config.listen.host, port: config.listen.port });
+    app.log.info({ event: 'ready', url: address, targets: config.targets.map((t) => `${t.name} (${t.backend})`), db: database.where, data: config.data }, 'ready');
+    return { url: address, app, close: () => assembled.close() };
+  } catch (error) {
+    await assembled.close();
+    throw error;
+  }
+}
+
+/** The OpenAPI document of this version's API, built from the routes' own schemas (on a scratch SQLite database). */
+export async function openApiDocument(): Promise<unknown> {
+  const scratch = mkdtempSync(join(tmpdir(), 'qwexcloud-openapi-'));
+  try {
+    const config = loadServerConfig({ data: scratch, db: `sqlite:${join(scratch, 'qwexcloud.db')}` }, {});
+    const assembled = await assemble({ ...config, logLevel: 'silent' });
+    try {
+      await assembled.app.ready();
+      return assembled.app.swagger();
+    } finally {
+      await assembled.close();
+    }
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
   }
 }

@@ -6,6 +6,7 @@
  *   qwexcloud serve [--listen HOST:PORT] [--data DIR] [--db URL] [--target BACKEND|NAME=BACKEND ...] [--config FILE] [--tls-cert F --tls-key F]
  *   qwexcloud migrate [--data DIR] [--db URL] [--config FILE]
  *   qwexcloud token create --user NAME [--admin] | token list [--json] | token revoke ID|USER
+ *   qwexcloud openapi
  */
 import { Command, Option } from 'commander';
 import { ErrorCode, toQwexError } from '../src/errors.js';
@@ -49,6 +50,14 @@ async function main(argv: string[]): Promise<number> {
   common(program.command('migrate').description('bring the database to this version\'s schema')).action(async (options) => {
     const { migrate } = await import('./commands/migrate.js');
     result = migrate(options);
+  });
+
+  program.command('openapi').description('print the OpenAPI document of this version\'s API (docs/cloud-api.json is this)').action(async () => {
+    const { openApiDocument } = await import('./main.js');
+    result = openApiDocument().then((doc) => {
+      process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
+      return 0;
+    });
   });
 
   const token = program.command('token').description('create, list and revoke API tokens');

@@ -1,6 +1,6 @@
 import { sql, type Transaction } from 'kysely';
 import type { ArtifactEntry, CloudRun, CloudRunDetail, RunQuery } from '../src/cloud/api.js';
-import { redactEnv } from '../src/errors.js';
+import { ErrorCode, QwexError, redactEnv } from '../src/errors.js';
 import type { Run, RunStatus } from '../src/run.js';
 import type { Db } from './db/connect.js';
 import type { Database, NewRunRow, RunRow } from './db/schema.js';
@@ -40,6 +40,9 @@ export class RunTable {
   async list(principal: Principal, q: RunQuery): Promise<{ rows: RunRow[]; nextCursor: string | null }> {
     const limit = Math.min(Math.max(q.limit ?? DEFAULT_PAGE, 1), MAX_PAGE);
     let query = this.database.db.selectFrom('runs').selectAll();
+    if (!principal.admin && q.user !== undefined && q.user !== principal.user) {
+      throw new QwexError(ErrorCode.Forbidden, 'only an admin may list another user\'s runs', { hint: 'leave out user: you see your own runs' });
+    }
     const user = principal.admin ? q.user : principal.user;
     if (user !== undefined) query = query.where('user_name', '=', user);
     if (q.status && q.status.length > 0) query = query.where('status', 'in', q.status);

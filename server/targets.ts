@@ -1,4 +1,4 @@
-import { CLUSTER_BACKENDS, CONTAINER_BACKENDS } from '../src/backends/names.js';
+import { CLUSTER_BACKENDS } from '../src/backends/names.js';
 import type { CloudJobSpec, SubmitRequest, TargetInfo } from '../src/cloud/api.js';
 import { DEFAULT_CONFIG, type QwexConfig } from '../src/config.js';
 import { ErrorCode, QwexError } from '../src/errors.js';
@@ -93,9 +93,4 @@ export function placeOf(run: Run): { cluster: string | null; queue: string | nul
 
 export function targetInfo(target: Target): TargetInfo {
   return { name: target.name, backend: target.backend, queues: target.queues, labels: target.labels };
-}
-
-/** True when runs on this target carry container settings. */
-export function isContainerTarget(target: Target): boolean {
-  return CONTAINER_BACKENDS.has(target.backend);
 }

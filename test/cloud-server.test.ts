@@ -208,7 +208,8 @@ for (const kind of DATABASES) {
       const missing = '01000000-0000-7000-8000-000000000000';
       expect((await expectCode(bob.get(missing), 'QWEX_RUN_NOT_FOUND')).message).toBe(`no run ${missing}`);
       expect((await bob.list()).runs.some((r) => r.id === id)).toBe(false);
-      expect((await bob.list({ user: 'alice' })).runs.every((r) => r.user === 'bob')).toBe(true); // the filter is an admin's
+      await expectCode(bob.list({ user: 'alice' }), 'QWEX_FORBIDDEN'); // the filter is an admin's; it says nothing about alice's runs
+      expect((await bob.list({ user: 'bob' })).runs.every((r) => r.user === 'bob')).toBe(true);
       expect((await alice.get(id)).status).toBe('running'); // bob's cancel did nothing
       expect((await root.get(id)).user).toBe('alice');
       expect((await root.list({ user: 'alice' })).runs.map((r) => r.id)).toContain(id);

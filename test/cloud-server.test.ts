@@ -80,6 +80,7 @@ for (const kind of DATABASES) {
     let bob: CloudClient;
     let root: CloudClient;
     let aliceToken: string;
+    let rootToken: string;
     let project: string;
     let store: ContentStore;
     let scratch: string;
@@ -90,7 +91,8 @@ for (const kind of DATABASES) {
       aliceToken = await server.token('alice');
       alice = server.client(aliceToken);
       bob = server.client(await server.token('bob'));
-      root = server.client(await server.token('root', true));
+      rootToken = await server.token('root', true);
+      root = server.client(rootToken);
       scratch = mkdtempSync(join(tmpdir(), 'qwexcloud-client-'));
       project = join(scratch, 'project');
       mkdirSync(join(project, 'data'), { recursive: true });
@@ -224,7 +226,10 @@ for (const kind of DATABASES) {
       expect((await rawRequest(server.url, { path, headers: { authorization: `Bearer ${bobToken}` } })).status).toBe(404);
       const rerun = await root.rerun(id);
       expect(rerun.user).toBe('root');
-      await root.cancel(rerun.id, 100);
+      // A cancel needs no body (curl -X POST .../cancel).
+      const plain = await rawRequest(server.url, { method: 'POST', path: `/v1/runs/${rerun.id}/cancel`, headers: { authorization: `Bearer ${rootToken}` } });
+      expect(plain.status, plain.body).toBe(202);
+      expect((await finish(root, rerun.id)).run.status).toBe('cancelled');
     });
 
     it('a follower cut mid-stream resumes with Last-Event-ID, with nothing lost or doubled', async () => {

@@ -66,6 +66,10 @@ export const runRoutes: FastifyPluginAsync<{ services: Services }> = async (app,
   }, async (request) => runs.detail(request.principal, request.params.id));
 
   app.post<{ Params: { id: string }; Body: { graceMs?: number } | undefined }>('/runs/:id/cancel', {
+    // No body at all means no options (curl -X POST .../cancel).
+    preValidation: async (request) => {
+      request.body ??= {};
+    },
     schema: {
       tags: ['runs'],
       summary: 'Cancel a run: SIGTERM, then SIGKILL after the grace period (the run\'s own unless given)',

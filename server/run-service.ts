@@ -19,6 +19,9 @@ import { acceptWorkspace, isInsidePath } from './workspace-upload.js';
 
 export type Log = (level: 'info' | 'warn' | 'error', event: string, fields?: Record<string, unknown>) => void;
 
+/** Attempts to write a change into SQL before giving up on it (about 15 s in all). */
+const MIRROR_RETRIES = 5;
+
 /** What a run's command starts from on the server: never the server's own environment (its database URL, its credentials). */
 const PASSED_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR'];
 
@@ -215,15 +218,23 @@ export class RunService {
   private async drain(id: string, mirror: Mirror): Promise<void> {
     // Let the caller that caused the change (a submit) finish its synchronous part first.
     await Promise.resolve();
+    let failures = 0;
     while (mirror.next) {
       const change = mirror.next;
       mirror.next = undefined;
       try {
         const row = await this.write(change, mirror.owner);
+        failures = 0;
         for (const listener of this.listeners) listener(row);
         for (const listener of [...(this.runListeners.get(id) ?? [])]) listener(row);
       } catch (error) {
-        this.options.log('error', 'mirror-failed', { runId: id, status: change.run.status, message: (error as Error).message });
+        failures++;
+        const giveUp = this.closed || failures > MIRROR_RETRIES;
+        this.options.log(giveUp ? 'error' : 'warn', 'mirror-failed', { runId: id, status: change.run.status, attempt: failures, message: (error as Error).message });
+        if (giveUp) continue; // run.json keeps the truth; the next change, or the next start's resync, writes it
+        // The database may be restarting: try again with what is newest by then.
+        mirror.next ??= change;
+        await new Promise((resolve) => setTimeout(resolve, 250 * 2 ** failures));
       }
     }
     this.mirrors.delete(id);

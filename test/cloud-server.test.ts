@@ -407,6 +407,15 @@ for (const kind of DATABASES) {
       const { run: afterCrash } = await finish(alice, crashing.id);
       expect(afterCrash).toMatchObject({ status: 'failed', exitCode: 5 });
       expect((await alice.artifacts(crashing.id)).artifacts.map((a) => a.path)).toEqual(['out/k.txt']);
+      // The target goes from the configuration: its runs' history stays; running them again is refused, saying why.
+      await server.restart({ targets: ['elsewhere=local'] });
+      expect(await alice.get(ended.id)).toMatchObject({ target: 'local', status: 'failed', exitCode: 3 });
+      expect((await alice.list({ target: 'local' })).runs.map((r) => r.id)).toEqual(expect.arrayContaining([ended.id, slow.id, crashing.id]));
+      expect((await alice.logs(slow.id)).toString()).toBe('late\n');
+      expect(await alice.artifacts(ended.id)).toEqual(artifacts);
+      expect((await expectCode(alice.rerun(ended.id), 'QWEX_USAGE')).message).toMatch(/target "local" is no longer configured/);
+      expect((await alice.submit({ job: { command: ['true'] } })).target).toBe('elsewhere');
+      await server.restart({ targets: ['local'] });
       const db = await openDatabase(server.db);
       try {
         const row = await db.db.selectFrom('runs').selectAll().where('id', '=', crashing.id).executeTakeFirstOrThrow();

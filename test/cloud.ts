@@ -55,7 +55,7 @@ export interface CloudServer {
   token(user: string, admin?: boolean): Promise<string>;
   client(token: string, fetchImpl?: typeof fetch): CloudClient;
   /** Stops the server (SIGTERM, or SIGKILL for a crash) and starts it again on the same port, data and database. */
-  restart(options?: { signal?: NodeJS.Signals; args?: string[] }): Promise<void>;
+  restart(options?: { signal?: NodeJS.Signals; args?: string[]; targets?: string[] }): Promise<void>;
   stop(signal?: NodeJS.Signals): Promise<void>;
   /** Stops it and removes its data directory. */
   cleanup(): Promise<void>;
@@ -85,7 +85,7 @@ export async function startCloud(options: CloudOptions): Promise<CloudServer> {
   let port = 0;
   let url = '';
 
-  const targets = options.targets ?? (options.config === undefined ? ['local'] : []);
+  let targets = options.targets ?? (options.config === undefined ? ['local'] : []);
   const launch = async (extra: string[]): Promise<void> => {
     const args = ['serve', '--listen', `127.0.0.1:${port}`, ...common, ...targets.flatMap((t) => ['--target', t]), ...(options.args ?? []), ...extra];
     const started = execa(process.execPath, [QWEXCLOUD, ...args], { env, reject: false, buffer: false });
@@ -134,8 +134,9 @@ export async function startCloud(options: CloudOptions): Promise<CloudServer> {
     client(token: string, fetchImpl?: typeof fetch): CloudClient {
       return new CloudClient({ url, token, ...(fetchImpl ? { fetch: fetchImpl } : {}) });
     },
-    async restart(restart: { signal?: NodeJS.Signals; args?: string[] } = {}): Promise<void> {
+    async restart(restart: { signal?: NodeJS.Signals; args?: string[]; targets?: string[] } = {}): Promise<void> {
       await stop(restart.signal);
+      if (restart.targets) targets = restart.targets;
       await launch(restart.args ?? []);
     },
     stop,

@@ -25,7 +25,8 @@ export function statusOf(code: Code): number {
 /** Fastify's own failures (bad JSON, a body over the limit, a wrong content type) as qwex errors. */
 function fromFastify(error: FastifyError): QwexError | undefined {
   if (error.validation) {
-    return new QwexError(ErrorCode.Usage, `${error.validationContext ?? 'request'}${error.message.replace(/^(body|querystring|params|headers)/, '')}`, {
+    // Fastify's message names the part and the key: "body/job must have required property 'command'".
+    return new QwexError(ErrorCode.Usage, error.message, {
       hint: 'see the API reference: GET /v1/openapi.json (or docs/cloud-api.json)',
     });
   }

@@ -1,4 +1,4 @@
-// Bundles the three entry points (qwex, qwexd, the per-run monitor) with
+// Bundles the entry points (qwex, qwexd, the per-run monitor, qwexcloud) with
 // esbuild, over tsc's output, so that each starts by loading a few files
 // instead of about forty modules (measured: `qwex ps` 110 -> 90 ms on the
 // development machine). Commands stay lazily loaded (code splitting). The
@@ -24,3 +24,6 @@ const common = {
 
 await build({ ...common, entryPoints: ['client/cli.ts'], outdir: 'dist/client' });
 await build({ ...common, entryPoints: ['daemon/qwexd.ts', 'daemon/monitor.ts'], outdir: 'dist/daemon' });
+// The server starts once and runs for weeks: its dependencies (Fastify, Kysely, pg...) load from node_modules as
+// they are, which keeps their optional parts (pino's transports, pg-native) working.
+await build({ ...common, entryPoints: ['server/qwexcloud.ts'], outdir: 'dist/server', packages: 'external' });

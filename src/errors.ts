@@ -33,16 +33,22 @@ export const ErrorCode = {
   ImagePullFailed: 'QWEX_IMAGE_PULL_FAILED',
   /** The engine refused to create or start the run's container (bad mount, network, GPU request...). */
   ContainerFailed: 'QWEX_CONTAINER_FAILED',
-  /** `qwex doctor` found something wrong (an unreadable record, a broken index): it says what. */
+  /** `qwex doctor` found something wrong (an unreadable record): it says what. */
   DoctorFindings: 'QWEX_DOCTOR_FINDINGS',
-  /** A server refused the request: no valid token. */
+  /** qwexcloud: no token, or one that is unknown or revoked. */
   Unauthorized: 'QWEX_UNAUTHORIZED',
-  /** A server refused the request: the token may not do this. */
+  /** qwexcloud: the token is valid but may not do this (an admin-only action). */
   Forbidden: 'QWEX_FORBIDDEN',
-  /** A request or upload over a size limit. */
+  /** qwexcloud: a request body or upload larger than the server accepts. */
   TooLarge: 'QWEX_TOO_LARGE',
-  /** Too many requests in a short time. */
+  /** qwexcloud: too many requests with this token; retry after the time the server names. */
   RateLimited: 'QWEX_RATE_LIMITED',
+  /** Something other than a run is not there: an API route, an artifact, a token, a user, a target. */
+  NotFound: 'QWEX_NOT_FOUND',
+  /** qwexcloud: a submitted workspace refers to content the server does not have; upload it first. */
+  BlobMissing: 'QWEX_BLOB_MISSING',
+  /** qwexcloud could not be reached, or answered with something that is not its API. */
+  ServerUnavailable: 'QWEX_SERVER_UNAVAILABLE',
   Internal: 'QWEX_INTERNAL',
 
   // Why a run failed (run.error.code): recorded with the run; the CLI exits with the run's own exit code.
@@ -90,11 +96,14 @@ const EXIT_STATUS: Record<ErrorCode, number> = {
   QWEX_IMAGE_NOT_FOUND: 17,
   QWEX_IMAGE_PULL_FAILED: 18,
   QWEX_CONTAINER_FAILED: 19,
-  QWEX_DOCTOR_FINDINGS: 20,
-  QWEX_UNAUTHORIZED: 21,
-  QWEX_FORBIDDEN: 22,
-  QWEX_TOO_LARGE: 23,
-  QWEX_RATE_LIMITED: 24,
+  QWEX_UNAUTHORIZED: 20,
+  QWEX_FORBIDDEN: 21,
+  QWEX_TOO_LARGE: 22,
+  QWEX_RATE_LIMITED: 23,
+  QWEX_NOT_FOUND: 24,
+  QWEX_BLOB_MISSING: 25,
+  QWEX_SERVER_UNAVAILABLE: 26,
+  QWEX_DOCTOR_FINDINGS: 27,
   QWEX_INTERNAL: 70,
   QWEX_COMMAND_NOT_FOUND: 1,
   QWEX_COMMAND_NOT_EXECUTABLE: 1,

@@ -99,7 +99,7 @@ describe('the SQLite index', () => {
     writeFileSync(join(torn, 'run.json'), '{"version": 1, "id": ');
     // doctor says so, and exits non-zero: an unreadable record is a finding, not a detail.
     const r = await qwex(sb, ['doctor', '--reindex', '--json']);
-    expect(r.exitCode).toBe(20);
+    expect(r.exitCode).toBe(27);
     const report = JSON.parse(String(r.stdout)) as { reindex: { runs: number; invalid: { dir: string }[] }; unreadable: { dir: string }[] };
     expect(report.reindex.runs).toBe(1);
     expect(report.reindex.invalid.map((i) => i.dir)).toEqual([torn]);
@@ -111,7 +111,7 @@ describe('the SQLite index', () => {
     expect(String((await qwex(sb, ['ps'])).stdout)).toMatch(/unreadable/);
     // The torn record is left on disk for a person to look at; a plain doctor finds it too.
     expect(existsSync(join(torn, 'run.json'))).toBe(true);
-    expect((await qwex(sb, ['doctor'])).exitCode).toBe(20);
+    expect((await qwex(sb, ["doctor"])).exitCode).toBe(27);
   });
 
   it('lists the newest runs of a project among 100,000 through an index, not a sort', async () => {

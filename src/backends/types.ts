@@ -204,6 +204,8 @@ export interface BackendDescriptor {
   sendsWorkspace?(job: Job): boolean;
   /** What a pending run waits for (a cluster queue, a pod being scheduled), from its record. */
   waiting?(run: Run): Waiting | undefined;
+  /** Where a run runs, for listings and servers: its cluster (a kubeconfig context) and queue, when it has them. */
+  place?(run: Run): { cluster?: string; queue?: string };
   /** Extra lines for `qwex status`. */
   describe?(run: Run): [label: string, value: string][];
   /** The command's local process group, when it runs on this machine (for live CPU/memory). */

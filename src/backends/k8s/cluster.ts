@@ -29,20 +29,33 @@ export function kubeconfigPath(env: NodeJS.ProcessEnv = process.env): string | u
   return existsSync(home) ? home : undefined;
 }
 
-export async function connectCluster(options: { context?: string | undefined; namespace?: string | undefined }): Promise<Cluster> {
-  const path = kubeconfigPath();
-  if (path === undefined) {
+/** The service account's credentials that Kubernetes mounts into a pod (a Deployment of qwexcloud uses them). */
+const IN_CLUSTER_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/token';
+
+/**
+ * Connects with `options.kubeconfig` when given (a qwexcloud target names
+ * its own), else the kubeconfig kubectl would read, else, inside a pod, the
+ * pod's service account.
+ */
+export async function connectCluster(options: { context?: string | undefined; namespace?: string | undefined; kubeconfig?: string | undefined }): Promise<Cluster> {
+  const path = options.kubeconfig ?? kubeconfigPath();
+  const inCluster = path === undefined && process.env.KUBERNETES_SERVICE_HOST !== undefined && existsSync(IN_CLUSTER_TOKEN);
+  if (path === undefined && !inCluster) {
     throw new QwexError(ErrorCode.BackendUnavailable, `no kubeconfig: ${process.env.KUBECONFIG ? `KUBECONFIG names ${process.env.KUBECONFIG}, which does not exist` : `neither KUBECONFIG nor ${join(homedir(), '.kube', 'config')} is set up`}`, {
       hint: 'point KUBECONFIG at your cluster\'s kubeconfig (kind, k3s and cloud CLIs write one)',
     });
   }
+  if (options.kubeconfig !== undefined && !existsSync(options.kubeconfig)) {
+    throw new QwexError(ErrorCode.BackendUnavailable, `the kubeconfig ${options.kubeconfig} does not exist`, { hint: 'check the kubeconfig named in the configuration' });
+  }
   const lib = await import('@kubernetes/client-node');
   const config = new lib.KubeConfig();
   try {
-    config.loadFromFile(path);
+    if (path === undefined) config.loadFromCluster();
+    else config.loadFromFile(path);
   } catch (error) {
     // The library's message can quote the file; say only where it is and what kind of problem it is.
-    throw new QwexError(ErrorCode.ConfigInvalid, `cannot read the kubeconfig ${path}: ${(error as Error).name}`, { hint: 'check it with kubectl config view' });
+    throw new QwexError(ErrorCode.ConfigInvalid, `cannot read the kubeconfig ${path ?? '(in-cluster)'}: ${(error as Error).name}`, { hint: 'check it with kubectl config view' });
   }
   if (options.context !== undefined) {
     if (!config.getContextObject(options.context)) {

@@ -64,6 +64,14 @@ function sendsWorkspace(job: Job): boolean {
   return job.backendOptions.sync !== false;
 }
 
+function place(run: Run): { cluster?: string; queue?: string } {
+  const d = details(run);
+  const options = run.job.backendOptions as { context?: string; queue?: string };
+  const cluster = d.context ?? options.context;
+  const queue = options.queue;
+  return { ...(cluster ? { cluster } : {}), ...(queue ? { queue } : {}) };
+}
+
 function details(run: Run): KubernetesDetails {
   return run.backend as KubernetesDetails;
 }
@@ -103,6 +111,7 @@ export const k8s: BackendDescriptor = {
   configSchema,
   resolveJob: (input) => resolveClusterJob('k8s', input, false),
   sendsWorkspace,
+  place,
   waiting,
   describe,
   // One check covers the clusters of both Kubernetes backends: a namespace is not reported twice.
@@ -120,6 +129,7 @@ export const kueue: BackendDescriptor = {
   configSchema,
   resolveJob: (input) => resolveClusterJob('kueue', input, true),
   sendsWorkspace,
+  place,
   waiting,
   describe,
   load: async () => new (await import('./kueue.js')).KueueBackend(),

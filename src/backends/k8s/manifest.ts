@@ -29,6 +29,8 @@ export const CONTROL_MOUNT = '/qwex';
 /** backends.k8s / backends.kueue in qwex.yaml (and their flags). */
 export interface KubernetesOptions {
   context?: string;
+  /** The kubeconfig file to use instead of $KUBECONFIG (a qwexcloud target names its own). */
+  kubeconfig?: string;
   namespace?: string;
   /** The Kueue LocalQueue (kueue backend). */
   queue?: string;

@@ -1,0 +1,120 @@
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { ContentStore } from '../src/workspace/snapshot.js';
+import { buildApp } from './app.js';
+import { BlobStore } from './blob-store.js';
+import { ChangeFeed } from './change-feed.js';
+import { loadServerConfig, type ServerConfig } from './config.js';
+import { openDatabase, type Db } from './db/connect.js';
+import { migrateToLatest } from './db/migrate.js';
+import { createDispatcher } from './dispatch.js';
+import { LogWatchers } from './log-tail.js';
+import { RunService } from './run-service.js';
+import { SseStreams } from './sse.js';
+import { TokenStore } from './tokens.js';
+
+/** Where things live in the data directory. */
+export function dataLayout(data: string): { state: string; store: string; runs: string; logs: string } {
+  const state = join(data, 'state');
+  return { state, store: join(state, 'store'), runs: join(data, 'runs'), logs: join(data, 'logs') };
+}
+
+export interface RunningServer {
+  url: string;
+  app: FastifyInstance;
+  /** Stops accepting, ends event streams, stops supervising (runs go on), closes the database. Idempotent. */
+  close(): Promise<void>;
+}
+
+interface Assembled {
+  app: FastifyInstance;
+  runs: RunService;
+  database: Db;
+  close(): Promise<void>;
+}
+
+/** Opens the database (migrated) and builds every service and the app, listening nowhere yet. */
+async function assemble(config: ServerConfig, logStream?: NodeJS.WritableStream): Promise<Assembled> {
+  const layout = dataLayout(config.data);
+  for (const dir of [config.data, layout.state, layout.runs, layout.logs]) mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // qwex's own run machinery (the index, the content store the Runner and the k8s backend read) lives in the data directory.
+  process.env.QWEX_STATE_DIR = layout.state;
+
+  const closers: (() => Promise<void> | void)[] = [];
+  const closeAll = async (): Promise<void> => {
+    for (const close of closers.reverse()) await close();
+    closers.length = 0;
+  };
+  try {
+    const database = await openDatabase(config.db);
+    closers.push(() => database.close());
+    await migrateToLatest(database);
+    // Set once built; the supervision may log before that.
+    let app: FastifyInstance | undefined = undefined;
+    const log = (level: 'info' | 'warn' | 'error', event: string, fields: Record<string, unknown> = {}): void => {
+      app?.log[level]({ event, ...fields }, event);
+    };
+    const blobs = new BlobStore(new ContentStore(layout.store), database);
+    const dispatcher = createDispatcher({
+      runsRoot: layout.runs,
+      indexFile: join(layout.state, 'index.db'),
+      logFile: join(layout.logs, 'dispatch.log'),
+      concurrency: config.concurrency,
+      log,
+    });
+    const runs = new RunService({ database, dispatcher, blobs, targets: config.targets, log });
+    closers.push(() => runs.close());
+    const watchers = new LogWatchers();
+    closers.push(() => watchers.close());
+    const streams = new SseStreams();
+    closers.push(() => streams.closeAll());
+    const feed = new ChangeFeed(runs);
+    closers.push(() => feed.close());
+    app = await buildApp(config, { runs, blobs, tokens: new TokenStore(database), streams, watchers, feed, limits: config.limits }, logStream);
+    const built = app;
+    closers.push(() => built.close());
+    let closing: Promise<void> | undefined;
+    return { app, runs, database, close: () => (closing ??= closeAll()) };
+  } catch (error) {
+    await closeAll();
+    throw error;
+  }
+}
+
+/**
+ * Starts qwexcloud: migrates the database, re-adopts the runs an earlier
+ * server left active, then listens. Everything opened here is closed by
+ * `close()`, in the reverse order.
+ */
+export async function startServer(config: ServerConfig, options: { logStream?: NodeJS.WritableStream } = {}): Promise<RunningServer> {
+  const assembled = await assemble(config, options.logStream);
+  const { app, runs, database } = assembled;
+  try {
+    await runs.start();
+    const address = await app.listen({ host: config.listen.host, port: config.listen.port });
+    app.log.info({ event: 'ready', url: address, targets: config.targets.map((t) => `${t.name} (${t.backend})`), db: database.where, data: config.data }, 'ready');
+    return { url: address, app, close: () => assembled.close() };
+  } catch (error) {
+    await assembled.close();
+    throw error;
+  }
+}
+
+/** The OpenAPI document of this version's API, built from the routes' own schemas (on a scratch SQLite database). */
+export async function openApiDocument(): Promise<unknown> {
+  const scratch = mkdtempSync(join(tmpdir(), 'qwexcloud-openapi-'));
+  try {
+    const config = loadServerConfig({ data: scratch, db: `sqlite:${join(scratch, 'qwexcloud.db')}` }, {});
+    const assembled = await assemble({ ...config, logLevel: 'silent' });
+    try {
+      await assembled.app.ready();
+      return assembled.app.swagger();
+    } finally {
+      await assembled.close();
+    }
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,90 @@
+import type { FastifyPluginAsync } from 'fastify';
+import type { RunQuery, SubmitRequest } from '../../src/cloud/api.js';
+import type { RunStatus } from '../../src/run/model.js';
+import { RUN_STATUSES } from '../../src/run/model.js';
+import { DEFAULT_PAGE, MAX_PAGE, toCloudRun } from '../run-table.js';
+import { RUN_ID_PATTERN, errorResponses, runIdParams } from '../schemas.js';
+import type { Services } from '../services.js';
+
+interface ListQuerystring extends Omit<RunQuery, 'status'> {
+  status?: RunStatus[];
+}
+
+/** Submit, list, show, cancel and rerun runs. */
+export const runRoutes: FastifyPluginAsync<{ services: Services }> = async (app, { services }) => {
+  const { runs } = services;
+
+  app.get<{ Querystring: ListQuerystring }>('/runs', {
+    schema: {
+      tags: ['runs'],
+      summary: 'Runs visible to the token, newest first, a page at a time',
+      querystring: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          user: { type: 'string', maxLength: 63, description: 'admins: one user\'s runs (others only ever see their own)' },
+          status: { type: 'array', items: { type: 'string', enum: [...RUN_STATUSES] }, description: 'repeat for several' },
+          backend: { type: 'string', maxLength: 32 },
+          target: { type: 'string', maxLength: 63 },
+          createdAfter: { type: 'string', format: 'date-time' },
+          createdBefore: { type: 'string', format: 'date-time' },
+          q: { type: 'string', maxLength: 256, description: 'text in the name or command (case-insensitive; % and _ are plain characters)' },
+          idPrefix: { type: 'string', pattern: '^[0-9a-f-]{1,36}$' },
+          limit: { type: 'integer', minimum: 1, maximum: MAX_PAGE, default: DEFAULT_PAGE },
+          cursor: { type: 'string', pattern: RUN_ID_PATTERN },
+        },
+      },
+      response: { 200: { $ref: 'RunPage#' }, ...errorResponses },
+    },
+  }, async (request) => {
+    const q = request.query;
+    const query: RunQuery = {
+      ...q,
+      // Times compare as text in SQL: bring any offset form to the stored UTC form.
+      ...(q.createdAfter === undefined ? {} : { createdAfter: new Date(q.createdAfter).toISOString() }),
+      ...(q.createdBefore === undefined ? {} : { createdBefore: new Date(q.createdBefore).toISOString() }),
+    };
+    const page = await runs.list(request.principal, query);
+    return { runs: page.rows.map(toCloudRun), nextCursor: page.nextCursor };
+  });
+
+  app.post<{ Body: SubmitRequest }>('/runs', {
+    bodyLimit: services.limits.submitBytes,
+    schema: {
+      tags: ['runs'],
+      summary: 'Submit a run (upload the workspace\'s missing blobs first)',
+      body: { $ref: 'SubmitRequest#' },
+      response: { 201: { $ref: 'RunDetail#' }, ...errorResponses },
+    },
+  }, async (request, reply) => {
+    const run = await runs.submit(request.principal, request.body);
+    return reply.status(201).send(run);
+  });
+
+  app.get<{ Params: { id: string } }>('/runs/:id', {
+    schema: { tags: ['runs'], summary: 'One run with its full record', params: runIdParams, response: { 200: { $ref: 'RunDetail#' }, ...errorResponses } },
+  }, async (request) => runs.detail(request.principal, request.params.id));
+
+  app.post<{ Params: { id: string }; Body: { graceMs?: number } | undefined }>('/runs/:id/cancel', {
+    // No body at all means no options (curl -X POST .../cancel).
+    preValidation: async (request) => {
+      request.body ??= {};
+    },
+    schema: {
+      tags: ['runs'],
+      summary: 'Cancel a run: SIGTERM, then SIGKILL after the grace period (the run\'s own unless given)',
+      params: runIdParams,
+      body: { type: 'object', additionalProperties: false, properties: { graceMs: { type: 'integer', minimum: 0, maximum: 3_600_000 } } },
+      response: { 202: { $ref: 'RunDetail#' }, ...errorResponses },
+    },
+  }, async (request, reply) => reply.status(202).send(await runs.cancel(request.principal, request.params.id, request.body?.graceMs)));
+
+  app.post<{ Params: { id: string } }>('/runs/:id/rerun', {
+    schema: {
+      tags: ['runs'],
+      summary: 'Run the same job (same code, same settings, same target) again, as a new run',
+      params: runIdParams,
+      response: { 201: { $ref: 'RunDetail#' }, ...errorResponses },
+    },
+  }, async (request, reply) => reply.status(201).send(await runs.rerun(request.principal, request.params.id)));
+};

@@ -1,0 +1,18 @@
+import type { BlobStore } from './blob-store.js';
+import type { ChangeFeed } from './change-feed.js';
+import type { Limits } from './config.js';
+import type { LogWatchers } from './log-tail.js';
+import type { RunService } from './run-service.js';
+import type { SseStreams } from './sse.js';
+import type { TokenStore } from './tokens.js';
+
+/** What the route plugins are given (as plugin options: nothing is decorated onto the server). */
+export interface Services {
+  runs: RunService;
+  blobs: BlobStore;
+  tokens: TokenStore;
+  streams: SseStreams;
+  watchers: LogWatchers;
+  feed: ChangeFeed;
+  limits: Limits;
+}

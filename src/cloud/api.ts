@@ -1,0 +1,153 @@
+import type { RunStatus, Run } from '../run/model.js';
+
+/**
+ * The shapes qwexcloud's HTTP API speaks (version 1), shared by the server
+ * (server/) and its client (src/cloud/client.ts). The server's JSON schemas
+ * (server/schemas.ts) validate and serialise exactly these; the OpenAPI
+ * document built from them is docs/cloud-api.json.
+ */
+export const API_VERSION = 'v1';
+export const API_PREFIX = `/${API_VERSION}`;
+
+/** Bearer tokens start with this, so that a leaked one is recognisable (secret scanners, logs). */
+export const TOKEN_PREFIX = 'qwx_';
+
+export const LOG_STREAMS = ['stdout', 'stderr'] as const;
+export type LogStream = (typeof LOG_STREAMS)[number];
+
+/** One run as listed: what a table of runs shows, from SQL alone. */
+export interface CloudRun {
+  id: string;
+  user: string;
+  /** The server's target it was sent to (a name from its configuration, kept after the target is removed). */
+  target: string;
+  backend: string;
+  /** The Kubernetes context of a cluster run, else null. */
+  cluster: string | null;
+  /** The Kueue LocalQueue of a kueue run, else null. */
+  queue: string | null;
+  name: string | null;
+  command: string;
+  status: RunStatus;
+  exitCode: number | null;
+  signal: string | null;
+  endReason: string | null;
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  /** When the server last recorded a change of this run. */
+  updatedAt: string;
+}
+
+/** A run with its full record (run.json as qwex writes it; secret-looking env values redacted). */
+export interface CloudRunDetail extends CloudRun {
+  record: Run;
+}
+
+export interface RunPage {
+  runs: CloudRun[];
+  /** Pass as `cursor` for the next (older) page; null on the last page. */
+  nextCursor: string | null;
+}
+
+/** Filters of GET /v1/runs. Text filters are matched as text: `%`, `_` and quotes are data. */
+export interface RunQuery {
+  /** Admins only: one user's runs (others always see only their own). */
+  user?: string;
+  status?: RunStatus[];
+  backend?: string;
+  target?: string;
+  /** ISO 8601 times; inclusive after, exclusive before. */
+  createdAfter?: string;
+  createdBefore?: string;
+  /** Substring of the name or the command, case-insensitive. */
+  q?: string;
+  /** Runs whose id starts with this (how a CLI resolves a short id). */
+  idPrefix?: string;
+  /** Page size, 1 to 500 (default 50). Newest first. */
+  limit?: number;
+  /** The `nextCursor` of the previous page. */
+  cursor?: string;
+}
+
+/** What a run is asked to do: the same fields as a qwex job spec, minus what the server decides (where, which project). */
+export interface CloudJobSpec {
+  command: string | string[];
+  shell?: boolean;
+  env?: Record<string, string>;
+  name?: string;
+  /** The working directory inside the workspace, relative ('' or absent: its root). */
+  cwd?: string;
+  /** Artifact directories, relative to cwd (default: out). */
+  watch?: string[];
+  timeoutMs?: number;
+  killGraceMs?: number;
+  /** For container targets: an image (when the target allows any), resources, variables. Mounts and networks are the server's to set. */
+  container?: { image?: string; cpus?: number | string; memory?: number | string; gpus?: number | string; env?: Record<string, string> };
+}
+
+export interface WorkspaceFile {
+  path: string;
+  size: number;
+  mode: number;
+  sha256: string;
+}
+
+/** A workspace snapshot's manifest as sent: every file by content hash (uploaded first), and the symlinks. */
+export interface WorkspaceUpload {
+  files: WorkspaceFile[];
+  symlinks: { path: string; target: string }[];
+}
+
+export interface SubmitRequest {
+  /** A target by name; else the first that fits `backend` and `queue`. */
+  target?: string;
+  backend?: string;
+  /** The Kueue LocalQueue, for kueue targets (one of the target's queues). */
+  queue?: string;
+  job: CloudJobSpec;
+  /** Absent: the run starts in an empty directory. */
+  workspace?: WorkspaceUpload;
+}
+
+export interface ArtifactEntry {
+  path: string;
+  size: number;
+  sha256: string;
+}
+
+export interface ArtifactList {
+  artifacts: ArtifactEntry[];
+  /** What capture left out, and why (too large, outside the project...). */
+  skipped: { path: string; reason: string }[];
+  /** Set when capture failed part-way. */
+  error: string | null;
+}
+
+export interface Me {
+  user: string;
+  admin: boolean;
+  tokenId: string;
+}
+
+export interface TargetInfo {
+  name: string;
+  backend: string;
+  queues: string[];
+  labels: Record<string, string>;
+}
+
+export interface ApiErrorBody {
+  error: { code: string; message: string; hint?: string; details?: Record<string, unknown> };
+}
+
+/**
+ * Server-Sent Events of GET /v1/runs/:id/logs. `chunk` carries bytes of the
+ * log as base64 (binary-safe), and its event id is the byte offset just
+ * after them: reconnecting with `Last-Event-ID: <id>` resumes exactly there.
+ * `eof` (not following) or `end` (the run ended; data: CloudRunDetail) closes the stream.
+ */
+export const LogEvent = { Chunk: 'chunk', Eof: 'eof', End: 'end' } as const;
+
+/** Server-Sent Events of GET /v1/events: `run` (data: CloudRun) whenever a visible run changes; `reset` when a resume asked for more than the server kept. */
+export const FeedEvent = { Run: 'run', Reset: 'reset' } as const;

@@ -30,10 +30,6 @@ export class Emitter<T> {
     return disposable(() => this.listeners.delete(entry));
   };
 
-  get size(): number {
-    return this.listeners.size;
-  }
-
   fire(value: T): void {
     let failure: { error: unknown } | undefined;
     for (const listener of [...this.listeners]) {

@@ -9,8 +9,38 @@ import { availableParallelism } from 'node:os';
 import { Command } from 'commander';
 import { ErrorCode, QwexError, toQwexError } from '../src/errors.js';
 import { startDaemon } from '../src/daemon-process.js';
+import { daemonLogPath } from '../src/paths.js';
 import { VERSION } from '../src/version.js';
+import { DaemonLog } from './log.js';
 import { runDaemon } from './main.js';
+
+/** Exit status when QWEX_FATAL_ERRORS=1 turns an unhandled error into an exit (sysexits' EX_SOFTWARE). */
+const EXIT_UNHANDLED_ERROR = 70;
+
+/**
+ * An error no code path handled must not take qwexd (and the queue of every
+ * client) down: it is logged at error level and qwexd serves on. Tests set
+ * QWEX_FATAL_ERRORS=1 so that such a bug fails them instead: log, then exit 70.
+ */
+function guardAgainstUnhandledErrors(logToStderr: boolean): void {
+  let log: DaemonLog | undefined;
+  const report = (event: string, error: unknown): void => {
+    const fatal = process.env.QWEX_FATAL_ERRORS === '1';
+    const fields = { message: error instanceof Error ? error.message : String(error), stack: error instanceof Error ? error.stack : undefined, fatal };
+    try {
+      // Its own file handle on the daemon's log: runDaemon's may be closed already, or not open yet.
+      log ??= new DaemonLog(daemonLogPath(), logToStderr);
+      log.error(event, fields);
+    } catch {
+      process.stderr.write(`qwexd: ${event}: ${fields.message}\n`);
+    }
+    if (fatal) process.exit(EXIT_UNHANDLED_ERROR);
+  };
+  // A closed stderr (its reader gone) would otherwise raise an error per log line, each one reported to stderr again.
+  process.stderr.on('error', () => {});
+  process.on('unhandledRejection', (reason) => report('unhandled-rejection', reason));
+  process.on('uncaughtException', (error) => report('uncaught-exception', error));
+}
 
 const program = new Command('qwexd')
   .description('the qwex supervisor daemon')
@@ -40,7 +70,9 @@ async function main(): Promise<number> {
       process.stdout.write(`qwexd ${started.alreadyRunning ? 'is already running' : 'started'} (pid ${started.pid}, socket ${started.socket})\n`);
       return 0;
     }
-    return await runDaemon({ concurrency, logToStderr: process.env.QWEX_DAEMON_DETACHED !== '1' });
+    const logToStderr = process.env.QWEX_DAEMON_DETACHED !== '1';
+    guardAgainstUnhandledErrors(logToStderr);
+    return await runDaemon({ concurrency, logToStderr });
   } catch (error) {
     const qe = toQwexError(error);
     process.stderr.write(`qwexd: ${qe.message}\n`);

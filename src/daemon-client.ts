@@ -1,42 +1,30 @@
 import { connect, type Socket } from 'node:net';
-import { JSONRPCClient, type JSONRPCResponse } from 'json-rpc-2.0';
+import type { Duplex } from 'node:stream';
 import { ErrorCode, QwexError, type ErrorCode as ErrorCodeType } from './errors.js';
 import { socketPath } from './paths.js';
-import { Method, PROTOCOL_VERSION, RpcErrorCode, type MethodName, type Params, type Results } from './protocol.js';
-import { LineReader } from './rpc/framing.js';
+import { Method, PROTOCOL_VERSION, RpcErrorCode, type MethodName, type NotificationName, type NotificationParams, type Params, type QwexNotifications, type QwexRequests, type Results } from './protocol.js';
+import { ConnectionClosedError, RpcConnection, RpcResponseError, type NotificationOf } from './rpc/connection.js';
+import type { Disposable } from './rpc/events.js';
+import { ndjsonTransport } from './rpc/ndjson.js';
 
-export interface NotificationMessage {
-  method: string;
-  params: unknown;
-}
+/** A notification from qwexd, typed by its method: `if (note.method === Notification.logData) note.params.offset`. */
+export type NotificationMessage = NotificationOf<QwexNotifications>;
 
 /**
  * A connection to qwexd. Requests are typed by the protocol table; errors
  * come back as the same QwexError (code, message, hint) that direct mode
- * would throw. The owner calls close().
+ * would throw. The owner calls close(). Loads no zod (see protocol.ts).
  */
 export class DaemonClient {
-  private readonly rpc: JSONRPCClient;
-  private readonly listeners = new Set<(note: NotificationMessage) => void>();
-  private closedError: QwexError | undefined;
+  private readonly connection: RpcConnection<QwexRequests, QwexNotifications>;
   daemonVersion = '';
   daemonPid = 0;
 
-  private constructor(private readonly socket: Socket) {
-    this.rpc = new JSONRPCClient((request) => {
-      if (this.closedError) return Promise.reject(this.closedError);
-      socket.write(`${JSON.stringify(request)}\n`);
-      return Promise.resolve();
+  private constructor(stream: Duplex) {
+    this.connection = new RpcConnection(ndjsonTransport(stream), {
+      peer: 'qwexd',
+      closedHint: '`qwex daemon status` says whether it is running; `qwex daemon logs` shows why it stopped',
     });
-    const reader = new LineReader(
-      (line) => this.onLine(line),
-      (error) => this.fail(new QwexError(ErrorCode.DaemonUnavailable, `qwexd sent ${error.message}`)),
-    );
-    socket.on('data', (chunk: Buffer) => reader.push(chunk));
-    socket.on('error', () => {});
-    socket.on('close', () => this.fail(new QwexError(ErrorCode.DaemonUnavailable, 'qwexd closed the connection', {
-      hint: '`qwex daemon status` says whether it is running; `qwex daemon logs` shows why it stopped',
-    })));
   }
 
   /** Connects and checks the protocol version. Throws QWEX_DAEMON_UNAVAILABLE when nothing listens. */
@@ -54,7 +42,12 @@ export class DaemonClient {
         cause: error,
       });
     });
-    const client = new DaemonClient(socket);
+    return DaemonClient.over(socket, options);
+  }
+
+  /** Speaks the protocol over any stream (a socket, an in-memory pair): says hello and checks the version. */
+  static async over(stream: Duplex, options: { client?: string } = {}): Promise<DaemonClient> {
+    const client = new DaemonClient(stream);
     try {
       const hello = await client.request(Method.hello, { protocolVersion: PROTOCOL_VERSION, client: options.client ?? 'qwex' });
       client.daemonVersion = hello.daemonVersion;
@@ -77,63 +70,56 @@ export class DaemonClient {
     }
   }
 
-  async request<M extends MethodName>(method: M, params: Params[M]): Promise<Results[M]> {
+  async request<M extends MethodName>(method: M, params: Params<M>): Promise<Results<M>> {
     try {
-      return (await this.rpc.request(method, params)) as Results[M];
+      return await this.connection.request(method, params);
     } catch (error) {
-      throw this.toQwexError(error);
+      throw toQwexError(error);
     }
   }
 
-  /** Listens to server notifications (log data, log end). Returns a function that stops listening. */
-  onNotification(listener: (note: NotificationMessage) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+  /** Listens to one notification method (typed params), or with only a listener to all of them. */
+  onNotification<N extends NotificationName>(method: N, listener: (params: NotificationParams<N>) => void): Disposable;
+  onNotification(listener: (note: NotificationMessage) => void): Disposable;
+  onNotification(a: NotificationName | ((note: NotificationMessage) => void), b?: (params: never) => void): Disposable {
+    if (typeof a === 'function') return this.connection.onNotification(a);
+    return this.connection.onNotification(a, b as (params: unknown) => void);
   }
 
+  /** The connection ended: qwexd went away, or close() was called. */
+  onClose(listener: (error: ConnectionClosedError) => void): Disposable {
+    return this.connection.onClose(listener);
+  }
+
+  /** Ends the connection; requests still pending reject with ConnectionDisposedError (QWEX_DAEMON_UNAVAILABLE). */
   close(): void {
-    this.fail(new QwexError(ErrorCode.DaemonUnavailable, 'the connection to qwexd was closed'));
-    this.socket.destroy();
+    this.connection.dispose();
   }
+}
 
-  private onLine(line: string): void {
-    let message: unknown;
-    try {
-      message = JSON.parse(line);
-    } catch {
-      return this.fail(new QwexError(ErrorCode.DaemonUnavailable, 'qwexd sent a line that is not JSON'));
-    }
-    for (const item of Array.isArray(message) ? message : [message]) {
-      if (typeof item !== 'object' || item === null) continue;
-      if ('method' in item) {
-        for (const listener of this.listeners) listener(item as NotificationMessage);
-      } else {
-        this.rpc.receive(item as JSONRPCResponse);
-      }
-    }
-  }
-
-  private fail(error: QwexError): void {
-    if (this.closedError) return;
-    this.closedError = error;
-    this.rpc.rejectAllPendingRequests(error.message);
-  }
-
-  private toQwexError(error: unknown): QwexError {
-    if (error instanceof QwexError) return error;
-    const rpcError = error as { code?: number; message?: string; data?: { code?: string; message?: string; hint?: string; details?: Record<string, unknown> } };
-    if (rpcError.code === RpcErrorCode.QwexError && rpcError.data?.code) {
-      return new QwexError(rpcError.data.code as ErrorCodeType, rpcError.data.message ?? rpcError.message ?? 'qwexd error', {
-        ...(rpcError.data.hint ? { hint: rpcError.data.hint } : {}),
-        ...(rpcError.data.details ? { details: rpcError.data.details } : {}),
+/** The QwexError a failed request means for the caller: qwexd's own error, intact, or what went wrong with the connection. */
+function toQwexError(error: unknown): QwexError {
+  if (error instanceof QwexError) return error;
+  if (!(error instanceof RpcResponseError)) return new QwexError(ErrorCode.Internal, `qwexd: ${(error as Error).message ?? String(error)}`, { cause: error });
+  const data = (error.data ?? {}) as { code?: string; message?: string; hint?: string; details?: Record<string, unknown> };
+  switch (error.code) {
+    case RpcErrorCode.QwexError:
+      if (!data.code) break;
+      return new QwexError(data.code as ErrorCodeType, data.message ?? error.message, {
+        ...(data.hint ? { hint: data.hint } : {}),
+        ...(data.details ? { details: data.details } : {}),
       });
-    }
-    if (rpcError.code === RpcErrorCode.VersionMismatch) {
-      return new QwexError(ErrorCode.ProtocolMismatch, `qwexd speaks another protocol version: ${rpcError.message}`, {
+    case RpcErrorCode.VersionMismatch:
+      return new QwexError(ErrorCode.ProtocolMismatch, `qwexd speaks another protocol version: ${error.message}`, {
         hint: 'restart it so that it matches this qwex: `qwex daemon stop && qwex daemon start`',
       });
-    }
-    if (this.closedError) return this.closedError;
-    return new QwexError(ErrorCode.Internal, `qwexd: ${rpcError.message ?? String(error)}`);
+    case RpcErrorCode.ResponseTooLarge:
+      // The message says what to ask for instead.
+      return new QwexError(ErrorCode.Usage, error.message);
+    case RpcErrorCode.InternalError:
+      return new QwexError(ErrorCode.Internal, `qwexd: internal error${typeof error.data === 'string' ? `: ${error.data}` : ''}`, {
+        hint: '`qwex daemon logs` has the details',
+      });
   }
+  return new QwexError(ErrorCode.Internal, `qwexd: ${error.message}${typeof error.data === 'string' ? ` (${error.data})` : ''}`);
 }

@@ -131,7 +131,7 @@ describe('artifact capture on a full disk', () => {
       expect(existsSync(join(dir, 'files', 'out', 'big.bin'))).toBe(false);
       expect(String(r.stderr)).toMatch(/no space left on device/);
     } finally {
-      await execa('umount', [sb.project], { reject: false });
+      await execa('umount', ['-l', sb.project], { reject: false });
     }
   });
 });

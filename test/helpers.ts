@@ -31,7 +31,8 @@ export function sandbox(): Sandbox {
     state,
     runtime,
     socket: join(runtime, 'qwexd.sock'),
-    env: { QWEX_STATE_DIR: state, QWEX_RUNTIME_DIR: runtime, NO_COLOR: '1' },
+    // QWEX_FATAL_ERRORS: a qwexd started here exits 70 on an unhandled error instead of logging it and serving on.
+    env: { QWEX_STATE_DIR: state, QWEX_RUNTIME_DIR: runtime, NO_COLOR: '1', QWEX_FATAL_ERRORS: '1' },
     cleanup: async () => {
       let pid = 0;
       try {

@@ -19,7 +19,8 @@ import {
 import { methods } from '../src/protocol-schemas.js';
 import { bindHandlers, RpcEndpoint, RpcError, type EndpointConnection, type HandlersOf } from '../src/rpc/endpoint.js';
 import { ndjsonTransport } from '../src/rpc/ndjson.js';
-import { isTerminal, type Run } from '../src/run/model.js';
+import type { Run } from '../src/run/model.js';
+import { Watcher } from '../src/watcher.js';
 import type { RunStore } from '../src/store/run-store.js';
 import { VERSION } from '../src/version.js';
 import type { DaemonLog } from './log.js';
@@ -52,6 +53,7 @@ export class RpcServer {
   private readonly clients = new Set<Client>();
   private server: Server | undefined;
   private readonly startedAt = new Date();
+  private readonly watcher: Watcher;
 
   constructor(
     private readonly options: {
@@ -62,6 +64,7 @@ export class RpcServer {
       onShutdown: () => void;
     },
   ) {
+    this.watcher = new Watcher(options.store);
     this.endpoint = new RpcEndpoint<Client, QwexNotifications>(
       { requests: bindHandlers(methods, this.handlers()) },
       {
@@ -209,7 +212,8 @@ export class RpcServer {
   }
 
   private async followToEnd(client: Client, sub: Subscription): Promise<void> {
-    const final = await waitForEnd(this.options.supervisor, sub.dir, sub.abort.signal, () => this.options.supervisor.refresh(sub.dir));
+    // The same wait as every other follower's: run.json changes, checked through the supervisor.
+    const final = await this.watcher.waitForEnd(sub.dir, { signal: sub.abort.signal, refresh: (d) => this.options.supervisor.refresh(d) });
     if (sub.abort.signal.aborted) return;
     await Promise.all(sub.followers.map((f) => f.finish()));
     if (!client.subscriptions.has(sub.id)) return;
@@ -234,41 +238,4 @@ export class RpcServer {
     const note: LogEndParams = { subscription: sub.id, runId: sub.runId, reason, run };
     return client.rpc.notify(Notification.logEnd, note);
   }
-}
-
-/** Resolves with the final record once the supervisor reports the run's end (or at once if it ended). */
-function waitForEnd(supervisor: Supervisor, dir: string, signal: AbortSignal, read: () => Run | Promise<Run>): Promise<Run> {
-  return new Promise((resolve) => {
-    let settled = false;
-    let unsubscribe: () => void = () => {};
-    let timer: NodeJS.Timeout | undefined;
-    const finish = (run: Run): void => {
-      if (settled) return;
-      settled = true;
-      unsubscribe();
-      if (timer) clearInterval(timer);
-      resolve(run);
-    };
-    unsubscribe = supervisor.onRunEnd((endedDir, run) => {
-      if (endedDir === dir) finish(run);
-    });
-    signal.addEventListener('abort', () => void Promise.resolve(read()).then(finish, () => {}));
-    let checking = false;
-    const check = async (): Promise<void> => {
-      if (checking || settled) return;
-      checking = true;
-      try {
-        const run = await read();
-        if (isTerminal(run.status)) finish(run);
-      } catch {
-        // unreadable for a moment; the next check or event will do
-      } finally {
-        checking = false;
-      }
-    };
-    // Runs not started by this daemon (direct mode) end without telling it: look now and then.
-    timer = setInterval(() => void check(), 1000);
-    timer.unref();
-    void check();
-  });
 }

@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import { ErrorCode, QwexError, type ErrorCode as ErrorCodeType } from './errors.js';
 import { socketPath } from './paths.js';
 import { Method, PROTOCOL_VERSION, RpcErrorCode, type MethodName, type NotificationName, type NotificationParams, type Params, type QwexNotifications, type QwexRequests, type Results } from './protocol.js';
-import { ConnectionClosedError, RpcConnection, RpcResponseError, type NotificationOf } from './rpc/connection.js';
+import { type ConnectionClosedError, RpcConnection, RpcResponseError, type NotificationOf } from './rpc/connection.js';
 import type { Disposable } from './rpc/events.js';
 import { ndjsonTransport } from './rpc/ndjson.js';
 

@@ -61,7 +61,9 @@ export interface NotificationSpec<P, C> {
 
 export interface MethodTable<C> {
   // `any`: each entry has its own params type; bindHandlers and the handlers' own signatures keep them apart.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   requests: Record<string, RequestSpec<any, unknown, C>>;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   notifications?: Record<string, NotificationSpec<any, C>>;
 }
 

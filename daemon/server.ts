@@ -144,7 +144,7 @@ export class RpcServer {
         }
         return { protocolVersion: PROTOCOL_VERSION, daemonVersion: VERSION, pid: process.pid };
       },
-      'run.submit': (params) => ({ runs: supervisor.submit(params.project, params.jobs, params.env, params.provenance) }),
+      'run.submit': (params) => ({ runs: supervisor.submit(params.project, params.jobs, params.env, params.provenance, params.submissionId) }),
       'run.cancel': async (params) => {
         const { dir } = store.resolve(params.id);
         return { run: await supervisor.cancel(dir, params.graceMs) };

@@ -79,10 +79,10 @@ class ObservedRunStore extends RunStore {
     super({ indexFile });
   }
 
-  override createMany(runs: readonly Run[], extra: { name: string; content: string }[] = []): string[] {
-    const dirs = super.createMany(runs, extra);
-    runs.forEach((run, i) => this.emit({ run, dir: dirs[i]! }));
-    return dirs;
+  override createMany(runs: readonly Run[], extra: { name: string; content: string }[] = []): { run: Run; runDir: string }[] {
+    const created = super.createMany(runs, extra);
+    for (const { run, runDir } of created) this.emit({ run, dir: runDir });
+    return created;
   }
 
   /** As RunStore.save, reporting the change once run.json is written (an index failure after that still changed the record). */

@@ -162,12 +162,28 @@ export function isQwexError(error: unknown): error is QwexError {
   return error instanceof QwexError;
 }
 
-/** Wraps an unknown thrown value as a QwexError, keeping a QwexError as it is. */
+/**
+ * Wraps an unknown thrown value as a QwexError, keeping a QwexError as it
+ * is. A file system that is full, read-only or not ours is a state qwex
+ * cannot write, whatever file it was: it gets that code and a hint, not
+ * QWEX_INTERNAL.
+ */
 export function toQwexError(error: unknown, code: ErrorCode = ErrorCode.Internal): QwexError {
   if (error instanceof QwexError) return error;
   const message = error instanceof Error ? error.message : String(error);
+  const errno = errnoCode(error);
+  if (errno !== undefined && errno in UNWRITABLE) {
+    return new QwexError(ErrorCode.StateUnwritable, message, { hint: UNWRITABLE[errno], cause: error });
+  }
   return new QwexError(code, message, { cause: error });
 }
+
+const UNWRITABLE: Record<string, string> = {
+  ENOSPC: 'free some disk space (the project\'s .qwex/ and the state directory, $QWEX_STATE_DIR, need room)',
+  EDQUOT: 'your disk quota is used up: free some space',
+  EROFS: 'the file system is read-only: set QWEX_STATE_DIR to a writable directory, or run from a writable project',
+  EACCES: 'check the permissions of the project\'s .qwex/ and of the state directory ($QWEX_STATE_DIR)',
+};
 
 /** A Node system error (ENOENT, EACCES, ENOSPC...), narrowed. */
 export function isErrnoException(error: unknown): error is NodeJS.ErrnoException {

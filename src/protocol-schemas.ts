@@ -216,6 +216,8 @@ export const methods = {
       jobs: z.array(jobSchema).min(1).max(Bounds.jobs),
       env: env(),
       provenance: z.array(provenanceSchema.nullable()).max(Bounds.jobs).optional(),
+      /** Chosen by the client: the same id sent again (a retry after a lost connection) gets the same runs, never new ones. */
+      submissionId: z.string().regex(/^[0-9a-f-]{8,64}$/).optional(),
     }),
     result: z.object({ runs: z.array(runSchema) }),
     whenTooLarge: 'submit fewer jobs per request',

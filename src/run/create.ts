@@ -14,6 +14,8 @@ export interface CreateOptions {
   /** Saved (0600) as the environment the commands start from, for runs started later in another process. */
   baseEnv?: Record<string, string>;
   provenance?: readonly (Provenance | undefined)[];
+  /** The runs' ids, chosen beforehand (an idempotent submission); new ones otherwise. */
+  ids?: readonly string[];
 }
 
 /**
@@ -26,7 +28,7 @@ export function createRuns(store: RunStore, jobs: readonly Job[], project: strin
   const createdAt = new Date().toISOString();
   const runs: Run[] = jobs.map((job, i) => ({
     version: 1,
-    id: newRunId(),
+    id: options.ids?.[i] ?? newRunId(),
     project,
     job,
     status: 'pending',
@@ -39,14 +41,14 @@ export function createRuns(store: RunStore, jobs: readonly Job[], project: strin
     metadata,
   }));
   const env = options.baseEnv === undefined ? [] : [{ name: RunFiles.env, content: `${JSON.stringify(options.baseEnv)}\n` }];
-  let dirs: string[];
+  let created: { run: Run; runDir: string }[];
   try {
-    dirs = store.createMany(runs, env);
+    created = store.createMany(runs, env);
   } catch (error) {
     if (!(error instanceof QwexError) || error.code !== ErrorCode.IndexError) throw error;
-    dirs = runs.map((run) => runDirOf(project, run.id));
+    created = runs.map((run) => ({ run, runDir: runDirOf(project, run.id) }));
   }
-  for (const dir of dirs) {
+  for (const { runDir: dir } of created) {
     for (const name of [RunFiles.stdout, RunFiles.stderr]) {
       try {
         writeFileSync(join(dir, name), '', { flag: 'a', mode: 0o600 });
@@ -55,7 +57,7 @@ export function createRuns(store: RunStore, jobs: readonly Job[], project: strin
       }
     }
   }
-  return runs.map((run, i) => ({ run, dir: dirs[i]! }));
+  return created.map(({ run, runDir }) => ({ run, dir: runDir }));
 }
 
 function safeUser(): string {

@@ -10,6 +10,8 @@ import { Runner, SupervisionDisposedError, type Supervision } from './index.js';
 import { isTerminal, type Job, type Provenance, type Run, type RunStatus } from './model.js';
 import { MONITOR_START_TIMEOUT_MS } from './reconcile.js';
 import { readStopRequest, writeStopRequest } from './stop.js';
+import { SubmissionJournal } from './submissions.js';
+import { runDir as runDirOf } from '../paths.js';
 
 /** How often runs supervised by other processes are re-checked when no file event arrived. */
 const SWEEP_MS = 2000;
@@ -53,6 +55,9 @@ export interface SupervisorLog {
 export class Supervisor {
   readonly runner: Runner;
   private readonly queue: string[] = [];
+  /** The same runs as `queue`, for a membership test that does not walk it. */
+  private readonly queued = new Set<string>();
+  private readonly submissions = new SubmissionJournal();
   /** Runs this process supervises (started or adopted), until their record is final. */
   private readonly supervised = new Map<string, Supervision>();
   /** Those whose command still runs on this machine: they count against the concurrency limit. */
@@ -112,27 +117,39 @@ export class Supervisor {
       if (holder !== undefined && isHolderAlive(holder)) {
         this.watch(row.runDir); // a direct-mode monitor has it
       } else if (holder === undefined && run.status === 'pending' && run.supervisor === 'qwexd') {
-        this.queue.push(row.runDir);
+        this.enqueue(row.runDir);
       } else if (holder === undefined && run.status === 'pending' && Date.now() - Date.parse(run.createdAt) < MONITOR_START_TIMEOUT_MS) {
         this.watch(row.runDir); // its monitor is starting
       } else {
         this.adoptOrphan(row.runDir);
       }
     }
+    this.recoverSubmissions();
     this.options.log.info('recovered', { queued: this.queue.length, supervised: this.supervised.size, watched: this.watched.size });
     this.sweepTimer = setInterval(() => void this.sweep(), SWEEP_MS);
     this.sweepTimer.unref();
     this.pump();
   }
 
-  /** Records the jobs as queued runs, in order, and starts what the concurrency limit allows. */
-  submit(project: string, jobs: Job[], env: Record<string, string>, provenance?: (Provenance | null)[]): Run[] {
+  /**
+   * Records the jobs as queued runs, in order, and starts what the
+   * concurrency limit allows. With a `submissionId` it is idempotent: the
+   * run ids are chosen and journalled first, so the same submission sent
+   * again (its answer was lost with a connection, or this process died
+   * half-way) gets the same runs, completed where a crash cut it short.
+   */
+  submit(project: string, jobs: Job[], env: Record<string, string>, provenance?: (Provenance | null)[], submissionId?: string): Run[] {
+    const ids = submissionId === undefined ? undefined : this.submissions.begin(submissionId, project, jobs.length);
     const created = this.runner.create(jobs, project, {
       supervisor: 'qwexd',
       baseEnv: env,
       ...(provenance ? { provenance: provenance.map((p) => p ?? undefined) } : {}),
+      ...(ids ? { ids } : {}),
     });
-    for (const { dir } of created) this.queue.push(dir);
+    if (submissionId !== undefined) this.submissions.complete(submissionId);
+    for (const { dir, run } of created) {
+      if (run.status === 'pending' && !this.supervised.has(dir) && readClaim(dir) === undefined) this.enqueue(dir);
+    }
     this.options.log.info('submitted', { count: created.length, first: created[0]?.run.id });
     this.pump();
     // The records as submitted: those just started say so in run.json, which the client reads if it cares.
@@ -150,10 +167,10 @@ export class Supervisor {
       }
       return this.store.read(dir);
     }
-    const queued = this.queue.indexOf(dir);
+    const wasQueued = this.queued.has(dir);
     const run = await this.runner.cancel(dir, graceMs);
-    if (queued !== -1 && isTerminal(run.status)) {
-      this.queue.splice(queued, 1);
+    if (wasQueued && isTerminal(run.status)) {
+      this.dequeue(dir);
       this.notifyEnd(dir, run);
     }
     return run;
@@ -210,13 +227,46 @@ export class Supervisor {
     for (const watcher of this.watched.values()) watcher?.close();
     this.watched.clear();
     this.queue.length = 0;
+    this.queued.clear();
+  }
+
+  private dequeue(dir: string): void {
+    if (!this.queued.delete(dir)) return;
+    const at = this.queue.indexOf(dir);
+    if (at !== -1) this.queue.splice(at, 1);
+  }
+
+  /** Runs of batch submissions that a crash cut short: indexed and queued (a retry of the submission completes the batch). */
+  private recoverSubmissions(): void {
+    for (const submission of this.submissions.incomplete()) {
+      const found: { run: Run; runDir: string }[] = [];
+      for (const id of submission.ids) {
+        const dir = runDirOf(submission.project, id);
+        try {
+          found.push({ run: this.store.read(dir), runDir: dir });
+        } catch {
+          // Not created before the crash: a retry of the submission creates it.
+        }
+      }
+      if (found.length === 0) continue;
+      this.store.runIndex().upsertMany(found);
+      for (const { run, runDir } of found) {
+        if (run.status === 'pending' && readClaim(runDir) === undefined) this.enqueue(runDir);
+      }
+      this.options.log.info('recovered-submission', { submission: submission.id, runs: found.length, of: submission.ids.length });
+    }
+  }
+
+  private enqueue(dir: string): void {
+    if (this.queued.has(dir)) return;
+    this.queued.add(dir);
+    this.queue.push(dir);
   }
 
   /** Takes over an active run whose supervisor is gone, and supervises it here. */
   private adoptOrphan(dir: string): void {
     if (this.closed || this.supervised.has(dir)) return;
-    const at = this.queue.indexOf(dir);
-    if (at !== -1) this.queue.splice(at, 1);
+    this.dequeue(dir);
     if (!takeOver(dir, self('supervise'))) {
       this.watch(dir); // another process took it over first
       return;
@@ -253,6 +303,7 @@ export class Supervisor {
           continue;
         }
         this.queue.splice(i, 1);
+        this.queued.delete(dir);
         if (decision === 'gone') continue;
         if (!this.runner.claim(dir)) continue; // cancelled (claimed by the cancel) before its turn
         this.startSupervising(dir, decision);

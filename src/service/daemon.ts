@@ -1,4 +1,6 @@
-import type { DaemonClient } from '../daemon-client.js';
+import { randomUUID } from 'node:crypto';
+import { DaemonClient } from '../daemon-client.js';
+import { startDaemon } from '../daemon-process.js';
 import { Method, type ListedRun, type RunView } from '../protocol.js';
 import type { Run } from '../run/model.js';
 import type { ListQuery } from '../store/run-index.js';
@@ -8,6 +10,9 @@ import { Watcher } from '../watcher.js';
 import { ErrorCode, QwexError } from '../errors.js';
 import { DirectRunService } from './direct.js';
 import type { FollowOptions, RunRef, RunService, SubmitRequest } from './run-service.js';
+
+/** How many times a submission is sent before its error is reported (qwexd restarting meanwhile). */
+const SUBMIT_ATTEMPTS = 5;
 
 /**
  * Runs through qwexd, which queues, starts and supervises them and is then
@@ -22,20 +27,39 @@ export class DaemonRunService implements RunService {
   private fallback: DirectRunService | undefined;
 
   constructor(
-    private readonly client: DaemonClient,
+    private client: DaemonClient,
     private readonly store: RunStore,
   ) {
     this.watcher = new Watcher(store);
   }
 
+  /**
+   * Sends the jobs with an id of this submission, so that when qwexd goes
+   * away mid-request (killed, restarted) the request can be sent again to
+   * the next qwexd, which gets the same runs rather than new ones.
+   */
   async submit(request: SubmitRequest): Promise<Run[]> {
-    const { runs } = await this.client.request(Method.submit, {
+    const params = {
       project: request.project,
       jobs: request.jobs,
       env: request.env ?? submitterEnv(),
       provenance: request.jobs.map((_, i) => request.provenance?.[i] ?? null),
-    });
-    return runs;
+      submissionId: randomUUID(),
+    };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return (await this.client.request(Method.submit, params)).runs;
+      } catch (error) {
+        if (!(error instanceof QwexError) || error.code !== ErrorCode.DaemonUnavailable || attempt >= SUBMIT_ATTEMPTS) throw error;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
+      await startDaemon().catch(() => undefined); // a no-op when one runs again (a service manager restarted it)
+      const fresh = await DaemonClient.connectIfRunning().catch(() => undefined);
+      if (fresh) {
+        this.client.close();
+        this.client = fresh;
+      }
+    }
   }
 
   async cancel(run: RunRef, options: { graceMs?: number } = {}): Promise<Run> {

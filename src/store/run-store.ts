@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, QwexError, errnoCode } from '../errors.js';
 import { isIdPrefix, isRunId } from '../ids.js';
@@ -54,30 +54,53 @@ export class RunStore {
   }
 
   /**
-   * Creates run directories (0700) and first records, then indexes them all in one
-   * transaction (a batch of a thousand runs costs one index write). An index
-   * failure is thrown after every record is on disk.
+   * Creates run directories (0700) and first records, then indexes them all
+   * in one transaction (a batch of a thousand runs costs one index write).
+   * All or nothing: when one cannot be created (a full disk), those this call
+   * created are removed again before the error is thrown. A run whose record
+   * is already there (a retried submission) is kept as it is, and returned as
+   * it is now. An index failure is thrown after every record is on disk.
    */
-  createMany(runs: readonly Run[], extra: { name: string; content: string }[] = []): string[] {
+  createMany(runs: readonly Run[], extra: { name: string; content: string }[] = []): { run: Run; runDir: string }[] {
     const created: { run: Run; runDir: string }[] = [];
+    const made: string[] = [];
     for (const run of runs) {
       const dir = runDirOf(run.project, run.id);
       try {
         if (created.length === 0 || created[created.length - 1]!.run.project !== run.project) mkdirSync(runsDir(run.project), { recursive: true });
-        mkdirSync(dir, { mode: 0o700 });
+        const existing = this.existingRecord(dir);
+        if (existing) {
+          created.push({ run: existing, runDir: dir });
+          continue;
+        }
+        if (!existsSync(dir)) {
+          mkdirSync(dir, { mode: 0o700 });
+          made.push(dir);
+        }
         // Extra files first: the record's directory flush makes their entries durable too.
         for (const file of extra) writeFileAtomic(join(dir, file.name), file.content, 0o600, 'file');
         writeRunRecord(dir, run, 'full');
       } catch (error) {
+        for (const partial of made) rmSync(partial, { recursive: true, force: true });
         throw new QwexError(ErrorCode.StateUnwritable, `cannot create the run directory ${dir}: ${(error as Error).message}`, {
-          hint: errnoCode(error) === 'ENOSPC' ? 'free some disk space' : `check that ${join(run.project, '.qwex')} is writable`,
+          hint: errnoCode(error) === 'ENOSPC' ? 'free some disk space; nothing of this submission was kept' : `check that ${join(run.project, '.qwex')} is writable`,
           cause: error,
         });
       }
       created.push({ run, runDir: dir });
     }
     this.runIndex().upsertMany(created);
-    return created.map((c) => c.runDir);
+    return created;
+  }
+
+  /** The record in `dir` when a complete one is there (a submission retried after a lost answer). */
+  private existingRecord(dir: string): Run | undefined {
+    if (!existsSync(join(dir, 'run.json'))) return undefined;
+    try {
+      return readRunRecord(dir);
+    } catch {
+      return undefined; // torn by a crash mid-write: written again
+    }
   }
 
   /**

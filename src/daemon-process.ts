@@ -24,6 +24,19 @@ export function qwexdScript(): string {
  * running, resolves with that one.
  */
 export async function startDaemon(options: { concurrency?: number } = {}): Promise<{ pid: number; socket: string; alreadyRunning: boolean }> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startDaemonOnce(options);
+    } catch (error) {
+      // Killed by a signal while it started (not a start-up error of its own, which would say so again): try again.
+      if (!(error instanceof KilledDuringStartError) || attempt >= 3) throw error;
+    }
+  }
+}
+
+class KilledDuringStartError extends QwexError {}
+
+async function startDaemonOnce(options: { concurrency?: number }): Promise<{ pid: number; socket: string; alreadyRunning: boolean }> {
   const socket = socketPath();
   const running = await DaemonClient.connectIfRunning(socket);
   if (running) {
@@ -34,14 +47,14 @@ export async function startDaemon(options: { concurrency?: number } = {}): Promi
   mkdirSync(dirname(logPath), { recursive: true, mode: 0o700 });
   const logFd = openSync(logPath, 'a', 0o600);
   const args = [qwexdScript(), '--foreground', ...(options.concurrency ? ['--concurrency', String(options.concurrency)] : [])];
-  let exited: { code: number | null } | undefined;
+  let exited: { code: number | null; signal?: NodeJS.Signals | null } | undefined;
   try {
     const child = spawn(process.execPath, args, {
       detached: true,
       stdio: ['ignore', 'ignore', logFd],
       env: { ...process.env, QWEX_DAEMON_DETACHED: '1', QWEX_NO_DAEMON: '' },
     });
-    child.on('exit', (code) => (exited = { code }));
+    child.on('exit', (code, signal) => (exited = { code, signal }));
     child.on('error', () => (exited = { code: null }));
     child.unref();
   } finally {
@@ -57,7 +70,8 @@ export async function startDaemon(options: { concurrency?: number } = {}): Promi
     if (exited) break;
     await sleep(50);
   }
-  throw new QwexError(ErrorCode.DaemonUnavailable, exited ? `qwexd exited during start-up (code ${exited.code})` : `qwexd did not answer within ${DAEMON_START_TIMEOUT_MS / 1000} s`, {
+  const killed = exited !== undefined && exited.code === null && exited.signal !== undefined && exited.signal !== null;
+  throw new (killed ? KilledDuringStartError : QwexError)(ErrorCode.DaemonUnavailable, exited ? `qwexd exited during start-up (${exited.code === null ? `killed by ${exited.signal ?? 'a signal'}` : `code ${exited.code}`})` : `qwexd did not answer within ${DAEMON_START_TIMEOUT_MS / 1000} s`, {
     hint: `its log says why: ${logPath}\n${lastLines(logPath, 5)}`,
   });
 }

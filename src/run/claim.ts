@@ -1,7 +1,7 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { errnoCode } from '../errors.js';
-import { writeFileAtomic } from '../fs-atomic.js';
+import { writeAll, writeFileAtomic } from '../fs-atomic.js';
 import { RunFiles } from '../paths.js';
 import { isProcessAlive, processStartTime } from '../process/info.js';
 
@@ -29,7 +29,7 @@ export function self(intent: ClaimHolder['intent'], pid = process.pid): ClaimHol
 /** Takes the run's claim if nobody holds it. True when `holder` now holds it (also when it already did). */
 export function claim(dir: string, holder: ClaimHolder): boolean {
   try {
-    writeFileSync(join(dir, RunFiles.claim), JSON.stringify(holder), { flag: 'wx', mode: 0o600 });
+    createExclusive(join(dir, RunFiles.claim), JSON.stringify(holder));
     return true;
   } catch (error) {
     if (errnoCode(error) !== 'EEXIST') throw error;
@@ -82,14 +82,33 @@ export function takeOver(dir: string, holder: ClaimHolder): boolean {
   if (isHolderAlive(current)) return false;
   const token = join(dir, `.claim.${current.pid}.${current.startTime ?? 'x'}.${current.at.replace(/[^0-9A-Za-z]/g, '')}.takeover`);
   try {
-    writeFileSync(token, JSON.stringify(holder), { flag: 'wx', mode: 0o600 });
+    createExclusive(token, JSON.stringify(holder));
   } catch (error) {
     if (errnoCode(error) === 'EEXIST') return false;
     throw error;
   }
+  try {
+    writeFileAtomic(join(dir, RunFiles.claim), JSON.stringify(holder), 0o600, 'file');
+  } catch (error) {
+    // The takeover did not happen (a full disk): another may try again later.
+    rmSync(token, { force: true });
+    throw error;
+  }
   // The token stays: it is what makes this the only successor of that dead holder.
-  writeFileAtomic(join(dir, RunFiles.claim), JSON.stringify(holder), 0o600, 'file');
   return true;
+}
+
+/** Creates a file that must not exist yet, with its content; a write that fails (a full disk) leaves no file behind. */
+function createExclusive(path: string, content: string): void {
+  const fd = openSync(path, 'wx', 0o600);
+  try {
+    writeAll(fd, Buffer.from(content));
+  } catch (error) {
+    closeSync(fd);
+    rmSync(path, { force: true });
+    throw error;
+  }
+  closeSync(fd);
 }
 
 function sameHolder(a: ClaimHolder, b: ClaimHolder): boolean {

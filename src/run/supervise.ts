@@ -5,11 +5,20 @@ import { ErrorCode, QwexError, toQwexError } from '../errors.js';
 import { RunFiles } from '../paths.js';
 import { endUnstarted, finishRun } from './finish.js';
 import { forgetBaseEnv, runEnvironment } from './environment.js';
-import { isTerminal, transition, type Run } from './model.js';
+import { isTerminal, transition, type Run, type RunError } from './model.js';
 import { ensureBaseline, execCwd, execRoot, prepareCopy, type RecordWriter } from './record.js';
 import { readStopRequest, writeStopRequest, type StopRequest } from './stop.js';
 import { Termination } from './terminate.js';
 import { trackUsage } from './usage-tracker.js';
+
+/** How long a start waits for a full disk to have room again before the run fails. */
+const NO_SPACE_WAIT_MS = 5 * 60_000;
+const NO_SPACE_RETRY_MS = 1000;
+
+function isNoSpace(error: unknown): boolean {
+  const errno = (error as { code?: unknown; cause?: { code?: unknown } } | null)?.code;
+  return errno === 'ENOSPC' || (error as { cause?: { code?: unknown } } | null)?.cause?.code === 'ENOSPC' || /no space left on device/i.test(String((error as Error)?.message ?? ''));
+}
 
 /** Rejects a supervision's `done` when its supervisor stops watching (qwexd shutting down); the run goes on. */
 export class SupervisionDisposedError extends Error {
@@ -142,13 +151,29 @@ export function supervise(writer: RecordWriter, dir: string): Supervision {
     return finishRun(writer, run, dir, exit, command, { stopReason, ...(resources ? { resources } : {}), isDisposed: () => disposed });
   };
 
-  /** Starts a pending run's command (or finds the one a dead supervisor started). */
+  /**
+   * Starts a pending run's command (or finds the one a dead supervisor
+   * started). A full disk is waited out (up to NO_SPACE_WAIT_MS): a run is
+   * not thrown away because the disk was full for a moment when its turn came.
+   */
   const start = async (pending: Run, backend: Backend, descriptor: BackendDescriptor): Promise<{ final: Run } | { started: StartedProcess; run: Run }> => {
+    const giveUpAt = Date.now() + NO_SPACE_WAIT_MS;
+    for (let attempt = 1; ; attempt++) {
+      const result = await startOnce(pending, backend, descriptor);
+      if (!('noSpace' in result)) return result;
+      if (Date.now() > giveUpAt || abort.signal.aborted) return { final: await endUnstarted(writer, pending, dir, 'failed', { error: result.noSpace }) };
+      if (attempt === 1) log('start-waits-for-space', { dir, message: result.noSpace.message });
+      await new Promise((resolve) => setTimeout(resolve, NO_SPACE_RETRY_MS));
+    }
+  };
+
+  const startOnce = async (pending: Run, backend: Backend, descriptor: BackendDescriptor): Promise<{ final: Run } | { started: StartedProcess; run: Run } | { noSpace: RunError }> => {
     let run = pending;
     try {
       if (!descriptor.traits.remote) prepareCopy(run, dir);
     } catch (error) {
       const qe = error instanceof QwexError ? error : new QwexError(ErrorCode.StateUnwritable, `cannot make the run's copy of the workspace: ${(error as Error).message}`);
+      if (isNoSpace(error)) return { noSpace: { code: qe.code, message: qe.message } };
       return { final: await endUnstarted(writer, run, dir, 'failed', { error: { code: qe.code, message: qe.message } }) };
     }
     ensureBaseline(run, dir, descriptor.traits.remote);
@@ -178,6 +203,7 @@ export function supervise(writer: RecordWriter, dir: string): Supervision {
     if (!command.spawned) {
       // It never started (command not found, not executable): nothing ran, so nothing to capture.
       const exit = await command.exited;
+      if (exit.error?.code === ErrorCode.StateUnwritable) return { noSpace: exit.error };
       commandEnded();
       return { final: await endUnstarted(writer, run, dir, 'failed', { exitCode: exit.exitCode, signal: exit.signal, ...(exit.error ? { error: exit.error } : {}) }) };
     }

@@ -267,8 +267,16 @@ export class Supervisor {
   private adoptOrphan(dir: string): void {
     if (this.closed || this.supervised.has(dir)) return;
     this.dequeue(dir);
-    if (!takeOver(dir, self('supervise'))) {
-      this.watch(dir); // another process took it over first
+    let mine: boolean;
+    try {
+      mine = takeOver(dir, self('supervise'));
+    } catch (error) {
+      // A full disk: it is watched, and taken over when a look finds room.
+      this.options.log.warn('take-over-failed', { dir, message: (error as Error).message });
+      mine = false;
+    }
+    if (!mine) {
+      this.watch(dir); // another process took it over first (or will, or this one later)
       return;
     }
     this.unwatch(dir);
@@ -302,10 +310,23 @@ export class Supervisor {
           i++;
           continue;
         }
+        if (decision === 'gone') {
+          this.queue.splice(i, 1);
+          this.queued.delete(dir);
+          continue;
+        }
+        let claimed: boolean;
+        try {
+          claimed = this.runner.claim(dir);
+        } catch (error) {
+          // A full disk, say: it keeps its place and is tried again when the queue next moves.
+          this.options.log.warn('claim-failed', { dir, message: (error as Error).message });
+          i++;
+          continue;
+        }
         this.queue.splice(i, 1);
         this.queued.delete(dir);
-        if (decision === 'gone') continue;
-        if (!this.runner.claim(dir)) continue; // cancelled (claimed by the cancel) before its turn
+        if (!claimed) continue; // cancelled (claimed by the cancel) before its turn
         this.startSupervising(dir, decision);
       }
     } finally {

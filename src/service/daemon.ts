@@ -12,7 +12,7 @@ import { DirectRunService } from './direct.js';
 import type { FollowOptions, RunRef, RunService, SubmitRequest } from './run-service.js';
 
 /** How many times a submission is sent before its error is reported (qwexd restarting meanwhile). */
-const SUBMIT_ATTEMPTS = 5;
+const SUBMIT_ATTEMPTS = 8;
 
 /**
  * Runs through qwexd, which queues, starts and supervises them and is then

@@ -142,7 +142,7 @@ async function startWithShim(shim: ShimProgram, file: string, args: string[], jo
     const exit = readExit(io.dir, io.runId, file);
     if (exit && !('lost' in exit)) return notStartedProcess(exit);
     const errno = report?.kind === 'failed' ? report.errno : undefined;
-    return notStartedProcess(errno === constants.errno.ENOSPC ? { exitCode: 126, signal: null, error: { code: ErrorCode.CommandFailedToStart, message: `cannot start ${file}: no space left on device for the run's files` } } : spawnFailure(errno, file));
+    return notStartedProcess(errno === constants.errno.ENOSPC ? { exitCode: 126, signal: null, error: { code: ErrorCode.StateUnwritable, message: `cannot start ${file}: no space left on device for the run's files` } } : spawnFailure(errno, file));
   }
   const recorded = readShimState(io.dir);
   const pid = report.pid;

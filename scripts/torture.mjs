@@ -84,7 +84,7 @@ function jobLine(i) {
 
 const started = Date.now();
 const kills = [];
-let exitCode = 0;
+let exitCode;
 try {
   if (qwex(['daemon', 'start', '--concurrency', String(CONCURRENCY)]).status !== 0) throw new Error('qwexd did not start');
 

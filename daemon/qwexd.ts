@@ -7,7 +7,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { Command } from 'commander';
-import { ErrorCode, QwexError, toQwexError } from '../src/errors.js';
+import { ErrorCode, exitStatusFor, toQwexError } from '../src/errors.js';
 import { startDaemon } from '../src/daemon-process.js';
 import { daemonLogPath } from '../src/paths.js';
 import { VERSION } from '../src/version.js';
@@ -55,14 +55,14 @@ async function main(): Promise<number> {
     program.parse(process.argv);
   } catch (error) {
     const code = (error as { code?: string }).code;
-    return code === 'commander.helpDisplayed' || code === 'commander.version' ? 0 : 2;
+    return code === 'commander.helpDisplayed' || code === 'commander.version' ? 0 : exitStatusFor(ErrorCode.Usage);
   }
   const options = program.opts<{ foreground?: boolean; concurrency?: string }>();
   const raw = options.concurrency ?? process.env.QWEX_CONCURRENCY;
   const concurrency = raw === undefined ? availableParallelism() : Number(raw);
   if (!Number.isInteger(concurrency) || concurrency < 1) {
     process.stderr.write(`qwexd: --concurrency: "${raw}" is not a whole number of at least 1\n`);
-    return 2;
+    return exitStatusFor(ErrorCode.Usage);
   }
   try {
     if (!options.foreground) {
@@ -77,7 +77,8 @@ async function main(): Promise<number> {
     const qe = toQwexError(error);
     process.stderr.write(`qwexd: ${qe.message}\n`);
     if (qe.hint) process.stderr.write(`hint: ${qe.hint}\n`);
-    return qe.code === ErrorCode.DaemonAlreadyRunning ? 3 : qe instanceof QwexError && qe.code === ErrorCode.SocketPathTooLong ? 4 : 1;
+    // The same table as qwex's (src/errors.ts): QWEX_DAEMON_ALREADY_RUNNING is 14, QWEX_SOCKET_PATH_TOO_LONG 15.
+    return exitStatusFor(qe.code);
   }
 }
 

@@ -84,7 +84,7 @@ describe('qwexd lifecycle', () => {
     expect(status).toMatchObject({ running: true, pid, protocolVersion: 1, concurrency: 4 });
 
     const second = await execa(node, [join(ROOT, 'dist', 'daemon', 'qwexd.js'), '--foreground'], { env: sb.env, reject: false });
-    expect(second.exitCode).not.toBe(0);
+    expect(second.exitCode).toBe(14); // QWEX_DAEMON_ALREADY_RUNNING, as qwex reports it
     expect(second.stderr).toContain('qwexd is already running');
     expect(isAlive(pid)).toBe(true);
 
@@ -112,7 +112,7 @@ describe('qwexd lifecycle', () => {
   it('refuses a socket path that is too long, saying what to do', async () => {
     const long = join(sb.runtime, 'x'.repeat(120));
     const r = await execa(node, [join(ROOT, 'dist', 'daemon', 'qwexd.js'), '--foreground'], { env: { ...sb.env, QWEX_RUNTIME_DIR: long }, reject: false });
-    expect(r.exitCode).toBe(4);
+    expect(r.exitCode).toBe(15); // QWEX_SOCKET_PATH_TOO_LONG, the same status qwex gives it
     expect(r.stderr).toMatch(/bytes long; Unix sockets allow at most 10[37]/);
     expect(r.stderr).toContain('set QWEX_RUNTIME_DIR to a shorter directory');
   });

@@ -84,6 +84,15 @@ describe('a run owns its whole process tree', () => {
   });
 });
 
+describe('the run helper', () => {
+  it('qwex doctor says which one parents local runs', async () => {
+    const report = await qwexJson<{ setup: { backend: string; label: string; value: string }[] }>(sb, ['doctor']);
+    expect(report.setup).toContainEqual({ backend: 'local', label: 'run helper', value: expect.stringMatching(/^compiled \(.*qwex-shim\)$/) });
+    const perl = JSON.parse(String((await qwex(sb, ['doctor', '--json'], { env: { QWEX_SHIM: 'perl' } })).stdout)) as typeof report;
+    expect(perl.setup.find((s) => s.label === 'run helper')?.value).toMatch(/^Perl fallback/);
+  });
+});
+
 describe('a recycled process group', () => {
   /** Starts a new group leader with exactly `pid` (root: /proc/sys/kernel/ns_last_pid); undefined if the pid could not be had. */
   async function strangerWithPid(pid: number): Promise<ChildProcess | undefined> {

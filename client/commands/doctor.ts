@@ -34,6 +34,8 @@ interface DoctorReport {
   unreadable: { dir: string; message: string }[];
   /** Leftovers of runs on each backend that has something to check (an engine, the clusters this project uses). */
   backends: BackendReport[];
+  /** What each backend says of its set-up here (the run helper the local backend uses...). */
+  setup: { backend: string; label: string; value: string }[];
 }
 
 /**
@@ -43,7 +45,8 @@ interface DoctorReport {
  * broken, and QWEX_DOCTOR_FINDINGS's when records cannot be read.
  */
 export default async function doctor(ctx: Context, projects: string[], options: DoctorOptions): Promise<number> {
-  const report: DoctorReport = { stateDir: stateDir(), index: indexPath(), project: ctx.project, indexOk: true, unreadable: [], backends: [] };
+  const report: DoctorReport = { stateDir: stateDir(), index: indexPath(), project: ctx.project, indexOk: true, unreadable: [], backends: [], setup: [] };
+  report.setup = BACKENDS.flatMap((b) => (b.health?.() ?? []).map((h) => ({ backend: b.name, ...h })));
   let code = 0;
   try {
     if (options.reindex) {
@@ -73,6 +76,7 @@ export default async function doctor(ctx: Context, projects: string[], options: 
     return code;
   }
   const lines = [`state directory  ${report.stateDir}`, `run index        ${report.index} (${report.indexOk ? 'ok' : `error: ${report.indexError}`})`, `project          ${report.project}`];
+  for (const s of report.setup) lines.push(`${`${s.backend} ${s.label}`.padEnd(16)} ${s.value}`);
   if (report.reindex) {
     lines.push(`reindexed        ${report.reindex.runs} run(s) in ${report.reindex.projects.length} project(s)`);
     if (report.reindex.movedAside) lines.push(`broken index     moved to ${report.reindex.movedAside}`);

@@ -210,6 +210,8 @@ export interface BackendDescriptor {
   describe?(run: Run): [label: string, value: string][];
   /** The command's local process group, when it runs on this machine (for live CPU/memory). */
   processGroup?(run: Run): number | undefined;
+  /** What `qwex doctor` should say of this backend's set-up on this machine (the helper program it uses, say). */
+  health?(): { label: string; value: string }[];
   /** Finds leftovers of runs that no active run accounts for; undefined when there is nothing to check. */
   findOrphans?(context: OrphanContext): Promise<OrphanReport[] | undefined>;
   /** Loads the implementation (lazily: `qwex ps` never loads a backend). */

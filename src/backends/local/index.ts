@@ -1,5 +1,17 @@
 import type { Run } from '../../run/model.js';
 import type { BackendDescriptor } from '../types.js';
+import { findShim } from './shim.js';
+
+/** Which shim parents local runs here: the compiled one, the Perl fallback, or none (runs cannot outlive their starter). */
+function describeShim(): string {
+  try {
+    const shim = findShim();
+    if (shim === null) return 'none: no compiled shim and no perl; runs cannot outlive whoever started them';
+    return shim.kind === 'c' ? `compiled (${shim.path})` : `Perl fallback (${shim.perl} ${shim.path}): no C compiler was found at install; setsid'd descendants escape cancel`;
+  } catch (error) {
+    return `error: ${(error as Error).message}`;
+  }
+}
 
 /** What the local backend records in run.json under `backend`, enough for another process to adopt the run. */
 export interface LocalDetails {
@@ -30,5 +42,6 @@ export const local: BackendDescriptor = {
     return pid === undefined ? [] : [['pid', String(pid)]];
   },
   processGroup: (run) => localDetails(run).pgid,
+  health: () => [{ label: 'run helper', value: describeShim() }],
   load: async () => new (await import('./backend.js')).LocalBackend(),
 };

@@ -121,8 +121,9 @@ describe('qwexd lifecycle', () => {
     const pid = await startDaemon();
     const id = String((await qwex(sb, ['run', '-d', '--', node, fixture('ticker.mjs'), '15', '100'])).stdout);
     const attacher = execa(node, [CLI, 'attach', id], { cwd: sb.project, env: sb.env, reject: false });
-    await until(() => (record(id).status === 'running' ? true : undefined));
-    await sleep(300);
+    let seen = '';
+    attacher.stdout?.on('data', (chunk: Buffer) => (seen += chunk.toString()));
+    await until(() => (seen.includes('tick 1') ? true : undefined), 10_000, 'the attacher to show output');
     process.kill(pid, 'SIGTERM');
     await until(() => (isAlive(pid) ? undefined : true));
     // The attacher carries on from the files once qwexd is gone, and sees every line once.
@@ -201,8 +202,9 @@ describe('runs through qwexd', () => {
     await startDaemon();
     const id = String((await qwex(sb, ['run', '-d', '--', node, fixture('ticker.mjs'), '40', '100'])).stdout);
     const attacher = execa(node, [CLI, 'attach', id], { cwd: sb.project, env: sb.env, reject: false });
-    await until(() => (record(id).status === 'running' ? true : undefined));
-    await sleep(400);
+    let seen = '';
+    attacher.stdout?.on('data', (chunk: Buffer) => (seen += chunk.toString()));
+    await until(() => (seen.includes('tick 1') ? true : undefined), 10_000, 'the attacher to show output');
     attacher.kill('SIGINT');
     const r = await attacher;
     expect(r.exitCode).toBe(130);

@@ -80,6 +80,8 @@ export const RunFiles = {
   shim: 'shim.json',
   /** Written by the local backend's shim when the command ends: how it ended. */
   exit: 'exit.json',
+  /** CPU and memory of the run's process tree over time, one JSON object per line (see run/usage-tracker.ts). */
+  usage: 'usage.jsonl',
   /** Marks the run's copy of its workspace snapshot as complete (a supervisor taking over keeps it). */
   workspaceReady: 'workspace.ready',
 } as const;

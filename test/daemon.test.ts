@@ -247,6 +247,11 @@ describe('runs through qwexd', () => {
     await qwex(sb, ['wait', id]);
     expect(record(id).resources!.peakRssBytes).toBeGreaterThan(64 * 1024 * 1024);
     expect(String((await qwex(sb, ['status', id])).stdout)).toMatch(/peak memory\s+\d+\.\d MB/);
+    // The series over time, for plots: one sample a second while it ran, the big buffer in it.
+    const series = readFileSync(join(sb.project, '.qwex', 'runs', id, 'usage.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { t: string; cpu: number; rss: number; procs: number });
+    expect(series.length).toBeGreaterThanOrEqual(2);
+    expect(Math.max(...series.map((p) => p.rss))).toBeGreaterThan(64 * 1024 * 1024);
+    expect(series.every((p) => !Number.isNaN(Date.parse(p.t)) && p.procs >= 1)).toBe(true);
   });
 });
 

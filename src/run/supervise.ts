@@ -139,7 +139,7 @@ export function supervise(writer: RecordWriter, dir: string): Supervision {
     if (run.status === 'pending' && command.running) void command.running.then(nowRunning, () => {});
     else nowRunning();
 
-    usage = trackUsage(command.localProcessGroup);
+    usage = trackUsage(command.localProcessGroup, dir);
     const exit: ExitInfo = await Promise.race([command.exited, abandoned]);
     finished = true;
     stopRecording?.();

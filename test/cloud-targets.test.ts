@@ -15,7 +15,7 @@ import type { CloudRunDetail } from '../src/cloud/api.js';
 import type { CloudClient } from '../src/cloud/client.js';
 import { ContentStore } from '../src/workspace/snapshot.js';
 import { DATABASES, closeDatabases, skipWithoutDatabase, startCloud, type CloudServer } from './cloud.js';
-import { DOCKER_TEST_IMAGE, dockerUnavailable, requireComponent } from './helpers.js';
+import { DOCKER_TEST_IMAGE, dockerUnavailable, requireComponent, until } from './helpers.js';
 import { CLUSTER_IMAGE, TEST_QUEUE, clusterUnavailable, startTestCluster, type TestCluster } from './kube-cluster.js';
 import { postgresUnavailable } from './postgres.js';
 
@@ -119,8 +119,8 @@ for (const kind of DATABASES) {
       expect(stdout).toBe('hello from the workspace\n');
       expect((await alice.logs(run.id, 'stderr')).toString()).toBe('warn\n');
       expect((await alice.artifacts(run.id)).artifacts).toEqual([{ path: 'out/r.txt', size: 7, sha256: sha256('result\n') }]);
-      const left = await execa('docker', ['ps', '-a', '-q', '--filter', `label=qwex.run-id=${run.id}`]);
-      expect(left.stdout.trim()).toBe('');
+      // The container is removed right after the final record is written.
+      await until(async () => ((await execa('docker', ['ps', '-a', '-q', '--filter', `label=qwex.run-id=${run.id}`])).stdout.trim() === '' ? true : undefined), 15_000, 'the container to be removed');
       await server!.restart();
       expect(await alice.get(run.id)).toMatchObject({ status: 'failed', exitCode: 4 });
       expect((await alice.logs(run.id)).toString()).toBe('hello from the workspace\n');

@@ -46,7 +46,8 @@ export function sandbox(): Sandbox {
         while (isAlive(pid) && Date.now() < deadline) await sleep(25);
         if (isAlive(pid)) process.kill(pid, 'SIGKILL');
       }
-      rmSync(base, { recursive: true, force: true });
+      // A run's supervisor may still be removing what served the run as the test ends: retried, not failed.
+      rmSync(base, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
     },
   };
 }

@@ -11,6 +11,8 @@ import { writeUsageSamples } from './usage.js';
 export const GPU_SAMPLE_MS = 5000;
 /** A GPU with more memory in use than this (MiB), by something qwex did not start, is not handed out (QWEX_GPU_BUSY_MB). */
 export const GPU_BUSY_MB = 1024;
+/** How often a run that waits may make the ledger re-read its holders' records (each queue move asks every waiting run). */
+const FORGET_EVERY_MS = 1000;
 
 /** qwexd's settings of the ledger from its environment (QWEX_GPU_BUSY_MB, QWEX_GPU_SAMPLE_MS). Throws QWEX_USAGE on a bad value. */
 export function gpuLedgerSettings(env: NodeJS.ProcessEnv): { busyMemoryMb?: number; sampleMs?: number } {
@@ -43,7 +45,8 @@ type Decision = ReturnType<Admission['admit']>;
 
 interface Inventory {
   gpus: Gpu[];
-  at: number;
+  /** Which look it was (1, 2, ...): a GPU freed after that look began was not seen free by it. */
+  look: number;
   doneAt: number;
 }
 
@@ -62,19 +65,22 @@ interface Inventory {
  * look at a held GPU's use is appended to its run's gpu-usage.jsonl.
  */
 export class GpuLedger implements Admission {
-  /** The last look: `at` when it began (a GPU freed after that was not seen free), `doneAt` when it answered. */
+  /** What the last look that answered saw. */
   private inventory: Inventory | undefined;
+  /** How many looks have begun. */
+  private looksBegun = 0;
   /** Why the GPUs could not be listed, while they never could. */
   private failure: { message: string; at: number } | undefined;
   private looking: Promise<void> | undefined;
   /** Run directory -> the GPUs its record says it holds. */
   private readonly held = new Map<string, RunGpu[]>();
-  /** GPU UUID -> when a run gave it back: its memory must be looked at again before it is handed out. */
+  /** GPU UUID -> the looks begun when a run gave it back: only a later look shows whether it is free. */
   private readonly releasedAt = new Map<string, number>();
   /** Some run was told to wait: the next look pokes the queue. */
   private waiting = false;
   private readonly timer: NodeJS.Timeout;
   private warnedProcesses = false;
+  private forgottenAt = 0;
   private closed = false;
   private readonly busyMb: number;
   private readonly sampleMs: number;
@@ -111,8 +117,7 @@ export class GpuLedger implements Admission {
     const gpus = this.held.get(dir);
     if (!gpus) return;
     this.held.delete(dir);
-    const now = Date.now();
-    for (const gpu of gpus) this.releasedAt.set(gpu.uuid, now);
+    for (const gpu of gpus) this.releasedAt.set(gpu.uuid, this.looksBegun);
     this.options.log.info('gpus-released', { dir, gpus: gpus.map((g) => g.uuid) });
     // Freed GPUs are handed out after a look at them (what the run left behind would count as another process's).
     this.waiting = true;
@@ -136,7 +141,7 @@ export class GpuLedger implements Admission {
     const wanted = resolve(request, inventory.gpus);
     if ('impossible' in wanted) return { cancel: wanted.impossible };
     let decision = this.take(dir, request, wanted.gpus, inventory);
-    if ('wait' in decision && this.forgetEnded() > 0) decision = this.take(dir, request, wanted.gpus, inventory);
+    if ('wait' in decision && Date.now() - this.forgottenAt > FORGET_EVERY_MS && this.forgetEnded() > 0) decision = this.take(dir, request, wanted.gpus, inventory);
     return decision;
   }
 
@@ -164,7 +169,7 @@ export class GpuLedger implements Admission {
       const released = this.releasedAt.get(gpu.uuid);
       if (holder !== undefined) {
         if (typeof request !== 'number') notes.push(`GPU ${gpu.index} held by run ${shortId(runIdOf(holder))}`);
-      } else if (released !== undefined && released >= inventory.at) {
+      } else if (released !== undefined && released >= inventory.look) {
         notes.push(`GPU ${gpu.index} just freed, being looked at`);
         this.waiting = true;
         void this.look();
@@ -188,13 +193,15 @@ export class GpuLedger implements Admission {
 
   /** Gives back what runs that ended without a word held (a run cancelled between its admission and its start). */
   private forgetEnded(): number {
+    this.forgottenAt = Date.now();
     let forgotten = 0;
     for (const dir of [...this.held.keys()]) {
       let ended: boolean;
       try {
         ended = isTerminal(this.options.store.read(dir).status);
-      } catch {
-        ended = true; // its directory is gone
+      } catch (error) {
+        // Its directory is gone; a record that cannot be read now keeps its GPUs (a wrong release would share them).
+        ended = error instanceof QwexError && error.code === ErrorCode.RunNotFound;
       }
       if (ended) {
         this.release(dir);
@@ -224,13 +231,14 @@ export class GpuLedger implements Admission {
   private look(): Promise<void> {
     this.looking ??= (async () => {
       const at = Date.now();
+      const look = ++this.looksBegun;
       let learned = false;
       try {
         const gpus = await this.discover();
         if (!this.inventory || this.inventory.gpus.length !== gpus.length) this.options.log.info('gpus-discovered', { gpus: gpus.map((g) => `${g.index} ${g.uuid} ${g.name}`) });
-        this.inventory = { gpus, at, doneAt: Date.now() };
+        this.inventory = { gpus, look, doneAt: Date.now() };
         this.failure = undefined;
-        for (const [uuid, releasedAt] of this.releasedAt) if (releasedAt < at) this.releasedAt.delete(uuid);
+        for (const [uuid, released] of this.releasedAt) if (released < look) this.releasedAt.delete(uuid);
         learned = true;
       } catch (error) {
         const message = (error as Error).message;
@@ -253,6 +261,7 @@ export class GpuLedger implements Admission {
 
   private async tick(): Promise<void> {
     if (this.closed || (this.held.size === 0 && !this.waiting)) return;
+    this.forgetEnded();
     await this.look();
     if (this.held.size === 0 || !this.inventory) return;
     let processes: GpuProcess[] | undefined;

@@ -368,6 +368,12 @@ describe('without GPUs, and without qwexd', () => {
     const [run] = await qwexJson<ListedRun[]>(sb, ['ps'], {});
     expect(record(run!.id)).toMatchObject({ status: 'failed', job: { gpus: 2 }, error: { code: 'QWEX_NOT_STARTED', message: expect.stringContaining('only qwexd hands out') } });
 
+    // qwex submit: --gpus for every job, a job spec's own `gpus` over it.
+    writeFileSync(join(sb.project, 'jobs.txt'), 'echo a\n{"command": "echo b", "gpus": 3}\n');
+    const submitted = await qwex(sb, ['submit', 'jobs.txt', '--gpus', '1', '--json'], { env: { QWEX_NO_DAEMON: '1' } });
+    expect(submitted.exitCode, String(submitted.stderr)).toBe(0);
+    expect((JSON.parse(String(submitted.stdout)) as Run[]).map((r) => r.job.gpus)).toEqual([1, 3]);
+
     const ssh = await qwex(sb, ['run', '--backend', 'ssh', '--host', 'nowhere', '--gpus', '1', '--', 'true']);
     expect(ssh.exitCode).toBe(2);
     expect(String(ssh.stderr)).toContain('--gpus is for the local, docker, k8s, kueue backends, not "ssh"');

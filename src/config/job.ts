@@ -104,7 +104,8 @@ function gpusOf(spec: JobSpec, backend: BackendDescriptor, config: QwexConfig): 
   }
   if (container !== undefined) {
     const { gpus: _gpus, ...rest } = container;
-    container = Object.values(rest).some((v) => v !== undefined) ? rest : undefined;
+    // What is left may be empty shells (`qwex submit` merges an `env: {}` into every job's container settings).
+    container = Object.values(rest).some((v) => v !== undefined && !(typeof v === 'object' && Object.keys(v).length === 0)) ? rest : undefined;
   }
   const takesGpus = backend.optionKeys.includes('gpus');
   if (asked !== undefined && !takesGpus) {

@@ -147,10 +147,13 @@ describe('the GPU ledger (fake discovery function)', () => {
     expect(started(l.admit(b.dir, b.run), b.run).gpus!.map((g) => g.uuid)).toEqual(['GPU-0']);
   });
 
-  it('a run whose record ended without a word (cancelled between its admission and its start) gives its GPUs back at the next wait', async () => {
+  it('GPUs are held from when the run\'s record gets them; a holder whose record ended without a word gives them back at the next wait', async () => {
     const l = fakeLedger();
+    // Admitted, but not started (another admission rule holds it back, or a cancel claimed it first): it holds nothing.
+    const unstarted = runOn({ gpus: 3 });
+    expect(await admitted(l, unstarted.dir, unstarted.run)).toMatchObject({ start: true });
     const a = runOn({ gpus: 1 });
-    expect(started(await admitted(l, a.dir, a.run), a.run).gpus!.map((g) => g.uuid)).toEqual(['GPU-0']);
+    expect(started(l.admit(a.dir, a.run), a.run).gpus!.map((g) => g.uuid)).toEqual(['GPU-0']);
     writeFileSync(join(a.dir, 'run.json'), JSON.stringify({ ...a.run, status: 'cancelled' }));
     const c = runOn({ gpus: 3 });
     const pokesBefore = pokes;

@@ -128,7 +128,7 @@ export class GpuLedger implements Admission {
     const request = gpuRequestOf(run.job);
     if (request === undefined) return { start: true };
     const mine = this.held.get(dir);
-    if (mine) return { start: true, patch: assign(mine) }; // restored from its record: it keeps what it had
+    if (mine) return { start: true, patch: this.assign(dir, mine) }; // restored from its record: it keeps what it had
     const inventory = this.inventory;
     if (!inventory) {
       if (this.failure && Date.now() - this.failure.at < this.freshMs()) {
@@ -143,15 +143,6 @@ export class GpuLedger implements Admission {
     let decision = this.take(dir, request, wanted.gpus, inventory);
     if ('wait' in decision && Date.now() - this.forgottenAt > FORGET_EVERY_MS && this.forgetEnded() > 0) decision = this.take(dir, request, wanted.gpus, inventory);
     return decision;
-  }
-
-  /** What the ledger knows, for logs and status. */
-  state(): { gpus: (Gpu & { heldBy?: string; busy: boolean })[] | undefined; error?: string } {
-    const holders = this.holders();
-    return {
-      gpus: this.inventory?.gpus.map((g) => ({ ...g, ...(holders.has(g.uuid) ? { heldBy: holders.get(g.uuid)! } : {}), busy: !holders.has(g.uuid) && g.memoryUsedMb > this.busyMb })),
-      ...(this.failure ? { error: this.failure.message } : {}),
-    };
   }
 
   close(): void {
@@ -181,17 +172,29 @@ export class GpuLedger implements Admission {
     }
     const count = typeof request === 'number' ? request : candidates.length;
     if (free.length >= count) {
-      const gpus = free.slice(0, count).map(({ index, uuid, name }) => ({ index, uuid, name }));
-      this.held.set(dir, gpus);
-      this.options.log.info('gpus-assigned', { dir, gpus: gpus.map((g) => g.uuid) });
-      return { start: true, patch: assign(gpus) };
+      return { start: true, patch: this.assign(dir, free.slice(0, count).map(({ index, uuid, name }) => ({ index, uuid, name }))) };
     }
     this.waiting = true;
     const what = typeof request === 'number' ? `${request} free GPU${request === 1 ? '' : 's'}` : request === 'all' ? `all ${count} GPUs to be free` : `${describeRequest(request)} to be free`;
     return { wait: `waiting for ${what} (${[`${free.length} free`, ...notes].join('; ')})` };
   }
 
-  /** Gives back what runs that ended without a word held (a run cancelled between its admission and its start). */
+  /**
+   * The patch that records the GPUs in the run's record. The GPUs are held
+   * from when it is applied, which the supervisor does only once the run is
+   * really starting: a run that another admission rule still holds back, or
+   * that a cancel claimed first, holds nothing. A container's request is
+   * pinned to those devices, so its engine gets their UUIDs.
+   */
+  private assign(dir: string, gpus: RunGpu[]): (run: Run) => Run {
+    return (run) => {
+      this.held.set(dir, gpus);
+      this.options.log.info('gpus-assigned', { dir, runId: run.id, gpus: gpus.map((g) => g.uuid) });
+      return { ...run, gpus, job: pinContainer(run.job, gpus) };
+    };
+  }
+
+  /** Gives back what runs whose record ended without the ledger being told held (a release that never came). */
   private forgetEnded(): number {
     this.forgottenAt = Date.now();
     let forgotten = 0;
@@ -277,10 +280,6 @@ export class GpuLedger implements Admission {
   }
 }
 
-/** The run's record with the GPUs it was given; a container's request is pinned to those devices (its engine gets their UUIDs). */
-function assign(gpus: RunGpu[]): (run: Run) => Run {
-  return (run) => ({ ...run, gpus, job: pinContainer(run.job, gpus) });
-}
 
 function pinContainer(job: Job, gpus: RunGpu[]): Job {
   if (job.container?.resources.gpus === undefined) return job;

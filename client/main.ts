@@ -23,7 +23,7 @@ function containerOptions(command: Command): Command {
     .addOption(new Option('--pull <policy>', 'when to pull the image').choices(['never', 'missing', 'always']))
     .option('--cpus <n>', 'CPU limit, e.g. 2 or 0.5')
     .option('--memory <size>', 'memory limit, e.g. 512m or 4g')
-    .option('--gpus <request>', 'GPUs: all, a count, or device=0,1')
+    .option('--gpus <request>', 'GPUs: a count, all, or device=0,1 (local: handed out by qwexd; containers: device requests)')
     .option('--mount <src:dst[:ro]>', 'bind-mount a host path into the container (repeatable)', collect, [])
     .option('--network <name>', 'container network (bridge, host, none, or a named network)')
     .option('--user <user>', 'run as this uid[:gid] or user in the container (default: yours)');

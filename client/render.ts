@@ -2,6 +2,7 @@ import { redactEnv, redactSecrets } from '../src/errors.js';
 import { distinctPrefixLength, shortId } from '../src/ids.js';
 import type { ListedRun, RunView } from '../src/protocol.js';
 import { findBackend } from '../src/backends/registry.js';
+import { describeRequest } from '../src/gpu/request.js';
 import { displayCommand, type Run, type RunStatus } from '../src/run/model.js';
 import { paint, type Colour, type Style } from './style.js';
 
@@ -103,9 +104,11 @@ export function psTable(rows: ListedRun[], style: Style, options: { showProject:
   const idLength = distinctPrefixLength(rows.map((r) => r.id));
   const showName = rows.some((r) => r.name);
   const showUsage = rows.some((r) => r.usage);
+  const showGpus = rows.some((r) => r.gpus && r.gpus.length > 0);
   const headers = [
     'ID', 'STATUS', 'EXIT', 'CREATED', 'DURATION', 'BACKEND',
     ...(showUsage ? ['CPU', 'MEM'] : []),
+    ...(showGpus ? ['GPUS'] : []),
     ...(showName ? ['NAME'] : []),
     ...(options.showProject ? ['PROJECT'] : []),
     'COMMAND',
@@ -125,6 +128,7 @@ export function psTable(rows: ListedRun[], style: Style, options: { showProject:
       duration === undefined ? '' : formatDuration(duration),
       r.backend,
       ...(showUsage ? [r.usage ? `${r.usage.cpuPercent.toFixed(0)}%` : '', r.usage ? formatBytes(r.usage.rssBytes) : ''] : []),
+      ...(showGpus ? [(r.gpus ?? []).map((g) => g.index).join(',')] : []),
       ...(showName ? [r.name ?? ''] : []),
       ...(options.showProject ? [r.project] : []),
       truncate(r.command, 60),
@@ -164,6 +168,8 @@ export function statusText(view: RunView, style: Style): string {
   if (run.error) lines.push(['error', run.error.message]);
   const backend = findBackend(run.job.backend);
   lines.push(...(backend?.describe?.(run) ?? []));
+  if (run.gpus && run.gpus.length > 0) lines.push(['gpus', run.gpus.map((g) => `${g.index} ${g.uuid} (${g.name})`).join(', ')]);
+  else if (run.job.gpus !== undefined) lines.push(['gpus', `asks for ${describeRequest(run.job.gpus)}`]);
   if (view.queuePosition !== undefined) lines.push(['queue', `#${view.queuePosition} in qwexd's queue`]);
   if (view.waitReason !== undefined) lines.push(['waiting for', view.waitReason]);
   const waiting = backend?.waiting?.(run);

@@ -11,6 +11,7 @@ import { DaemonLock } from './lock.js';
 import { DaemonLog } from './log.js';
 import { RpcServer } from './server.js';
 import { Supervisor } from '../src/run/supervisor.js';
+import { GpuLedger, gpuLedgerSettings } from '../src/gpu/ledger.js';
 
 const GC_INTERVAL_MS = 24 * 60 * 60 * 1000;
 
@@ -33,6 +34,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   const log = new DaemonLog(daemonLogPath(), options.logToStderr);
   const store = new RunStore();
   let supervisor: Supervisor | undefined;
+  let gpus: GpuLedger | undefined;
   let server: RpcServer | undefined;
   let stopping: Promise<void> | undefined;
   let gcTimer: NodeJS.Timeout | undefined;
@@ -44,6 +46,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       log.info('stopping', { reason });
       if (gcTimer) clearInterval(gcTimer);
       await server?.close();
+      gpus?.close();
       supervisor?.close();
       store.close();
       rmSync(socket, { force: true });
@@ -61,6 +64,13 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     rmSync(socket, { force: true });
     // qwexd supervises its runs in-process, and takes over any whose supervisor died.
     supervisor = new Supervisor(store, { concurrency: options.concurrency, log });
+    // Runs that ask for GPUs of this machine start when the ledger has enough free; it counts what active runs hold first.
+    const ledger = new GpuLedger({ store, log, poke: () => supervisor?.poke(), ...gpuLedgerSettings(process.env) });
+    gpus = ledger;
+    ledger.restoreActive();
+    supervisor.addAdmission(ledger);
+    // Runs a direct-mode monitor took over end outside the supervisor's admission rules: their GPUs are freed here.
+    supervisor.onRunEnd((runDir) => ledger.release(runDir));
     await supervisor.recover();
     server = new RpcServer({ socketPath: socket, store, supervisor, log, onShutdown: () => void stop('daemon.shutdown') });
     const umask = process.umask(0o077); // the socket is created 0600: no window where others could connect

@@ -49,6 +49,10 @@ function entries<V extends z.ZodType>(value: V, max: number) {
     .refine((record) => Object.keys(record).length <= max, { message: `at most ${max} entries` });
 }
 const env = () => entries(z.string().max(Bounds.envValue), Bounds.envEntries);
+/** A count, every GPU, or which ones (indexes or UUIDs). */
+const gpuRequest = () => z.union([z.number().int().positive(), z.literal('all'), z.array(z.string().min(1).max(Bounds.label)).min(1).max(Bounds.list)]);
+/** A GPU qwexd handed to a run. */
+const runGpu = z.object({ index: z.number(), uuid: z.string(), name: z.string() });
 
 /** Nesting depth of a JSON value, without recursion (a value parsed from 4 MiB can be 2 million levels deep). */
 function depthOf(value: unknown, limit: number): number {
@@ -95,10 +99,12 @@ const jobShape = z.strictObject({
       resources: z.strictObject({
         cpus: z.number().positive().optional(),
         memoryBytes: z.number().int().positive().optional(),
-        gpus: z.union([z.number().int().positive(), z.literal('all'), z.array(z.string().min(1).max(Bounds.label)).max(Bounds.list)]).optional(),
+        gpus: gpuRequest().optional(),
       }),
     })
     .optional(),
+  gpus: gpuRequest().optional(),
+  allGpusVisible: z.boolean().optional(),
 });
 
 /** Typed as the interface, so that inferred types say `Job` (jobShape is checked against it below). */
@@ -131,6 +137,7 @@ const runShape = z.object({
   resources: z.object({ peakRssBytes: z.number(), cpuSeconds: z.number() }).optional(),
   provenance: provenanceSchema.optional(),
   supervisor: z.enum(['direct', 'qwexd']).optional(),
+  gpus: z.array(runGpu).optional(),
   metadata: z.object({ host: z.string(), user: z.string(), qwexVersion: z.string() }),
 });
 
@@ -174,6 +181,8 @@ const listedRunSchema = runSummarySchema.extend({
   waitReason: z.string().optional(),
   usage: resourceUsageSchema.optional(),
   waiting: waitingSchema.optional(),
+  /** The GPUs an active run holds. */
+  gpus: z.array(runGpu).optional(),
 });
 
 const runViewSchema = z.object({

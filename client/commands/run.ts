@@ -48,7 +48,8 @@ export default async function run(ctx: Context, args: string[], options: RunOpti
 
   const mode = workspaceMode({ snapshot: options.snapshot, inPlace: options.inPlace }, config, !options.detach);
   const [provenance] = await prepareWorkspaces([job], ctx.project, config, mode);
-  const service = await ctx.service();
+  // Only qwexd hands out this machine's GPUs: a run that asks for some starts it if it is not running.
+  const service = await ctx.service(job.gpus === undefined ? {} : { startDaemon: (pid) => void (options.quiet || process.stderr.write(`started qwexd (pid ${pid}) to hand out GPUs\n`)) });
   const [submitted] = await service.submit({ project: ctx.project, jobs: [job], provenance: [provenance] });
   const ref = { id: submitted!.id, dir: runDir(ctx.project, submitted!.id) };
   if (options.detach) {

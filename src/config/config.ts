@@ -21,6 +21,8 @@ export interface QwexConfig {
   env: Record<string, string>;
   artifacts: ArtifactSettings;
   backends: Record<string, Record<string, unknown>>;
+  /** What a run on this machine that asks for no GPUs sees: none (CUDA_VISIBLE_DEVICES=) or every one. */
+  unrequestedGpus: 'none' | 'all';
 }
 
 export const DEFAULT_IGNORE = ['*.tmp', '*.log', '__pycache__', '.git'];
@@ -32,6 +34,7 @@ export const DEFAULT_CONFIG: QwexConfig = {
   env: {},
   artifacts: { watch: ['out'], ignore: DEFAULT_IGNORE, maxFileSizeMb: 100 },
   backends: {},
+  unrequestedGpus: 'none',
 };
 
 export interface LoadedConfig {
@@ -73,5 +76,6 @@ function applyFile(base: QwexConfig, file: FileConfig): QwexConfig {
       maxFileSizeMb: file.artifacts?.max_file_size_mb ?? base.artifacts.maxFileSizeMb,
     },
     backends: { ...base.backends, ...(file.backends as Record<string, Record<string, unknown>> | undefined) },
+    unrequestedGpus: file.unrequested_gpus ?? base.unrequestedGpus,
   };
 }

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { BACKEND_NAMES, BACKENDS } from '../backends/registry.js';
-import { parseMount, parseResources } from './container.js';
+import { parseGpus, parseMount, parseResources } from './container.js';
 import { ErrorCode, QwexError, errnoCode } from '../errors.js';
 
 /** Reading and validating one configuration file (see config.ts for how files combine). */
@@ -19,6 +19,7 @@ const fileSchema = z.strictObject({
   kill_grace_seconds: z.number().nonnegative().optional(),
   workspace: z.enum(['snapshot', 'inplace']).optional(),
   workspace_max_mb: z.number().positive().optional(),
+  unrequested_gpus: z.enum(['none', 'all']).optional(),
   env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name'), z.string()).optional(),
   artifacts: z
     .strictObject({
@@ -36,6 +37,7 @@ export interface FileConfig {
   kill_grace_seconds?: number;
   workspace?: 'snapshot' | 'inplace';
   workspace_max_mb?: number;
+  unrequested_gpus?: 'none' | 'all';
   env?: Record<string, string>;
   artifacts?: { watch?: string[]; ignore?: string[]; max_file_size_mb?: number };
   backends?: Record<string, Record<string, unknown> | undefined>;
@@ -79,6 +81,16 @@ export function readConfigFile(path: string): FileConfig | undefined {
     } catch (error) {
       const qe = error as QwexError;
       throw new QwexError(ErrorCode.ConfigInvalid, qe.message, { ...(qe.hint ? { hint: qe.hint } : {}), details: { file: path, key: `backends.${name}` } });
+    }
+  }
+  for (const { name } of BACKENDS.filter((b) => !b.traits.container && b.optionKeys.includes('gpus'))) {
+    const gpus = (data.backends?.[name] as { gpus?: string | number } | undefined)?.gpus;
+    if (gpus === undefined) continue;
+    try {
+      parseGpus(gpus, `${path}: backends.${name}`);
+    } catch (error) {
+      const qe = error as QwexError;
+      throw new QwexError(ErrorCode.ConfigInvalid, qe.message, { ...(qe.hint ? { hint: qe.hint } : {}), details: { file: path, key: `backends.${name}.gpus` } });
     }
   }
   return data;

@@ -1,8 +1,8 @@
 import { isAbsolute, resolve } from 'node:path';
 import { commandSpec } from './command.js';
 import type { QwexConfig } from './config.js';
-import { definedOnly, type ContainerSpec } from './container.js';
-import { BACKENDS, backendDescriptor, backendsWhere } from '../backends/registry.js';
+import { definedOnly, parseGpus, type ContainerSpec } from './container.js';
+import { BACKENDS, backendDescriptor, backendsWhere, type BackendDescriptor } from '../backends/registry.js';
 import { ErrorCode, QwexError } from '../errors.js';
 import type { Job } from '../run/model.js';
 
@@ -28,6 +28,12 @@ export interface JobSpec {
   host?: string;
   /** Image, resources and the rest for container backends; over the config's `backends.<name>`. Mount sources resolve against `cwd`. */
   container?: ContainerSpec;
+  /**
+   * GPUs: a count, `all`, or device ids (`device=0,1`). A container's go to
+   * its engine (as `container.gpus`); a backend that takes them itself (the
+   * `gpus` option key) gets them from qwexd's ledger. Over the config's `backends.<name>.gpus`.
+   */
+  gpus?: string | number;
   /** Where in which cluster a Kubernetes run goes; over the config's `backends.<name>`. */
   cluster?: ClusterSpec;
   /** Other options of the backend (keys of its descriptor's `optionKeys`), as its flags set them. */
@@ -61,7 +67,7 @@ export function buildJob(spec: JobSpec, config: QwexConfig, callerCwd: string, p
   for (const key of Object.keys(options)) {
     if (!backend.optionKeys.includes(key)) throw notAnOptionOf(key, backend.name);
   }
-  const container = spec.container !== undefined && Object.values(spec.container).some((v) => v !== undefined) ? spec.container : undefined;
+  const { container, gpus } = gpusOf(spec, backend, config);
   if (container !== undefined && !backend.traits.container) {
     throw new QwexError(ErrorCode.Usage, `image, cpus, memory, gpus and the other container options need a container backend, not "${backend.name}"`, {
       hint: `add --backend ${backendsWhere((b) => b.traits.container)[0] ?? 'NAME'}`,
@@ -79,12 +85,44 @@ export function buildJob(spec: JobSpec, config: QwexConfig, callerCwd: string, p
     ...(spec.timeoutMs === undefined ? {} : { timeoutMs: spec.timeoutMs }),
     ...(spec.name === undefined ? {} : { name: spec.name }),
     ...(resolved.container === undefined ? {} : { container: resolved.container }),
+    ...(gpus === undefined ? {} : { gpus }),
+    ...(gpus === undefined && backend.optionKeys.includes('gpus') && config.unrequestedGpus === 'all' ? { allGpusVisible: true } : {}),
   };
+}
+
+/**
+ * Where a job's GPU request goes: a container backend's into its container
+ * settings; a backend that takes GPUs itself (its descriptor lists the
+ * `gpus` option) into `job.gpus`, from the spec or else its config section.
+ */
+function gpusOf(spec: JobSpec, backend: BackendDescriptor, config: QwexConfig): { container: ContainerSpec | undefined; gpus: Job['gpus'] } {
+  let container: ContainerSpec | undefined = spec.container !== undefined && Object.values(spec.container).some((v) => v !== undefined) ? spec.container : undefined;
+  const asked = spec.gpus ?? container?.gpus ?? (spec.options?.gpus as string | number | undefined);
+  if (backend.traits.container) {
+    if (spec.gpus !== undefined) container = { ...container, gpus: spec.gpus };
+    return { container, gpus: undefined };
+  }
+  if (container !== undefined) {
+    const { gpus: _gpus, ...rest } = container;
+    // What is left may be empty shells (`qwex submit` merges an `env: {}` into every job's container settings).
+    container = Object.values(rest).some((v) => v !== undefined && !(typeof v === 'object' && Object.keys(v).length === 0)) ? rest : undefined;
+  }
+  const takesGpus = backend.optionKeys.includes('gpus');
+  if (asked !== undefined && !takesGpus) {
+    const takers = BACKENDS.filter((b) => b.traits.container || b.optionKeys.includes('gpus')).map((b) => b.name);
+    throw new QwexError(ErrorCode.Usage, `--gpus is for the ${takers.join(', ')} backends, not "${backend.name}"`, { hint: `add --backend ${takers[0] ?? 'NAME'}` });
+  }
+  const configured = takesGpus ? (config.backends[backend.name] as { gpus?: string | number } | undefined)?.gpus : undefined;
+  const value = asked ?? configured;
+  if (value === undefined) return { container, gpus: undefined };
+  return { container, gpus: parseGpus(value, asked === undefined ? `backends.${backend.name}` : '--gpus') };
 }
 
 /** The backend options a spec sets: `host`, and the keys of `cluster` (context, namespace, queue, sync). */
 function backendOptionsOf(spec: JobSpec): Record<string, unknown> {
-  return definedOnly({ ...spec.options, ...(spec.host === undefined ? {} : { host: spec.host }), ...spec.cluster });
+  const { gpus: _gpus, ...options } = spec.options ?? {};
+  // `gpus` is handled by gpusOf for every backend.
+  return definedOnly({ ...options, ...(spec.host === undefined ? {} : { host: spec.host }), ...spec.cluster });
 }
 
 /** "--host is for the ssh backend, not "local"", naming the backends that take the option. */
@@ -127,7 +165,7 @@ export function parseJobLines(text: string, source: string): JobSpec[] {
   return specs;
 }
 
-const SPEC_KEYS = new Set(['command', 'shell', 'cwd', 'env', 'name', 'backend', 'watch', 'timeoutMs', 'killGraceMs', 'container', 'host', 'cluster']);
+const SPEC_KEYS = new Set(['command', 'shell', 'cwd', 'env', 'name', 'backend', 'watch', 'timeoutMs', 'killGraceMs', 'container', 'host', 'cluster', 'gpus']);
 const CLUSTER_KEYS = new Set(['context', 'namespace', 'queue', 'sync']);
 const CONTAINER_KEYS = new Set(['image', 'pull', 'user', 'network', 'cpus', 'memory', 'gpus', 'mounts', 'env']);
 
@@ -151,6 +189,7 @@ function checkSpec(value: unknown, where: string): JobSpec {
   if (spec.env !== undefined && (typeof spec.env !== 'object' || spec.env === null || Object.values(spec.env).some((v) => typeof v !== 'string'))) {
     bad('env: expected an object of strings');
   }
+  if (spec.gpus !== undefined && typeof spec.gpus !== 'string' && typeof spec.gpus !== 'number') bad('gpus: expected a number or a string (2, "all", "device=0,1")');
   if (spec.watch !== undefined && !(Array.isArray(spec.watch) && spec.watch.every((d) => typeof d === 'string'))) bad('watch: expected an array of strings');
   for (const key of ['timeoutMs', 'killGraceMs'] as const) {
     if (spec[key] !== undefined && !(Number.isInteger(spec[key]) && (spec[key] as number) >= 0)) bad(`${key}: expected a whole number of milliseconds`);

@@ -1,13 +1,15 @@
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { errnoCode } from '../errors.js';
+import { applyGpuEnvironment } from '../gpu/environment.js';
 import { RunFiles } from '../paths.js';
 import type { Run } from './model.js';
 
 /**
  * The command's environment: the submitter's (saved with the run when it
  * starts later in another process, else this process's), the job's, and
- * qwex's own variables.
+ * qwex's own variables (the GPUs it holds among them). Throws when the run
+ * cannot be given what it asked for (GPUs without qwexd).
  */
 export function runEnvironment(run: Run, dir: string): Record<string, string> {
   const env: Record<string, string> = {};
@@ -19,6 +21,7 @@ export function runEnvironment(run: Run, dir: string): Record<string, string> {
   env.PYTHONUNBUFFERED ??= '1';
   env.QWEX_RUN_ID = run.id;
   env.QWEX_RUN_DIR = dir;
+  applyGpuEnvironment(run, env);
   return env;
 }
 

@@ -1,4 +1,4 @@
-import type { ContainerConfig } from '../config/container.js';
+import type { ContainerConfig, ResourceRequirements } from '../config/container.js';
 import { ErrorCode, QwexError } from '../errors.js';
 
 /**
@@ -34,6 +34,22 @@ export interface Job {
   workspace?: WorkspaceSpec;
   /** Image, user, mounts and resources, for the container backends. */
   container?: ContainerConfig;
+  /**
+   * GPUs of this machine for a backend that runs the command here outside a
+   * container (a container's are in `container.resources.gpus`): how many,
+   * every one, or which (indexes or UUIDs). qwexd hands them out (`Run.gpus`).
+   */
+  gpus?: ResourceRequirements['gpus'];
+  /** The run asked for no GPUs and may see every GPU of this machine anyway (config `unrequested_gpus: all`); otherwise it sees none. */
+  allGpusVisible?: boolean;
+}
+
+/** A GPU of this machine that qwexd handed to a run: its CUDA_VISIBLE_DEVICES names the UUID. */
+export interface RunGpu {
+  /** nvidia-smi's index (a label: it can change across reboots; the UUID does not). */
+  index: number;
+  uuid: string;
+  name: string;
 }
 
 export interface WorkspaceSpec {
@@ -109,6 +125,8 @@ export interface Run {
   provenance?: Provenance;
   /** Who starts the run: `direct` (the CLI, at once) or `qwexd` (its queue). */
   supervisor?: 'direct' | 'qwexd';
+  /** The GPUs qwexd's ledger handed to the run, recorded before it starts; held until it ends. */
+  gpus?: RunGpu[];
   metadata: RunMetadata;
 }
 

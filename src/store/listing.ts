@@ -47,5 +47,6 @@ async function freshRow(row: RunSummary, reconcile: (dir: string) => Promise<Run
     ...(queuePosition === undefined ? {} : { queuePosition }),
     ...(usage ? { usage } : {}),
     ...(waiting ? { waiting } : {}),
+    ...(run.gpus && run.gpus.length > 0 ? { gpus: run.gpus } : {}),
   };
 }

@@ -34,9 +34,13 @@ export const local: BackendDescriptor = {
   summary: 'this machine',
   traits: { container: false, remote: false, outputNeedsSupervisor: false, clusterScheduled: false },
   flags: [],
-  optionKeys: [],
-  configSchema: (z) => z.strictObject({}),
-  resolveJob: ({ config }) => ({ backendOptions: { ...config } }),
+  // GPUs of this machine: generic code puts the request in job.gpus and qwexd's ledger hands them out.
+  optionKeys: ['gpus'],
+  configSchema: (z) => z.strictObject({ gpus: z.union([z.number(), z.string()]).optional() }),
+  resolveJob: ({ config }) => {
+    const { gpus: _gpus, ...rest } = config;
+    return { backendOptions: rest };
+  },
   describe: (run) => {
     const { pid } = localDetails(run);
     return pid === undefined ? [] : [['pid', String(pid)]];

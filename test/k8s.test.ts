@@ -2,7 +2,7 @@
  * The k8s and kueue backends beyond the shared contract: the Job qwex
  * builds, the log cursor, Kueue's queue and evictions, dropped streams,
  * clear errors, and credentials kept out of records. Against the FAKE
- * Kubernetes API (test/fake-kube-api.ts; its pods run on the real Docker
+ * Kubernetes API (test/fake-kube/; its pods run on the real Docker
  * engine), so these skip without Docker and fail instead with
  * QWEX_REQUIRE_DOCKER=1. The pure parts (manifest, cursor) run everywhere.
  */

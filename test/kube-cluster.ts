@@ -1,6 +1,6 @@
 /**
  * The cluster the k8s and kueue tests run against: the FAKE Kubernetes API
- * (test/fake-kube-api.ts, its node a real Docker engine) by default, or a
+ * (test/fake-kube/, its node a real Docker engine) by default, or a
  * real cluster when QWEX_K8S_KUBECONFIG names its kubeconfig (the opt-in
  * real-cluster suite: see docs/testing.md, "Kubernetes and Kueue: the fake API
  * and the real-cluster suite").
@@ -14,7 +14,7 @@
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FakeKubeApi } from './fake-kube-api.js';
+import { FakeKubeApi } from './fake-kube/index.js';
 import { DOCKER_TEST_IMAGE, dockerUnavailable } from './helpers.js';
 
 export const REAL_CLUSTER = process.env.QWEX_K8S_KUBECONFIG;

@@ -199,7 +199,7 @@ describe('k8s and kueue against the fake API', () => {
         const row = rows.find((r) => r.id === second);
         return row?.waiting?.phase === 'queued' && row.waiting.position === 1 ? row : undefined;
       }, 20_000, 'the second run to show as queued in ps');
-      expect(listed.status).toBe('running');
+      expect(listed.status).toBe('pending'); // waiting for admission is pending (issue 13 item 2), not running
       expect(listed.waiting?.reason).toBe('Pending');
       const table = await qwex(sb, ['ps']);
       expect(String(table.stdout)).toMatch(/queued #1 \(Pending\)/);

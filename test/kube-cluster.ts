@@ -41,7 +41,7 @@ export async function clusterUnavailable(): Promise<string | undefined> {
   return docker && `the fake Kubernetes API runs its pods on Docker: ${docker}`;
 }
 
-export async function startTestCluster(backend: 'k8s' | 'kueue', options: { kueueQuota?: number } = {}): Promise<TestCluster> {
+export async function startTestCluster(backend: 'k8s' | 'kueue', options: { kueueQuota?: number; namespaces?: string[] } = {}): Promise<TestCluster> {
   const base = mkdtempSync(join(tmpdir(), 'qwex-kube-'));
   const kubeconfig = join(base, 'kubeconfig');
   const config = [
@@ -84,7 +84,11 @@ export async function startTestCluster(backend: 'k8s' | 'kueue', options: { kueu
       },
     };
   }
-  const fake = await new FakeKubeApi({ localQueues: [`default/${TEST_QUEUE}`], ...(options.kueueQuota === undefined ? {} : { kueueQuota: options.kueueQuota }) }).start();
+  const fake = await new FakeKubeApi({
+    localQueues: [`default/${TEST_QUEUE}`],
+    ...(options.kueueQuota === undefined ? {} : { kueueQuota: options.kueueQuota }),
+    ...(options.namespaces ? { namespaces: options.namespaces } : {}),
+  }).start();
   fake.writeKubeconfig(kubeconfig);
   return {
     env: { KUBECONFIG: kubeconfig },

@@ -12,7 +12,8 @@ import type { ExitInfo, StartedProcess } from './types.js';
  * A look that finds the command ended becomes a wait for its end (the rest
  * of the output is copied first). Following survives drops (`retry`), stops
  * at `dispose`, and ends the run as lost, saying why, when it cannot go on
- * at all (the run directory was removed under it).
+ * at all: its run directory was removed under it (checked every few
+ * seconds, so that a supervisor whose run directory is gone stops).
  */
 
 /** Raised inside a follow when its follower was disposed: the follow just stops. */
@@ -50,17 +51,26 @@ export interface FollowedCommand {
   signal(signal: NodeJS.Signals): void;
   /** Removes what served the run, once its outcome is recorded. Never rejects. */
   release(): Promise<void>;
-  /** Lets go of connections and streams (after dispose or release); the command is not touched. */
+  /** Lets go of connections and streams (after dispose, release, or the run directory's removal); the command is not touched. Called once. */
   close(): void;
   running?: Promise<void>;
   collectArtifacts?(target: { runId: string; cwd: string; settings: ArtifactSettings; runDir: string }): Promise<ArtifactManifest>;
   onDetails?(listener: (patch: Record<string, unknown>) => void): () => void;
 }
 
+/** How often a follow checks that its run directory is still there. */
+const RUN_DIR_CHECK_MS = 2000;
+
 export function followUntilExit(command: FollowedCommand): StartedProcess {
   const stop = new AbortController();
   let result: ExitInfo | undefined;
   let ending: Promise<ExitInfo> | undefined;
+  let runDirGone = false;
+  const halt = (): void => {
+    if (stop.signal.aborted) return;
+    stop.abort(new FollowStoppedError());
+    command.close();
+  };
   const ctx: FollowContext = {
     signal: stop.signal,
     sleep: (ms) => abortableSleep(ms, stop.signal),
@@ -77,20 +87,33 @@ export function followUntilExit(command: FollowedCommand): StartedProcess {
     },
   };
 
-  const toEnd = (): Promise<ExitInfo> =>
-    (ending ??= command.followToEnd(ctx).then(
-      (info) => (result = info),
+  const toEnd = (): Promise<ExitInfo> => {
+    if (ending) return ending;
+    // A follow whose run directory is removed stops: there is nowhere to copy to, or to record the end in.
+    const dirCheck = setInterval(() => {
+      if (existsSync(command.runDir)) return;
+      runDirGone = true;
+      halt();
+    }, RUN_DIR_CHECK_MS);
+    dirCheck.unref();
+    ending = command.followToEnd(ctx).then(
+      (info) => {
+        clearInterval(dirCheck);
+        return (result = info);
+      },
       (error: unknown): Promise<ExitInfo> | ExitInfo => {
+        clearInterval(dirCheck);
+        if (runDirGone || !existsSync(command.runDir)) {
+          halt();
+          return (result = { exitCode: null, signal: null, lost: `its run directory ${command.runDir} was removed while qwex followed the command` });
+        }
         // Stopped (dispose): the run goes on, and whoever follows it next learns its end.
         if (stop.signal.aborted || error instanceof FollowStoppedError) return new Promise<ExitInfo>(() => {});
-        if (!existsSync(command.runDir)) {
-          result = { exitCode: null, signal: null, lost: `its run directory ${command.runDir} was removed while qwex followed the command` };
-        } else {
-          result = { exitCode: null, signal: null, lost: `qwex could not follow the command: ${(error as Error)?.message ?? String(error)}` };
-        }
-        return result;
+        return (result = { exitCode: null, signal: null, lost: `qwex could not follow the command: ${(error as Error)?.message ?? String(error)}` });
       },
-    ));
+    );
+    return ending;
+  };
 
   return {
     spawned: true,
@@ -111,15 +134,10 @@ export function followUntilExit(command: FollowedCommand): StartedProcess {
       try {
         await command.release();
       } finally {
-        stop.abort(new FollowStoppedError());
-        command.close();
+        halt();
       }
     },
-    dispose: () => {
-      if (stop.signal.aborted) return;
-      stop.abort(new FollowStoppedError());
-      command.close();
-    },
+    dispose: halt,
   };
 }
 

@@ -25,11 +25,20 @@ export function followContainer(getContainer: () => Promise<Dockerode.Container>
       // Opening the log files fails only when the run directory is gone: the follow cannot go on.
       const copy = new ContainerLogCopy(join(runDir, RunFiles.stdout), join(runDir, RunFiles.stderr));
       let ended: 'end' | 'dropped' | 'gone';
+      let failure: unknown;
       try {
         const logs = (await container.logs({ follow: true, stdout: true, stderr: true, abortSignal: ctx.signal })) as unknown as NodeJS.ReadableStream & { destroy(): void };
         open.add(logs);
         ended = await new Promise<'end' | 'dropped'>((resolve) => {
-          logs.on('data', (chunk: Buffer) => copy.push(chunk));
+          logs.on('data', (chunk: Buffer) => {
+            try {
+              copy.push(chunk);
+            } catch (error) {
+              // The log files cannot be written (a full disk): stop this copy, and say so below.
+              failure ??= error;
+              logs.destroy();
+            }
+          });
           logs.on('end', () => resolve('end'));
           logs.on('error', () => resolve('dropped'));
           logs.on('close', () => resolve('dropped')); // after 'end' this changes nothing
@@ -41,6 +50,7 @@ export function followContainer(getContainer: () => Promise<Dockerode.Container>
         copy.close();
       }
       if (ctx.signal.aborted) throw new FollowStoppedError();
+      if (failure !== undefined) throw failure;
       if (ended === 'gone') return;
       // The engine ends a follow stream when the container stops; one ended otherwise is read again.
       if (ended === 'end') {
@@ -59,7 +69,8 @@ export function followContainer(getContainer: () => Promise<Dockerode.Container>
       const copied = copyOutput(container, ctx);
       copied.catch(() => {}); // its failure is seen below, once the end is known
       const info = await waitForEnd(container, name, ctx);
-      if (info.lost === undefined) await copied;
+      // Output that could not be written (a full disk) leaves the log short; the end is known all the same.
+      if (info.lost === undefined) await copied.catch(() => {});
       return info;
     },
     hasEnded: async () => {

@@ -45,6 +45,10 @@ export class PodLogs {
     const previous = this.last;
     const task = previous.catch(() => {}).then(() => this.copy(pod));
     this.copies.set(pod, task);
+    // A copy that failed (a full disk) is started again by the next call, from its cursor.
+    task.catch(() => {
+      if (this.copies.get(pod) === task) this.copies.delete(pod);
+    });
     this.last = task;
     return task;
   }
@@ -64,6 +68,7 @@ export class PodLogs {
       const { terminated: terminatedBefore, gone } = this.look(pod);
       const copy = new TimestampedLogCopy(this.stdoutPath, this.cursorPath, pod);
       let ended: 'end' | 'dropped' | 'gone';
+      let failure: unknown;
       try {
         const { response, abort } = await apiGet(this.cluster, `/api/v1/namespaces/${this.cluster.namespace}/pods/${pod}/log`, {
           container: MAIN_CONTAINER,
@@ -74,7 +79,15 @@ export class PodLogs {
         this.streams.set(pod, abort);
         if (this.signal.aborted) abort();
         ended = await new Promise<'end' | 'dropped'>((resolve) => {
-          response.on('data', (chunk: Buffer) => copy.push(chunk));
+          response.on('data', (chunk: Buffer) => {
+            try {
+              copy.push(chunk);
+            } catch (error) {
+              // The log or its cursor cannot be written (the run directory was removed): stop here, and say so below.
+              failure ??= error;
+              abort();
+            }
+          });
           response.on('end', () => resolve('end'));
           response.on('aborted', () => resolve('dropped'));
           response.on('error', () => resolve('dropped'));
@@ -86,8 +99,13 @@ export class PodLogs {
       } catch (error) {
         ended = statusOf(error) === 404 || gone ? 'gone' : 'dropped';
       } finally {
-        copy.close();
+        try {
+          copy.close();
+        } catch (error) {
+          failure ??= error;
+        }
       }
+      if (failure !== undefined) throw failure;
       if (ended === 'gone' || (ended === 'end' && terminatedBefore)) return;
       // The stream ended while the container ran (or it was dropped): look again, from the cursor.
       await abortableSleep(ended === 'dropped' ? RETRY_MS : 100, this.signal).catch(() => {});

@@ -116,10 +116,13 @@ export class TimestampedLogCopy {
     this.write(true);
   }
 
-  /** Writes what is buffered and saves the cursor; the copy cannot be used after. */
+  /** Writes what is buffered and saves the cursor; the copy cannot be used after. The file is closed even when that fails. */
   close(): void {
-    this.write(true);
-    closeSync(this.fd);
+    try {
+      this.write(true);
+    } finally {
+      closeSync(this.fd);
+    }
   }
 
   /**

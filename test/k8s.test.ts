@@ -19,7 +19,7 @@ import { backendDescriptor } from '../src/backends/registry.js';
 import type { RunIO } from '../src/backends/types.js';
 import type { Job, Run } from '../src/run/model.js';
 import { ContentStore, snapshotWorkspace } from '../src/workspace/snapshot.js';
-import { CLUSTER_IMAGE, clusterUnavailable, startTestCluster, TEST_QUEUE, type TestCluster } from './kube-cluster.js';
+import { CLUSTER_IMAGE, clusterUnavailable, deliveredOutput, startTestCluster, TEST_QUEUE, type TestCluster } from './kube-cluster.js';
 import { qwex, qwexJson, requireComponent, sandbox, sleep, until, type Sandbox } from './helpers.js';
 
 const baseJob: Job = {
@@ -118,6 +118,21 @@ describe('cluster settings on the command line, in job specs and in qwex.yaml (n
   it('cluster flags need a cluster backend; a bad namespace is refused', () => {
     expect(() => buildJob({ command: ['true'], cluster: { namespace: 'ml' } }, DEFAULT_CONFIG, '/p')).toThrow(/--namespace is for the k8s and kueue backends, not "local"/);
     expect(() => buildJob({ command: ['true'], backend: 'kueue', cluster: { namespace: 'ML_Team' } }, config, '/p')).toThrow(/"ML_Team" is not a namespace name/);
+  });
+});
+
+describe('what a real cluster\'s logs may deliver (the check of the real-cluster large-output test)', () => {
+  const want = Buffer.from('a\r\nb\r\r\nc\n');
+  it('accepts the output, the output with \\r\\n as \\n, and a beginning of either, saying how much is missing', () => {
+    expect(deliveredOutput(want, want)).toEqual({ missing: 0 });
+    expect(deliveredOutput(Buffer.from('a\nb\r\nc\n'), want)).toEqual({ missing: 0 });
+    expect(deliveredOutput(Buffer.from('a\nb'), want)).toEqual({ missing: 4 });
+  });
+
+  it('refuses anything else: a byte changed, lost or doubled mid-stream', () => {
+    expect(() => deliveredOutput(Buffer.from('a\nX\r\nc\n'), want)).toThrow(/neither the output/);
+    expect(() => deliveredOutput(Buffer.from('a\nb\r\nc\nc\n'), want)).toThrow(/neither the output/);
+    expect(() => deliveredOutput(Buffer.from('a\r\nc\n'), want)).toThrow(/neither the output/);
   });
 });
 

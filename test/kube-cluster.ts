@@ -102,3 +102,18 @@ export async function startTestCluster(backend: 'k8s' | 'kueue', options: { kueu
     },
   };
 }
+
+/**
+ * What a real cluster's log API delivered of a command's output: the output
+ * itself, or with each \r\n turned into \n (containerd's CRI logger does
+ * that), or a beginning of either (containerd 1.6 drops the tail of a
+ * container that writes megabytes and exits at once). Returns how many
+ * bytes are missing at the end (0 when all arrived); throws when what
+ * arrived is anything else (a byte changed, lost or doubled mid-stream).
+ */
+export function deliveredOutput(got: Buffer, want: Buffer): { missing: number } {
+  const crlfAsLf = Buffer.from(want.toString('latin1').replaceAll('\r\n', '\n'), 'latin1');
+  const match = [want, crlfAsLf].find((w) => got.length <= w.length && got.equals(w.subarray(0, got.length)));
+  if (!match) throw new Error(`what arrived (${got.length} bytes) is neither the output (${want.length} bytes), modulo \\r\\n, nor a beginning of it`);
+  return { missing: match.length - got.length };
+}

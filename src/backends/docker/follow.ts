@@ -22,6 +22,10 @@ export function followContainer(getContainer: () => Promise<Dockerode.Container>
 
   const copyOutput = async (container: Dockerode.Container, ctx: FollowContext): Promise<void> => {
     for (;;) {
+      const before = await inspectQuietly(container);
+      if (before === 'gone') return;
+      // A stopped container's log is read to its end and the stream ends there: that copy is complete.
+      const stoppedBefore = before !== undefined && !before.State.Running && !before.State.Restarting;
       // Opening the log files fails only when the run directory is gone: the follow cannot go on.
       const copy = new ContainerLogCopy(join(runDir, RunFiles.stdout), join(runDir, RunFiles.stderr));
       let ended: 'end' | 'dropped' | 'gone';
@@ -51,12 +55,11 @@ export function followContainer(getContainer: () => Promise<Dockerode.Container>
       }
       if (ctx.signal.aborted) throw new FollowStoppedError();
       if (failure !== undefined) throw failure;
-      if (ended === 'gone') return;
-      // The engine ends a follow stream when the container stops; one ended otherwise is read again.
-      if (ended === 'end') {
-        const info = await inspectQuietly(container);
-        if (info === 'gone' || (info !== undefined && !info.State.Running && !info.State.Restarting)) return;
-      }
+      if (ended === 'gone' || (ended === 'end' && stoppedBefore)) return;
+      // The engine ends a follow stream when the container stops, at times before it has sent the
+      // last of the output (seen with the local driver on a container that writes megabytes and
+      // exits at once): the log is read once more, to its end, skipping what is already here.
+      if (ended === 'end') continue;
       await ctx.sleep(RETRY_MS);
     }
   };

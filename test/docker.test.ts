@@ -5,14 +5,16 @@
  * be had; QWEX_REQUIRE_DOCKER=1 (CI) makes that a failure.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DockerBackend } from '../src/backends/docker/backend.js';
 import { containerSpec } from '../src/backends/docker/container.js';
 import { connect } from '../src/backends/docker/engine.js';
+import { ContainerLogCopy } from '../src/backends/docker/logs.js';
 import type { RunIO } from '../src/backends/types.js';
 import type { Job, Run } from '../src/run/model.js';
 import { CLI, DOCKER_TEST_IMAGE, dockerUnavailable, qwex, requireComponent, sandbox, until, type Sandbox } from './helpers.js';
@@ -201,6 +203,40 @@ describe('docker backend: orphans', () => {
     expect(report.backends.find((b) => b.backend === 'docker')!.orphans.map((o) => o.runId)).not.toContain(id);
     expect((await qwex(sb, ['wait', id])).exitCode).toBe(0);
     await until(async () => (String((await execa('docker', ['ps', '-aq', '--filter', `name=qwex-${id}`])).stdout).trim() === '' ? true : undefined), 10_000, 'the container to be removed');
+  });
+});
+
+describe('docker backend: the copy of a container\'s output (no engine needed)', () => {
+  it('two copies at once (a look that found the end, and the supervisor that took over) write each byte once', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'qwex-docker-copy-'));
+    try {
+      const frame = (type: number, text: string): Buffer => {
+        const payload = Buffer.from(text);
+        const header = Buffer.alloc(8);
+        header[0] = type;
+        header.writeUInt32BE(payload.length, 4);
+        return Buffer.concat([header, payload]);
+      };
+      // The engine sends every copy the whole log from its first byte.
+      const log = Buffer.concat([frame(1, 'out 1\n'), frame(2, 'err 1\n'), frame(1, 'out 2\n'), frame(2, 'err 2\n'), frame(1, 'out 3\n')]);
+      const out = join(dir, 'stdout.log');
+      const err = join(dir, 'stderr.log');
+      const early = new ContainerLogCopy(out, err);
+      early.push(log.subarray(0, 28)); // out 1, err 1
+      early.close();
+      const a = new ContainerLogCopy(out, err);
+      const b = new ContainerLogCopy(out, err);
+      a.push(log.subarray(0, 30));
+      b.push(log.subarray(0, 50));
+      a.push(log.subarray(30));
+      b.push(log.subarray(50));
+      a.close();
+      b.close();
+      expect(readFileSync(out, 'utf8')).toBe('out 1\nout 2\nout 3\n');
+      expect(readFileSync(err, 'utf8')).toBe('err 1\nerr 2\n');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -179,6 +179,25 @@ describe('the log cursor (real files)', () => {
     d.close();
     expect(readFileSync(log, 'utf8')).toMatch(/line 5\nagain\n$/);
   });
+
+  it('two copies of the same log at once (a look that found the end, and the supervisor that took over) write each line once', () => {
+    const log = join(dir, 'stdout.log');
+    const cursor = join(dir, 'cursor.json');
+    const lines = Array.from({ length: 6 }, (_, i) => `2026-11-22T10:00:0${i}.5Z line ${i}\n`);
+    const first = new TimestampedLogCopy(log, cursor, 'pod-a');
+    first.push(Buffer.from(lines.slice(0, 2).join('')));
+    first.close();
+    const a = new TimestampedLogCopy(log, cursor, 'pod-a');
+    const b = new TimestampedLogCopy(log, cursor, 'pod-a');
+    // Both resume from the same cursor and receive the same stream, interleaved.
+    a.push(Buffer.from(lines.slice(0, 4).join('')));
+    b.push(Buffer.from(lines.slice(0, 3).join('')));
+    b.push(Buffer.from(lines.slice(3).join('')));
+    a.push(Buffer.from(lines.slice(4).join('')));
+    a.close();
+    b.close();
+    expect(readFileSync(log, 'utf8')).toBe(lines.map((l) => l.replace(/^\S+ /, '')).join(''));
+  });
 });
 
 describe('k8s and kueue against the fake API', () => {

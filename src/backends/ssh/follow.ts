@@ -1,11 +1,11 @@
-import { closeSync, existsSync, fstatSync, openSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Client } from 'ssh2';
 import type { ArtifactManifest } from '../../workspace/artifacts.js';
-import { writeAll } from '../../fs-atomic.js';
 import { RunFiles } from '../../paths.js';
 import type { ArtifactSettings } from '../../run/model.js';
 import { followUntilExit } from '../follow-until-exit.js';
+import { openLogForCopy, writeAllAt } from '../log-file.js';
 import { shellQuote } from '../shell-quote.js';
 import { packWatchedCommand, receiveArtifacts } from '../tar-transfer.js';
 import type { StartedProcess } from '../types.js';
@@ -55,12 +55,17 @@ export function followRemote(details: Record<string, unknown>, runDir: string, h
   };
 
   const fetch = async (c: Client, name: string, remoteSize: number): Promise<void> => {
-    const fd = openSync(join(runDir, name === 'stdout.log' ? RunFiles.stdout : RunFiles.stderr), 'a', 0o600);
+    // At offsets, not appended: a second copier (a look that found the end) writes the same bytes in the same places.
+    const fd = openLogForCopy(join(runDir, name === 'stdout.log' ? RunFiles.stdout : RunFiles.stderr));
     try {
       const local = fstatSync(fd).size;
       if (remoteSize <= local) return;
+      let at = local;
       await exec(c, `tail -c +${local + 1} ${shellQuote(`${remoteDir}/${name}`)} | head -c ${remoteSize - local}`, {
-        onStdout: (chunk) => writeAll(fd, chunk),
+        onStdout: (chunk) => {
+          writeAllAt(fd, chunk, at);
+          at += chunk.length;
+        },
       });
     } finally {
       closeSync(fd);

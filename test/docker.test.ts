@@ -4,11 +4,19 @@
  * error a user can meet. Skipped with a printed reason where no engine can
  * be had; QWEX_REQUIRE_DOCKER=1 (CI) makes that a failure.
  */
-import { mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { Run } from '../src/run/model.js';
+import { DockerBackend } from '../src/backends/docker/backend.js';
+import { containerSpec } from '../src/backends/docker/container.js';
+import { connect } from '../src/backends/docker/engine.js';
+import { ContainerLogCopy } from '../src/backends/docker/logs.js';
+import type { RunIO } from '../src/backends/types.js';
+import type { Job, Run } from '../src/run/model.js';
 import { CLI, DOCKER_TEST_IMAGE, dockerUnavailable, qwex, requireComponent, sandbox, until, type Sandbox } from './helpers.js';
 
 const DOCKER = ['--backend', 'docker', '--image', DOCKER_TEST_IMAGE, '--pull', 'never'];
@@ -196,4 +204,113 @@ describe('docker backend: orphans', () => {
     expect((await qwex(sb, ['wait', id])).exitCode).toBe(0);
     await until(async () => (String((await execa('docker', ['ps', '-aq', '--filter', `name=qwex-${id}`])).stdout).trim() === '' ? true : undefined), 10_000, 'the container to be removed');
   });
+});
+
+describe('docker backend: the copy of a container\'s output (no engine needed)', () => {
+  it('two copies at once (a look that found the end, and the supervisor that took over) write each byte once', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'qwex-docker-copy-'));
+    try {
+      const frame = (type: number, text: string): Buffer => {
+        const payload = Buffer.from(text);
+        const header = Buffer.alloc(8);
+        header[0] = type;
+        header.writeUInt32BE(payload.length, 4);
+        return Buffer.concat([header, payload]);
+      };
+      // The engine sends every copy the whole log from its first byte.
+      const log = Buffer.concat([frame(1, 'out 1\n'), frame(2, 'err 1\n'), frame(1, 'out 2\n'), frame(2, 'err 2\n'), frame(1, 'out 3\n')]);
+      const out = join(dir, 'stdout.log');
+      const err = join(dir, 'stderr.log');
+      const early = new ContainerLogCopy(out, err);
+      early.push(log.subarray(0, 28)); // out 1, err 1
+      early.close();
+      const a = new ContainerLogCopy(out, err);
+      const b = new ContainerLogCopy(out, err);
+      a.push(log.subarray(0, 30));
+      b.push(log.subarray(0, 50));
+      a.push(log.subarray(30));
+      b.push(log.subarray(50));
+      a.close();
+      b.close();
+      expect(readFileSync(out, 'utf8')).toBe('out 1\nout 2\nout 3\n');
+      expect(readFileSync(err, 'utf8')).toBe('err 1\nerr 2\n');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('docker backend: starting exactly once, and a cancel while it starts', () => {
+  /** A run directory and the job of a run, as the runner would hand them to the backend. */
+  const runOf = (command: string): { job: Job; io: RunIO } => {
+    const runId = randomUUID();
+    const dir = join(sb.project, '.qwex', 'runs', runId);
+    mkdirSync(dir, { recursive: true });
+    const job: Job = {
+      command: ['sh', '-c', command],
+      shell: false,
+      cwd: sb.project,
+      env: {},
+      backend: 'docker',
+      backendOptions: {},
+      artifacts: { watch: ['out'], ignore: [], maxFileSizeMb: 100 },
+      killGraceMs: 5000,
+      container: { image: DOCKER_TEST_IMAGE, pull: 'never', mounts: [], env: {}, resources: {} },
+    };
+    const io: RunIO = { dir, runId, project: sb.project, root: sb.project, stdoutPath: join(dir, 'stdout.log'), stderrPath: join(dir, 'stderr.log'), env: {}, signal: new AbortController().signal };
+    return { job, io };
+  };
+
+  it('a second start of the same run (its first supervisor died right after starting) adopts the container: the command runs once', async () => {
+    const backend = new DockerBackend();
+    const { job, io } = runOf('echo ran >> ran.txt; echo out; sleep 1; exit 3');
+    const first = await backend.start(job, io);
+    first.dispose(); // the first supervisor is gone; the container runs on
+    const second = await backend.start(job, io);
+    expect(second.spawned).toBe(true);
+    expect(second.details.containerId).toBe(first.details.containerId);
+    const exit = await second.exited;
+    expect(exit).toMatchObject({ exitCode: 3, signal: null });
+    expect(readFileSync(join(sb.project, 'ran.txt'), 'utf8')).toBe('ran\n');
+    expect(readFileSync(io.stdoutPath, 'utf8')).toBe('out\n');
+    await second.release();
+  });
+
+  it('a container created but never started (its supervisor died in between) is started by the next start, once', async () => {
+    const backend = new DockerBackend();
+    const { job, io } = runOf('echo ran >> ran-created.txt; echo out');
+    const docker = await connect();
+    const created = await docker.createContainer(containerSpec(job, io, job.container!));
+    const started = await backend.start(job, io);
+    expect(started.details.containerId).toBe(created.id);
+    expect(await started.exited).toMatchObject({ exitCode: 0 });
+    expect(readFileSync(join(sb.project, 'ran-created.txt'), 'utf8')).toBe('ran\n');
+    expect(readFileSync(io.stdoutPath, 'utf8')).toBe('out\n');
+    await started.release();
+  });
+
+  it('cancel during an image pull that cannot finish (a registry that never answers) returns once the run is recorded cancelled', async () => {
+    // A registry that accepts connections and never says a word: the engine's pull hangs on it.
+    const held: Socket[] = [];
+    const registry = createServer((socket) => void held.push(socket));
+    await new Promise<void>((resolve) => registry.listen(0, '127.0.0.1', resolve));
+    const port = (registry.address() as { port: number }).port;
+    try {
+      const image = `127.0.0.1:${port}/qwex-test/stalled:1`;
+      const r = await qwex(sb, ['run', '-d', '--backend', 'docker', '--image', image, '--pull', 'always', '--', 'true']);
+      expect(r.exitCode, String(r.stderr)).toBe(0);
+      const id = String(r.stdout).trim();
+      await until(() => (held.length > 0 ? true : undefined), 30_000, 'the engine to reach the stalled registry');
+      expect(onlyRun().status).toBe('pending');
+      const c = await qwex(sb, ['cancel', id]);
+      expect(c.exitCode, String(c.stderr)).toBe(0);
+      expect(onlyRun()).toMatchObject({ id, status: 'cancelled', endReason: 'cancel' });
+      expect(onlyRun().error).toBeUndefined();
+      // Nothing was created for it.
+      expect(String((await execa('docker', ['ps', '-aq', '--filter', `name=qwex-${id}`])).stdout).trim()).toBe('');
+    } finally {
+      for (const s of held) s.destroy();
+      registry.close();
+    }
+  }, 90_000);
 });

@@ -2,10 +2,11 @@
  * The k8s and kueue backends beyond the shared contract: the Job qwex
  * builds, the log cursor, Kueue's queue and evictions, dropped streams,
  * clear errors, and credentials kept out of records. Against the FAKE
- * Kubernetes API (test/fake-kube-api.ts; its pods run on the real Docker
+ * Kubernetes API (test/fake-kube/; its pods run on the real Docker
  * engine), so these skip without Docker and fail instead with
  * QWEX_REQUIRE_DOCKER=1. The pure parts (manifest, cursor) run everywhere.
  */
+import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,8 +15,11 @@ import { DEFAULT_CONFIG } from '../src/config/config.js';
 import { buildJob, parseJobLines } from '../src/config/job.js';
 import { TimestampedLogCopy, parseTimestamp, readCursor, resumeSince } from '../src/backends/k8s/log-cursor.js';
 import { jobManifest, jobName } from '../src/backends/k8s/manifest.js';
+import { backendDescriptor } from '../src/backends/registry.js';
+import type { RunIO } from '../src/backends/types.js';
 import type { Job, Run } from '../src/run/model.js';
-import { CLUSTER_IMAGE, clusterUnavailable, startTestCluster, TEST_QUEUE, type TestCluster } from './kube-cluster.js';
+import { ContentStore, snapshotWorkspace } from '../src/workspace/snapshot.js';
+import { CLUSTER_IMAGE, clusterUnavailable, deliveredOutput, startTestCluster, TEST_QUEUE, type TestCluster } from './kube-cluster.js';
 import { qwex, qwexJson, requireComponent, sandbox, sleep, until, type Sandbox } from './helpers.js';
 
 const baseJob: Job = {
@@ -40,6 +44,8 @@ describe('the Job qwex builds (no cluster needed)', () => {
     expect(m.spec.template.metadata.labels).toEqual({ 'qwex.dev/run-id': '01AB-cd' });
     const pod = m.spec.template.spec;
     expect(pod.restartPolicy).toBe('Never');
+    // The pause container is PID 1, not the command (which would ignore SIGTERM as PID 1).
+    expect(pod.shareProcessNamespace).toBe(true);
     expect(pod.terminationGracePeriodSeconds).toBe(5);
     const main = pod.containers.find((c: { name: string }) => c.name === 'main');
     expect(main.args).toEqual(['python', 'train.py', '--lr', '0.1']);
@@ -85,9 +91,48 @@ describe('cluster settings on the command line, in job specs and in qwex.yaml (n
     expect(() => parseJobLines('{"command": ["true"], "cluster": {"queues": "x"}}\n', 'jobs.ndjson')).toThrow(/jobs.ndjson:1: cluster: unknown key "queues"/);
   });
 
+  it('kueue without a queue, and a cluster run without an image, are usage errors (exit 2) before anything is recorded, with the right hint', async () => {
+    const sb = sandbox();
+    try {
+      const noQueue = await qwex(sb, ['run', '--backend', 'kueue', '--image', 'busybox', '--', 'true']);
+      expect(noQueue.exitCode).toBe(2);
+      expect(String(noQueue.stderr)).toMatch(/no queue given for a kueue run\nhint: pass --queue NAME \(a LocalQueue\), or set backends.kueue.queue in qwex.yaml/);
+      writeFileSync(join(sb.project, 'jobs.txt'), 'true\n');
+      const submitted = await qwex(sb, ['submit', 'jobs.txt', '--backend', 'kueue', '--image', 'busybox']);
+      expect(submitted.exitCode).toBe(2);
+      expect(String(submitted.stderr)).toMatch(/no queue given for a kueue run/);
+      const noImage = await qwex(sb, ['run', '--backend', 'k8s', '--', 'true']);
+      expect(noImage.exitCode).toBe(2);
+      expect(String(noImage.stderr)).toMatch(/hint: pass --image NAME, or set backends.k8s.image in qwex.yaml/);
+      expect(String(noImage.stderr)).not.toMatch(/backends\.docker/);
+      let recorded: string[] = [];
+      try {
+        recorded = readdirSync(join(sb.project, '.qwex', 'runs'));
+      } catch {}
+      expect(recorded).toEqual([]);
+    } finally {
+      await sb.cleanup();
+    }
+  });
+
   it('cluster flags need a cluster backend; a bad namespace is refused', () => {
     expect(() => buildJob({ command: ['true'], cluster: { namespace: 'ml' } }, DEFAULT_CONFIG, '/p')).toThrow(/--namespace is for the k8s and kueue backends, not "local"/);
     expect(() => buildJob({ command: ['true'], backend: 'kueue', cluster: { namespace: 'ML_Team' } }, config, '/p')).toThrow(/"ML_Team" is not a namespace name/);
+  });
+});
+
+describe('what a real cluster\'s logs may deliver (the check of the real-cluster large-output test)', () => {
+  const want = Buffer.from('a\r\nb\r\r\nc\n');
+  it('accepts the output, the output with \\r\\n as \\n, and a beginning of either, saying how much is missing', () => {
+    expect(deliveredOutput(want, want)).toEqual({ missing: 0 });
+    expect(deliveredOutput(Buffer.from('a\nb\r\nc\n'), want)).toEqual({ missing: 0 });
+    expect(deliveredOutput(Buffer.from('a\nb'), want)).toEqual({ missing: 4 });
+  });
+
+  it('refuses anything else: a byte changed, lost or doubled mid-stream', () => {
+    expect(() => deliveredOutput(Buffer.from('a\nX\r\nc\n'), want)).toThrow(/neither the output/);
+    expect(() => deliveredOutput(Buffer.from('a\nb\r\nc\nc\n'), want)).toThrow(/neither the output/);
+    expect(() => deliveredOutput(Buffer.from('a\r\nc\n'), want)).toThrow(/neither the output/);
   });
 });
 
@@ -134,6 +179,25 @@ describe('the log cursor (real files)', () => {
     d.close();
     expect(readFileSync(log, 'utf8')).toMatch(/line 5\nagain\n$/);
   });
+
+  it('two copies of the same log at once (a look that found the end, and the supervisor that took over) write each line once', () => {
+    const log = join(dir, 'stdout.log');
+    const cursor = join(dir, 'cursor.json');
+    const lines = Array.from({ length: 6 }, (_, i) => `2026-11-22T10:00:0${i}.5Z line ${i}\n`);
+    const first = new TimestampedLogCopy(log, cursor, 'pod-a');
+    first.push(Buffer.from(lines.slice(0, 2).join('')));
+    first.close();
+    const a = new TimestampedLogCopy(log, cursor, 'pod-a');
+    const b = new TimestampedLogCopy(log, cursor, 'pod-a');
+    // Both resume from the same cursor and receive the same stream, interleaved.
+    a.push(Buffer.from(lines.slice(0, 4).join('')));
+    b.push(Buffer.from(lines.slice(0, 3).join('')));
+    b.push(Buffer.from(lines.slice(3).join('')));
+    a.push(Buffer.from(lines.slice(4).join('')));
+    a.close();
+    b.close();
+    expect(readFileSync(log, 'utf8')).toBe(lines.map((l) => l.replace(/^\S+ /, '')).join(''));
+  });
 });
 
 describe('k8s and kueue against the fake API', () => {
@@ -144,7 +208,7 @@ describe('k8s and kueue against the fake API', () => {
   beforeAll(async () => {
     reason = await clusterUnavailable();
     if (reason !== undefined || process.env.QWEX_K8S_KUBECONFIG) return;
-    k8s = await startTestCluster('k8s');
+    k8s = await startTestCluster('k8s', { namespaces: ['default', 'team-b'] });
     kueue = await startTestCluster('kueue');
   });
   afterAll(async () => {
@@ -199,10 +263,13 @@ describe('k8s and kueue against the fake API', () => {
         const row = rows.find((r) => r.id === second);
         return row?.waiting?.phase === 'queued' && row.waiting.position === 1 ? row : undefined;
       }, 20_000, 'the second run to show as queued in ps');
-      expect(listed.status).toBe('running');
+      expect(listed.status).toBe('pending'); // waiting for admission is pending (issue 13 item 2), not running
       expect(listed.waiting?.reason).toBe('Pending');
       const table = await qwex(sb, ['ps']);
       expect(String(table.stdout)).toMatch(/queued #1 \(Pending\)/);
+      const runningOnly = await qwexJson<{ id: string }[]>(sb, ['ps', '--status', 'running']);
+      expect(runningOnly.map((r) => r.id)).not.toContain(second);
+      expect((await qwexJson<{ id: string }[]>(sb, ['ps', '--status', 'pending'])).map((r) => r.id)).toContain(second);
       const status = await qwex(sb, ['status', second]);
       expect(String(status.stdout)).toMatch(new RegExp(`waiting +queued in Kueue LocalQueue ${TEST_QUEUE} \\(#1\\): Pending \\(couldn't assign flavors`));
       expect((await qwex(sb, ['wait', first, second])).exitCode).toBe(0);
@@ -256,6 +323,7 @@ describe('k8s and kueue against the fake API', () => {
     await until(() => (stdout(id).includes('started') ? true : undefined), 20_000, 'the run to start');
     expect((await qwex(sb, ['cancel', id])).exitCode).toBe(0);
     expect(readRun(id)).toMatchObject({ status: 'cancelled', endReason: 'cancel' });
+    expect(readRun(id).artifacts?.error).toBeUndefined();
     expect(k8s!.fake!.requests).toContain(`DELETE /apis/batch/v1/namespaces/default/jobs/${jobName(id)}?propagationPolicy=Background`);
     await until(() => (k8s!.fake!.list('pods').length === 0 ? true : undefined), 20_000, 'its pod to go');
     const status = await qwexJson<Run>(sb, ['status', id]);
@@ -276,7 +344,7 @@ describe('k8s and kueue against the fake API', () => {
     expect(w.exitCode).toBe(0);
     const run = readRun(id);
     expect(run).toMatchObject({ status: 'succeeded', exitCode: 0 });
-    expect(run.artifacts?.error).toMatch(/finished before qwex collected out\//);
+    expect(run.artifacts?.error).toMatch(/the pod finished before qwex collected out\/: its keeper let it go when its lease of 2 s ran out with no qwex process watching the run/);
   });
 
   it('k8s: with retries, a failed attempt is recorded and Kubernetes runs the next; the last one\'s exit code is the run\'s', async () => {
@@ -327,7 +395,9 @@ describe('k8s and kueue against the fake API', () => {
     const r = await qwex(sb, ['run', '--backend', 'k8s', '--image', 'registry.invalid/nope:1', '--', 'true']);
     expect(r.exitCode).toBe(1);
     const failed = readRun(readdirSync(join(sb.project, '.qwex', 'runs')).sort().pop()!);
-    expect(failed.error).toMatchObject({ code: 'QWEX_IMAGE_PULL_FAILED', message: expect.stringMatching(/(ErrImagePull|ImagePullBackOff): .*registry.invalid\/nope:1/) });
+    // The pull's own error, which says why, not the back-off that follows it (issue 13 item 5).
+    expect(failed.error).toMatchObject({ code: 'QWEX_IMAGE_PULL_FAILED', message: expect.stringMatching(/^ErrImagePull: failed to pull and unpack image "registry.invalid\/nope:1": .*pull access denied/) });
+    expect(failed.artifacts?.error).toBeUndefined(); // it never ran: nothing to collect, and nothing failed
     await until(async () => ((await k8s!.jobsLeft()).length === 0 ? true : undefined), 20_000, 'the failed Jobs to be deleted');
   });
 
@@ -377,6 +447,107 @@ describe('k8s and kueue against the fake API', () => {
     expect(String(mount.stderr)).toMatch(/--mount and --network are settings of a container on this machine's engine: a k8s run has no host paths/);
   });
 
+  it('a run while it waits: queued in Kueue and while its workspace upload hangs, it is pending; cancelled there, it is recorded at once and its Job goes', async () => {
+    use(kueue!);
+    kueue!.fake!.setKueueQuota(0);
+    try {
+      const queued = await detached(['--backend', 'kueue', '--', 'sh', '-c', 'echo ran']);
+      await waitingFor(queued, 'Pending', 'the run to wait for quota');
+      expect(readRun(queued).status).toBe('pending');
+      expect((await qwex(sb, ['cancel', queued])).exitCode).toBe(0);
+      expect(readRun(queued)).toMatchObject({ status: 'cancelled', endReason: 'cancel' });
+      expect(readRun(queued).artifacts?.error).toBeUndefined();
+      expect(stdout(queued)).toBe('');
+      await until(async () => ((await kueue!.jobsLeft()).length === 0 ? true : undefined), 20_000, 'the queued Job to be deleted');
+    } finally {
+      kueue!.fake!.setKueueQuota(Infinity);
+    }
+
+    use(k8s!);
+    k8s!.fake!.stallExecs(true);
+    try {
+      const syncing = await detached(['--backend', 'k8s', '--', 'sh', '-c', 'echo ran']);
+      await until(() => (k8s!.fake!.requests.some((r) => r.startsWith('EXEC ') && r.includes(`/pods/${jobName(syncing)}-`) && r.includes('container=qwex-sync')) ? true : undefined), 20_000, 'the workspace upload to start');
+      expect(readRun(syncing).status).toBe('pending');
+      expect((await qwex(sb, ['cancel', syncing])).exitCode).toBe(0);
+      expect(readRun(syncing)).toMatchObject({ status: 'cancelled', endReason: 'cancel' });
+      expect(stdout(syncing)).toBe('');
+      await until(async () => ((await k8s!.jobsLeft()).length === 0 ? true : undefined), 20_000, 'its Job to be deleted');
+    } finally {
+      k8s!.fake!.stallExecs(false);
+    }
+  });
+
+  it('a second start of the same run (its first supervisor died right after starting) adopts the Job: one Job, one pod, the command once', async () => {
+    use(k8s!);
+    const saved = { KUBECONFIG: process.env.KUBECONFIG, QWEX_STATE_DIR: process.env.QWEX_STATE_DIR };
+    process.env.KUBECONFIG = k8s!.env.KUBECONFIG;
+    process.env.QWEX_STATE_DIR = sb.state;
+    try {
+      writeFileSync(join(sb.project, 'step.sh'), 'echo ran; sleep 1; exit 3\n');
+      const manifest = await snapshotWorkspace(sb.project, new ContentStore());
+      const runId = randomUUID();
+      const dir = runDir(runId);
+      mkdirSync(dir, { recursive: true });
+      const job: Job = {
+        command: ['sh', 'step.sh'],
+        shell: false,
+        cwd: sb.project,
+        env: {},
+        backend: 'k8s',
+        backendOptions: {},
+        artifacts: { watch: ['out'], ignore: [], maxFileSizeMb: 100 },
+        killGraceMs: 5000,
+        workspace: { mode: 'snapshot', manifest: manifest.id, cwd: '' },
+        container: { image: CLUSTER_IMAGE, pull: 'never', mounts: [], env: {}, resources: {} },
+      };
+      const io: RunIO = { dir, runId, project: sb.project, root: sb.project, stdoutPath: join(dir, 'stdout.log'), stderrPath: join(dir, 'stderr.log'), env: {}, signal: new AbortController().signal };
+      const backend = await backendDescriptor('k8s').load();
+      const first = await backend.start(job, io);
+      first.dispose(); // the first supervisor is gone
+      const second = await backend.start(job, io);
+      expect(second.details).toMatchObject({ job: jobName(runId), jobUid: first.details.jobUid });
+      expect(await second.exited).toMatchObject({ exitCode: 3 });
+      expect(readFileSync(io.stdoutPath, 'utf8')).toBe('ran\n');
+      const posts = k8s!.fake!.requests.filter((r) => r.startsWith('POST /apis/batch/v1/namespaces/default/jobs'));
+      expect(posts.length).toBeGreaterThanOrEqual(2); // the second create was answered AlreadyExists
+      expect(k8s!.fake!.list('pods').filter((p) => p.metadata.labels['qwex.dev/run-id'] === runId)).toHaveLength(1);
+      await second.release();
+    } finally {
+      Object.assign(process.env, saved);
+    }
+  });
+
+  it('a supervisor whose run directory is removed stops, and says so in its own log (qwexd\'s)', async () => {
+    use(k8s!);
+    expect((await qwex(sb, ['daemon', 'start'])).exitCode).toBe(0);
+    const id = await detached(['--backend', 'k8s', '--', 'sh', '-c', 'echo started; sleep 60']);
+    await until(() => (stdout(id).includes('started') ? true : undefined), 20_000, 'the run to start');
+    rmSync(runDir(id), { recursive: true, force: true });
+    const log = join(sb.state, 'qwexd.log');
+    const line = await until(() => readFileSync(log, 'utf8').split('\n').find((l) => l.includes('supervise-failed') && l.includes(runDir(id))), 20_000, 'qwexd to stop supervising the run');
+    expect(line).toMatch(/is gone/);
+    // And it does not try again: one failure, and qwexd still answers.
+    await sleep(3000);
+    expect(readFileSync(log, 'utf8').split('\n').filter((l) => l.includes('supervise-failed') && l.includes(runDir(id)))).toHaveLength(1);
+    expect((await qwex(sb, ['ps'])).exitCode).toBe(0);
+  });
+
+  it('qwex doctor checks the clusters this project\'s runs used, not only those in its configuration (issue 13 item 6)', async () => {
+    // No cluster in the configuration: runs name theirs with flags.
+    Object.assign(sb.env, k8s!.env);
+    const r = await qwex(sb, ['run', '--backend', 'k8s', '--image', CLUSTER_IMAGE, '--pull', 'never', '--namespace', 'team-b', '--', 'true']);
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    // A leftover qwex Job there that no run record accounts for.
+    const leftover = k8s!.fake!.createJob({
+      metadata: { name: 'qwex-left-over', labels: { 'qwex.dev/run-id': 'left-over' }, annotations: { 'qwex.dev/project': sb.project } },
+      spec: { suspend: true, template: { metadata: { labels: { 'qwex.dev/run-id': 'left-over' } }, spec: { restartPolicy: 'Never', containers: [{ name: 'main', image: CLUSTER_IMAGE }] } } },
+    }, 'team-b');
+    const report = await qwexJson<{ backends: { backend: string; where: string; reachable: boolean; orphans: { id: string; reason: string }[] }[] }>(sb, ['doctor']);
+    const cluster = report.backends.filter((b) => b.backend === 'k8s');
+    expect(cluster).toEqual([expect.objectContaining({ where: 'context fake, namespace team-b', reachable: true, orphans: [expect.objectContaining({ id: leftover.metadata.name, reason: expect.stringMatching(/^no run record for left-over/) })] })]);
+  });
+
   it('the cluster\'s credentials never reach run.json, the logs, listings or errors', async () => {
     use(k8s!);
     const token = k8s!.fake!.token;
@@ -392,5 +563,56 @@ describe('k8s and kueue against the fake API', () => {
     expect(seen).toContain('hello');
     expect(seen).not.toContain(token);
     expect(seen).not.toContain('fake-token');
+  });
+});
+
+/**
+ * Runs on the fake API and, with QWEX_K8S_KUBECONFIG, on a real cluster:
+ * the part of issue 13 item 1 that needs a real runtime (the command is not
+ * PID 1, so SIGTERM reaches it; the fake shares the pod's PID namespace
+ * with Docker's --pid container: as a node does) is proven only there.
+ */
+describe.each(['k8s', 'kueue'] as const)('%s on any cluster: cancel', (name) => {
+  let reason: string | undefined;
+  let cluster: TestCluster | undefined;
+  beforeAll(async () => {
+    reason = await clusterUnavailable();
+    if (reason === undefined) cluster = await startTestCluster(name);
+  });
+  afterAll(async () => {
+    await cluster?.close();
+  });
+
+  it('a command that traps SIGTERM writes its checkpoint, and it comes home before the Job is deleted; cancel returns once that is recorded', async (ctx) => {
+    requireComponent(ctx, 'QWEX_REQUIRE_DOCKER', reason);
+    const sb = sandbox();
+    try {
+      Object.assign(sb.env, cluster!.env);
+      mkdirSync(join(sb.project, '.qwex'), { recursive: true });
+      writeFileSync(join(sb.project, '.qwex', 'config.yaml'), `backends:\n${cluster!.config}`);
+      const dir = (id: string): string => join(sb.project, '.qwex', 'runs', id);
+      const r = await qwex(sb, ['run', '-d', ...cluster!.args, '--', 'sh', '-c', 'trap "mkdir -p out; echo saved > out/ckpt.txt; exit 143" TERM; echo started; while :; do sleep 0.1; done']);
+      expect(r.exitCode, String(r.stderr)).toBe(0);
+      const id = String(r.stdout).trim();
+      await until(() => (readFileSync(join(dir(id), 'stdout.log'), 'utf8').includes('started') ? true : undefined), 60_000, 'the command to start');
+      const c = await qwex(sb, ['cancel', id]);
+      expect(c.exitCode, String(c.stderr)).toBe(0);
+      // cancel returned: the run is recorded, with the command's own exit and its checkpoint.
+      const run = JSON.parse(readFileSync(join(dir(id), 'run.json'), 'utf8')) as Run;
+      expect(run).toMatchObject({ status: 'cancelled', endReason: 'cancel', exitCode: 143, artifacts: { count: 1 } });
+      expect(run.artifacts?.error).toBeUndefined();
+      expect(readFileSync(join(dir(id), 'files', 'out', 'ckpt.txt'), 'utf8')).toBe('saved\n');
+      await until(async () => ((await cluster!.jobsLeft()).includes(jobName(id)) ? undefined : true), 30_000, 'the Job to be deleted');
+      const fake = cluster!.fake;
+      if (fake) {
+        // The command was signalled through the keeper, and the Job deleted only after out/ came home.
+        const signalled = fake.requests.findIndex((q) => q.startsWith('EXEC ') && q.includes('container=qwex-keeper') && q.includes('command=TERM'));
+        const deleted = fake.requests.findIndex((q) => q.startsWith(`DELETE /apis/batch/v1/namespaces/default/jobs/${jobName(id)}`));
+        expect(signalled).toBeGreaterThan(-1);
+        expect(deleted).toBeGreaterThan(signalled);
+      }
+    } finally {
+      await sb.cleanup();
+    }
   });
 });

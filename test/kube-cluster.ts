@@ -1,6 +1,6 @@
 /**
  * The cluster the k8s and kueue tests run against: the FAKE Kubernetes API
- * (test/fake-kube-api.ts, its node a real Docker engine) by default, or a
+ * (test/fake-kube/, its node a real Docker engine) by default, or a
  * real cluster when QWEX_K8S_KUBECONFIG names its kubeconfig (the opt-in
  * real-cluster suite: see docs/testing.md, "Kubernetes and Kueue: the fake API
  * and the real-cluster suite").
@@ -14,7 +14,7 @@
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FakeKubeApi } from './fake-kube-api.js';
+import { FakeKubeApi } from './fake-kube/index.js';
 import { DOCKER_TEST_IMAGE, dockerUnavailable } from './helpers.js';
 
 export const REAL_CLUSTER = process.env.QWEX_K8S_KUBECONFIG;
@@ -41,7 +41,7 @@ export async function clusterUnavailable(): Promise<string | undefined> {
   return docker && `the fake Kubernetes API runs its pods on Docker: ${docker}`;
 }
 
-export async function startTestCluster(backend: 'k8s' | 'kueue', options: { kueueQuota?: number } = {}): Promise<TestCluster> {
+export async function startTestCluster(backend: 'k8s' | 'kueue', options: { kueueQuota?: number; namespaces?: string[] } = {}): Promise<TestCluster> {
   const base = mkdtempSync(join(tmpdir(), 'qwex-kube-'));
   const kubeconfig = join(base, 'kubeconfig');
   const config = [
@@ -84,7 +84,11 @@ export async function startTestCluster(backend: 'k8s' | 'kueue', options: { kueu
       },
     };
   }
-  const fake = await new FakeKubeApi({ localQueues: [`default/${TEST_QUEUE}`], ...(options.kueueQuota === undefined ? {} : { kueueQuota: options.kueueQuota }) }).start();
+  const fake = await new FakeKubeApi({
+    localQueues: [`default/${TEST_QUEUE}`],
+    ...(options.kueueQuota === undefined ? {} : { kueueQuota: options.kueueQuota }),
+    ...(options.namespaces ? { namespaces: options.namespaces } : {}),
+  }).start();
   fake.writeKubeconfig(kubeconfig);
   return {
     env: { KUBECONFIG: kubeconfig },
@@ -97,4 +101,19 @@ export async function startTestCluster(backend: 'k8s' | 'kueue', options: { kueu
       rmSync(base, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * What a real cluster's log API delivered of a command's output: the output
+ * itself, or with each \r\n turned into \n (containerd's CRI logger does
+ * that), or a beginning of either (containerd 1.6 drops the tail of a
+ * container that writes megabytes and exits at once). Returns how many
+ * bytes are missing at the end (0 when all arrived); throws when what
+ * arrived is anything else (a byte changed, lost or doubled mid-stream).
+ */
+export function deliveredOutput(got: Buffer, want: Buffer): { missing: number } {
+  const crlfAsLf = Buffer.from(want.toString('latin1').replaceAll('\r\n', '\n'), 'latin1');
+  const match = [want, crlfAsLf].find((w) => got.length <= w.length && got.equals(w.subarray(0, got.length)));
+  if (!match) throw new Error(`what arrived (${got.length} bytes) is neither the output (${want.length} bytes), modulo \\r\\n, nor a beginning of it`);
+  return { missing: match.length - got.length };
 }

@@ -6,12 +6,16 @@
  * QWEX_REQUIRE_SSHD=1 (CI) makes that a failure.
  */
 import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { Run } from '../src/run/model.js';
+import { SshBackend } from '../src/backends/ssh/backend.js';
+import type { RunIO } from '../src/backends/types.js';
+import type { Job, Run } from '../src/run/model.js';
+import { ContentStore, snapshotWorkspace } from '../src/workspace/snapshot.js';
 import { qwex, requireComponent, sandbox, until, type Sandbox } from './helpers.js';
 import { sshdUnavailable, startSshd, type TestSshd } from './sshd.js';
 
@@ -193,4 +197,79 @@ describe('ssh backend: errors', () => {
     expect(wrongBackend.exitCode).toBe(2);
     expect(runs()).toEqual([]);
   });
+});
+
+describe('ssh backend: starting exactly once, and a cancel while it starts', () => {
+  it('a second start of the same run (its first supervisor died right after starting) adopts the command: it runs once, and nothing is sent again', async () => {
+    // The backend is driven directly, as the runner drives it; it reads ~/.ssh and the content store from the environment.
+    const saved = { HOME: process.env.HOME, QWEX_STATE_DIR: process.env.QWEX_STATE_DIR };
+    process.env.HOME = sshd.home;
+    process.env.QWEX_STATE_DIR = sb.state;
+    try {
+      writeFileSync(join(sb.project, 'step.sh'), 'echo ran >> "$QWEX_RUN_DIR/ran.txt"; echo out; sleep 1; exit 3\n');
+      const manifest = await snapshotWorkspace(sb.project, new ContentStore());
+      const runId = randomUUID();
+      const dir = join(sb.project, '.qwex', 'runs', runId);
+      mkdirSync(dir, { recursive: true });
+      const job: Job = {
+        command: ['sh', 'step.sh'],
+        shell: false,
+        cwd: sb.project,
+        env: {},
+        backend: 'ssh',
+        backendOptions: { host: sshd.alias, root: remoteRoot() },
+        artifacts: { watch: ['out'], ignore: [], maxFileSizeMb: 100 },
+        killGraceMs: 5000,
+        workspace: { mode: 'snapshot', manifest: manifest.id, cwd: '' },
+      };
+      const io: RunIO = { dir, runId, project: sb.project, root: sb.project, stdoutPath: join(dir, 'stdout.log'), stderrPath: join(dir, 'stderr.log'), env: {}, signal: new AbortController().signal };
+      const backend = new SshBackend();
+      const first = await backend.start(job, io);
+      expect(first.details.sync).toMatchObject({ files: expect.any(Number) });
+      first.dispose(); // the first supervisor is gone; the command runs on
+      const second = await backend.start(job, io);
+      expect(second.details).toMatchObject({ remoteDir: first.details.remoteDir, remotePgid: first.details.remotePgid });
+      expect(second.details.sync).toBeUndefined();
+      expect(await second.exited).toMatchObject({ exitCode: 3 });
+      expect(readFileSync(join(remoteRoot(), 'runs', runId, 'ran.txt'), 'utf8')).toBe('ran\n');
+      expect(readFileSync(io.stdoutPath, 'utf8')).toBe('out\n');
+      await second.release();
+    } finally {
+      Object.assign(process.env, saved);
+    }
+  });
+
+  it('cancel during a workspace sync that does not finish returns once the run is recorded cancelled, and leaves no lock and no run directory', async () => {
+    // A second server whose tar takes a minute to unpack anything: the sync hangs in it.
+    const other = mkdtempSync(join(tmpdir(), 'qwex-sshd-slow-'));
+    const bin = join(other, 'slowbin');
+    const pids = join(other, 'tar-pids');
+    mkdirSync(bin);
+    const realTar = execFileSync('sh', ['-c', 'command -v tar']).toString().trim();
+    writeFileSync(join(bin, 'tar'), `#!/bin/sh\ncase "$1" in -xf) echo $$ >> ${pids}; sleep 60 ;; esac\nexec ${realTar} "$@"\n`, { mode: 0o755 });
+    const slow = await startSshd(other, [`ForceCommand env PATH=${bin}:/usr/bin:/bin /bin/sh -c "$SSH_ORIGINAL_COMMAND"`]);
+    try {
+      sb.env.HOME = slow.home;
+      const remote = join(other, 'remote');
+      writeFileSync(join(sb.project, 'qwex.yaml'), `backends:\n  ssh:\n    host: ${slow.alias}\n    root: ${remote}\n`);
+      const r = await qwex(sb, ['run', '-d', ...SSH, '--', 'true']);
+      expect(r.exitCode, String(r.stderr)).toBe(0);
+      const id = String(r.stdout).trim();
+      await until(() => (existsSync(pids) ? true : undefined), 30_000, 'the workspace sync to reach the remote tar');
+      expect(runs()[0]!.status).toBe('pending');
+      const c = await qwex(sb, ['cancel', id]);
+      expect(c.exitCode, String(c.stderr)).toBe(0);
+      expect(runs()[0]).toMatchObject({ id, status: 'cancelled', endReason: 'cancel' });
+      expect(existsSync(join(remote, 'runs', id))).toBe(false);
+      expect(readdirSync(join(remote, 'cache')).filter((n) => n.endsWith('.lock'))).toEqual([]);
+    } finally {
+      for (const pid of existsSync(pids) ? readFileSync(pids, 'utf8').split('\n').filter(Boolean) : []) {
+        try {
+          process.kill(Number(pid), 'SIGKILL');
+        } catch {}
+      }
+      await slow.stop();
+      rmSync(other, { recursive: true, force: true });
+    }
+  }, 90_000);
 });

@@ -1,5 +1,5 @@
-import { closeSync, fstatSync, openSync } from 'node:fs';
-import { writeAll } from '../../fs-atomic.js';
+import { closeSync, fstatSync } from 'node:fs';
+import { openLogForCopy, writeAllAt } from '../log-file.js';
 
 /**
  * Copies a container's output from the engine into the run's stdout.log and
@@ -7,7 +7,8 @@ import { writeAll } from '../../fs-atomic.js';
  * driver), so a copy can always start over from the beginning: it skips as
  * many bytes of each stream as the local file already holds, which makes a
  * resumed copy (after qwexd or a monitor died) exact, with nothing lost or
- * written twice.
+ * written twice; it writes at offsets (log-file.ts), so two copies at once
+ * write the same bytes in the same places.
  *
  * The engine sends non-TTY output multiplexed: frames of an 8-byte header
  * (stream type, 3 zero bytes, big-endian length) and the payload. The
@@ -19,20 +20,23 @@ export class ContainerLogCopy {
   private readonly fds: [number, number];
   /** Bytes of each stream still to skip (already in the local file). */
   private readonly skip: [number, number];
+  /** Where the next byte of each stream goes. */
+  private readonly at: [number, number];
   private pending: Buffer = Buffer.alloc(0);
   private closed = false;
 
   constructor(stdoutPath: string, stderrPath: string) {
-    const out = openSync(stdoutPath, 'a', 0o600);
+    const out = openLogForCopy(stdoutPath);
     let err: number;
     try {
-      err = openSync(stderrPath, 'a', 0o600);
+      err = openLogForCopy(stderrPath);
     } catch (error) {
       closeSync(out);
       throw error;
     }
     this.fds = [out, err];
     this.skip = [fstatSync(out).size, fstatSync(err).size];
+    this.at = [...this.skip];
   }
 
   /** Feeds a chunk of the multiplexed stream. Writes are synchronous: after close() nothing more is written. */
@@ -67,6 +71,7 @@ export class ContainerLogCopy {
       this.skip[stream] = skip - n;
       data = data.subarray(n);
     }
-    writeAll(this.fds[stream], data);
+    writeAllAt(this.fds[stream], data, this.at[stream]);
+    this.at[stream] += data.length;
   }
 }

@@ -1,6 +1,7 @@
 import type Dockerode from 'dockerode';
 import type { OrphanContext, OrphanReport } from '../types.js';
-import { connect, engineEndpoint, LABEL_RUN_DIR, LABEL_RUN_ID } from './backend.js';
+import { LABEL_RUN_DIR, LABEL_RUN_ID } from './container.js';
+import { connect, engineEndpoint } from './engine.js';
 
 /** Containers qwex created on this engine, with their labels. */
 async function listQwexContainers(docker: Dockerode): Promise<{ id: string; name: string; runId: string; runDir: string | undefined; state: string }[]> {

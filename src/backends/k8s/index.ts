@@ -116,7 +116,10 @@ export const k8s: BackendDescriptor = {
   describe,
   // One check covers the clusters of both Kubernetes backends: a namespace is not reported twice.
   findOrphans: async (context) => (await import('./orphans.js')).findOrphanJobs(context, KUBERNETES_BACKENDS),
-  load: async () => new (await import('./backend.js')).KubernetesBackend(),
+  load: async () => {
+    const [{ KubernetesBackend }, { directAdmission }] = await Promise.all([import('./backend.js'), import('./admission.js')]);
+    return new KubernetesBackend('k8s', directAdmission);
+  },
 };
 
 /** The same Job, admitted by a Kueue LocalQueue (Kueue as the Kubernetes backend's admission strategy). */
@@ -132,5 +135,8 @@ export const kueue: BackendDescriptor = {
   place,
   waiting,
   describe,
-  load: async () => new (await import('./kueue.js')).KueueBackend(),
+  load: async () => {
+    const [{ KubernetesBackend }, { kueueAdmission }] = await Promise.all([import('./backend.js'), import('./kueue.js')]);
+    return new KubernetesBackend('kueue', kueueAdmission);
+  },
 };

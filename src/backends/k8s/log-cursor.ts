@@ -1,5 +1,6 @@
-import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
-import { writeAll, writeJsonAtomic } from '../../fs-atomic.js';
+import { closeSync, fstatSync, readFileSync } from 'node:fs';
+import { writeJsonAtomic } from '../../fs-atomic.js';
+import { openLogForCopy, writeAllAt } from '../log-file.js';
 
 /**
  * Copies a container's log, as the API serves it with `timestamps=true`
@@ -61,6 +62,8 @@ export function resumeSince(cursor: LogCursor | undefined, pod: string): string 
  */
 export class TimestampedLogCopy {
   private readonly fd: number;
+  /** Where the next byte goes: the file's size when the copy began, then on (log-file.ts: two copies at once write the same bytes in the same places). */
+  private at: number;
   private cursor: LogCursor;
   private skipLines: number;
   private skipBytes: number;
@@ -76,8 +79,9 @@ export class TimestampedLogCopy {
     private readonly cursorPath: string,
     pod: string,
   ) {
-    this.fd = openSync(logPath, 'a', 0o600);
+    this.fd = openLogForCopy(logPath);
     const size = fstatSync(this.fd).size;
+    this.at = size;
     const saved = readCursor(cursorPath);
     if (saved && saved.pod === pod) {
       this.cursor = saved;
@@ -116,10 +120,13 @@ export class TimestampedLogCopy {
     this.write(true);
   }
 
-  /** Writes what is buffered and saves the cursor; the copy cannot be used after. */
+  /** Writes what is buffered and saves the cursor; the copy cannot be used after. The file is closed even when that fails. */
   close(): void {
-    this.write(true);
-    closeSync(this.fd);
+    try {
+      this.write(true);
+    } finally {
+      closeSync(this.fd);
+    }
   }
 
   /**
@@ -129,11 +136,13 @@ export class TimestampedLogCopy {
    */
   private write(force: boolean): void {
     if (this.out.length > 0) {
-      writeAll(this.fd, this.out.length === 1 ? this.out[0]! : Buffer.concat(this.out));
+      const data = this.out.length === 1 ? this.out[0]! : Buffer.concat(this.out);
+      writeAllAt(this.fd, data, this.at);
+      this.at += data.length;
       this.out = [];
     }
     if (!this.dirty || (!force && Date.now() - this.savedAt < CURSOR_SAVE_MS)) return;
-    this.cursor.bytes = fstatSync(this.fd).size;
+    this.cursor.bytes = this.at;
     writeJsonAtomic(this.cursorPath, this.cursor, 'none');
     this.savedAt = Date.now();
     this.dirty = false;

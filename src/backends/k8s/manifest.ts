@@ -14,7 +14,12 @@ import type { Job } from '../../run/model.js';
  *   - container `qwex-keeper` (the user's image, `sh`): keeps the pod, and so
  *     the `workspace` volume, alive after `main` exits until qwex has copied
  *     `out/` back, or until its lease (renewed by qwex while it watches) runs
- *     out: a run nobody collects never holds the pod forever.
+ *     out: a run nobody collects never holds the pod forever. A cancel
+ *     signals the command through it (keeper.ts), so that what the command
+ *     writes as it stops comes home too.
+ * The pod shares one process namespace (`shareProcessNamespace`): PID 1 is
+ * the pause container, so the command gets SIGTERM as it would under an
+ * init, and nothing of qwex is put into the user's image.
  */
 
 export const LABEL_RUN_ID = 'qwex.dev/run-id';
@@ -95,6 +100,9 @@ export function jobManifest({ runId, project, job, cwd, options }: ManifestInput
         metadata: { labels },
         spec: {
           restartPolicy: 'Never',
+          // The pause container is PID 1, not the command: a command without a SIGTERM handler is not
+          // deaf to SIGTERM as a PID 1 is, and the keeper can see (and signal) the command's processes.
+          shareProcessNamespace: true,
           terminationGracePeriodSeconds: Math.max(1, Math.ceil(job.killGraceMs / 1000)),
           ...securityContext(config),
           ...(sync

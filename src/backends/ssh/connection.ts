@@ -132,31 +132,48 @@ export async function connectHost(settings: HostSettings, configured: Record<str
   });
 }
 
-/** Runs one command on the remote; its stdout is collected unless `onStdout` takes it. */
+/**
+ * Runs one command on the remote; its stdout is collected unless `onStdout`
+ * takes it. When `signal` aborts, the channel is closed (which ends a
+ * transfer on it) and the promise rejects with the signal's reason.
+ */
 export function exec(
   client: Client,
   command: string,
-  options: { stdin?: NodeJS.ReadableStream | string | Buffer; onStdout?: (chunk: Buffer) => void } = {},
+  options: { stdin?: NodeJS.ReadableStream | string | Buffer; onStdout?: (chunk: Buffer) => void; signal?: AbortSignal } = {},
 ): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
+  const { signal } = options;
+  if (signal?.aborted) return Promise.reject(signal.reason as Error);
   return new Promise((resolve, reject) => {
-    client.exec(command, (error, channel) => {
-      if (error) return reject(error);
+    let channel: ClientChannel | undefined;
+    const onAbort = (): void => {
+      channel?.close();
+      reject(signal!.reason as Error);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const settle = (fn: () => void): void => {
+      signal?.removeEventListener('abort', onAbort);
+      fn();
+    };
+    client.exec(command, (error, opened) => {
+      if (error) return settle(() => reject(error));
+      channel = opened;
+      if (signal?.aborted) return void opened.close();
       const out: Buffer[] = [];
       const err: Buffer[] = [];
       let code: number | null = null;
-      channel.on('data', (chunk: Buffer) => (options.onStdout ? options.onStdout(chunk) : out.push(chunk)));
-      channel.stderr.on('data', (chunk: Buffer) => err.push(chunk));
-      channel.on('exit', (c: number | null) => (code = c));
-      channel.on('close', () => resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString('utf8') }));
-      channel.on('error', reject);
+      opened.on('data', (chunk: Buffer) => (options.onStdout ? options.onStdout(chunk) : out.push(chunk)));
+      opened.stderr.on('data', (chunk: Buffer) => err.push(chunk));
+      opened.on('exit', (c: number | null) => (code = c));
+      opened.on('close', () => settle(() => resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString('utf8') })));
+      opened.on('error', (e: Error) => settle(() => reject(e)));
       const stdin = options.stdin;
-      if (stdin === undefined) channel.end();
-      else if (typeof stdin === 'string' || Buffer.isBuffer(stdin)) channel.end(stdin);
-      else stdin.pipe(channel);
+      if (stdin === undefined) opened.end();
+      else if (typeof stdin === 'string' || Buffer.isBuffer(stdin)) opened.end(stdin);
+      else stdin.pipe(opened);
     });
   });
 }
-
 
 function readKeys(paths: string[]): { path: string; data: Buffer }[] {
   const candidates = paths.length > 0 ? paths : ['id_ed25519', 'id_ecdsa', 'id_rsa'].map((n) => join(homedir(), '.ssh', n));

@@ -1,0 +1,53 @@
+import { Readable, Writable } from 'node:stream';
+import type * as k8s from '@kubernetes/client-node';
+import type { Cluster } from './cluster.js';
+
+/**
+ * Runs a command in a container of a pod over the exec API (a WebSocket),
+ * with stdin from a buffer and stdout to `onStdout`. Resolves with the
+ * command's exit status; rejects when the session is cut before it says
+ * (a dropped connection, a pod going away), or with the signal's reason
+ * when `signal` aborts (the session is closed).
+ */
+export function podExec(
+  cluster: Cluster,
+  pod: string,
+  container: string,
+  command: string[],
+  options: { stdin?: Buffer; onStdout?: (chunk: Buffer) => void; signal?: AbortSignal } = {},
+): Promise<{ code: number; stderr: string }> {
+  const { signal } = options;
+  if (signal?.aborted) return Promise.reject(signal.reason as Error);
+  const stderr: Buffer[] = [];
+  const out = new Writable({ write: (chunk: Buffer, _e, cb) => (options.onStdout?.(chunk), cb()) });
+  const err = new Writable({ write: (chunk: Buffer, _e, cb) => (stderr.push(chunk), cb()) });
+  return new Promise((resolve, reject) => {
+    let status: k8s.V1Status | undefined;
+    let socket: { close(): void } | undefined;
+    const onAbort = (): void => {
+      socket?.close();
+      reject(signal!.reason as Error);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const done = (): void => signal?.removeEventListener('abort', onAbort);
+    new cluster.lib.Exec(cluster.config)
+      .exec(cluster.namespace, pod, container, command, out, err, options.stdin ? Readable.from([options.stdin]) : null, false, (s) => (status = s))
+      .then((ws) => {
+        socket = ws;
+        if (signal?.aborted) return ws.close();
+        ws.on('close', () => {
+          done();
+          if (!status) return reject(new Error(`the exec in ${pod}/${container} was cut off`));
+          const causes = (status.details?.causes ?? []) as { reason?: string; message?: string }[];
+          const code = status.status === 'Success' ? 0 : Number(causes.find((x) => x.reason === 'ExitCode')?.message ?? 1);
+          resolve({ code, stderr: Buffer.concat(stderr).toString('utf8') || (status.message ?? '') });
+        });
+        ws.on('error', () => {
+          // 'close' follows and says how it ended
+        });
+      }, (error: unknown) => {
+        done();
+        reject(error as Error);
+      });
+  });
+}

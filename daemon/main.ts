@@ -11,6 +11,7 @@ import { DaemonLock } from './lock.js';
 import { DaemonLog } from './log.js';
 import { RpcServer } from './server.js';
 import { Supervisor } from '../src/run/supervisor.js';
+import { WorkflowManager } from '../src/workflow/manager.js';
 
 const GC_INTERVAL_MS = 24 * 60 * 60 * 1000;
 
@@ -33,6 +34,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   const log = new DaemonLog(daemonLogPath(), options.logToStderr);
   const store = new RunStore();
   let supervisor: Supervisor | undefined;
+  let workflows: WorkflowManager | undefined;
   let server: RpcServer | undefined;
   let stopping: Promise<void> | undefined;
   let gcTimer: NodeJS.Timeout | undefined;
@@ -44,6 +46,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       log.info('stopping', { reason });
       if (gcTimer) clearInterval(gcTimer);
       await server?.close();
+      workflows?.close();
       supervisor?.close();
       store.close();
       rmSync(socket, { force: true });
@@ -61,8 +64,11 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     rmSync(socket, { force: true });
     // qwexd supervises its runs in-process, and takes over any whose supervisor died.
     supervisor = new Supervisor(store, { concurrency: options.concurrency, log });
+    // Workflows, dependencies and retries: an admission rule of the queue, added before it recovers.
+    workflows = new WorkflowManager(supervisor, log);
     await supervisor.recover();
-    server = new RpcServer({ socketPath: socket, store, supervisor, log, onShutdown: () => void stop('daemon.shutdown') });
+    await workflows.recover();
+    server = new RpcServer({ socketPath: socket, store, supervisor, workflows, log, onShutdown: () => void stop('daemon.shutdown') });
     const umask = process.umask(0o077); // the socket is created 0600: no window where others could connect
     try {
       await server.listen();

@@ -1,7 +1,7 @@
 import { DEFAULT_BACKEND } from '../backends/registry.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { FileConfig } from './file.js';
+import type { FileConfig, StageFile, TaskFile } from './file.js';
 import { LOCAL_CONFIG_FILE, PROJECT_CONFIG_FILE } from '../paths.js';
 import type { ArtifactSettings } from '../run/model.js';
 
@@ -21,6 +21,18 @@ export interface QwexConfig {
   env: Record<string, string>;
   artifacts: ArtifactSettings;
   backends: Record<string, Record<string, unknown>>;
+  /** Named jobs (`jobs:`), each with the file that defined it. */
+  jobs: Record<string, Defined<TaskFile>>;
+  /** The top-level `stages:` (the default workflow). */
+  stages?: Defined<StageFile[]>;
+  /** Named workflows (`workflows.<name>.stages`). */
+  workflows: Record<string, Defined<StageFile[]>>;
+}
+
+/** A definition as written, and the file it came from (errors about it name the file). */
+export interface Defined<T> {
+  value: T;
+  file: string;
 }
 
 export const DEFAULT_IGNORE = ['*.tmp', '*.log', '__pycache__', '.git'];
@@ -32,6 +44,8 @@ export const DEFAULT_CONFIG: QwexConfig = {
   env: {},
   artifacts: { watch: ['out'], ignore: DEFAULT_IGNORE, maxFileSizeMb: 100 },
   backends: {},
+  jobs: {},
+  workflows: {},
 };
 
 export interface LoadedConfig {
@@ -54,13 +68,14 @@ export async function loadConfig(projectRoot: string): Promise<LoadedConfig> {
     const { readConfigFile } = await import('./file.js');
     const parsed = readConfigFile(path);
     if (parsed === undefined) continue;
-    config = applyFile(config, parsed);
+    config = applyFile(config, parsed, path);
     sources.push(path);
   }
   return { config, sources };
 }
 
-function applyFile(base: QwexConfig, file: FileConfig): QwexConfig {
+function applyFile(base: QwexConfig, file: FileConfig, path: string): QwexConfig {
+  const stages = file.stages ?? base.stages?.value;
   return {
     backend: file.backend ?? base.backend,
     ...((file.workspace ?? base.workspace) === undefined ? {} : { workspace: file.workspace ?? base.workspace }),
@@ -73,5 +88,9 @@ function applyFile(base: QwexConfig, file: FileConfig): QwexConfig {
       maxFileSizeMb: file.artifacts?.max_file_size_mb ?? base.artifacts.maxFileSizeMb,
     },
     backends: { ...base.backends, ...(file.backends as Record<string, Record<string, unknown>> | undefined) },
+    // A job or workflow of the same name in a later file replaces the earlier one whole.
+    jobs: { ...base.jobs, ...Object.fromEntries(Object.entries(file.jobs ?? {}).map(([name, value]) => [name, { value, file: path }])) },
+    ...(stages === undefined ? {} : { stages: file.stages ? { value: file.stages, file: path } : base.stages! }),
+    workflows: { ...base.workflows, ...Object.fromEntries(Object.entries(file.workflows ?? {}).map(([name, w]) => [name, { value: w.stages, file: path }])) },
   };
 }

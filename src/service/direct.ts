@@ -6,6 +6,7 @@ import { listRuns, usageOf } from '../store/listing.js';
 import type { ListQuery } from '../store/run-index.js';
 import type { RunStore } from '../store/run-store.js';
 import { Watcher } from '../watcher.js';
+import { runExtras } from '../workflow/recipe.js';
 import type { FollowOptions, RunRef, RunService, SubmitRequest } from './run-service.js';
 
 /**
@@ -41,7 +42,7 @@ export class DirectRunService implements RunService {
   async get(ref: RunRef): Promise<RunView> {
     const run = await this.runner.reconcile(ref.dir);
     const usage = await usageOf(run);
-    return { run, dir: ref.dir, ...(usage ? { usage } : {}) };
+    return { run, dir: ref.dir, ...(usage ? { usage } : {}), ...(await runExtras(run, ref.dir)) };
   }
 
   list(query: ListQuery): Promise<ListedRun[]> {

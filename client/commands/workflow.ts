@@ -125,7 +125,8 @@ async function afterSubmit(service: WorkflowService, ctx: Context, view: Workflo
     process.stdout.write(options.json ? `${JSON.stringify(view, null, 2)}\n` : `${view.id}\n`);
     return 0;
   }
-  const final = await follow(service, ctx, view, options.quiet === true);
+  // With --json, stdout is the workflow's JSON alone: the stages' output goes to stderr.
+  const final = await follow(service, ctx, view, options.quiet === true, options.json === true);
   if (options.json) process.stdout.write(`${JSON.stringify(final, null, 2)}\n`);
   if (!isWorkflowDone(final.status)) return 130;
   return final.status === 'succeeded' ? 0 : (final.exitCode ?? 1);
@@ -148,7 +149,9 @@ async function waitDone(service: WorkflowService, ctx: Context, id: string, sign
  * for each stage's start and end. Ctrl-C cancels the workflow; a second
  * stops waiting (it goes on).
  */
-async function follow(service: WorkflowService, ctx: Context, submitted: WorkflowView, quiet: boolean): Promise<WorkflowView> {
+async function follow(service: WorkflowService, ctx: Context, submitted: WorkflowView, quiet: boolean, outputToStderr: boolean): Promise<WorkflowView> {
+  const onStdout = writer(outputToStderr ? process.stderr : process.stdout);
+  const onStderr = writer(process.stderr);
   const errStyle = styleFor(process.stderr);
   const say = (line: string): void => {
     if (!quiet) process.stderr.write(`${line}\n`);
@@ -183,7 +186,7 @@ async function follow(service: WorkflowService, ctx: Context, submitted: Workflo
       say(`${paint(errStyle, 'cyan', '▶')}  stage ${paint(errStyle, 'bold', next.name)} · run ${next.runId!.slice(0, idLength(view))} (${next.backend})${next.attempt ? ` · attempt ${next.attempt}` : ''}`);
       const final = await service.runs.follow(
         { id: next.runId!, dir: runDir(view.project, next.runId!) },
-        { onStdout: writer(process.stdout), onStderr: writer(process.stderr), signal: detach.signal },
+        { onStdout, onStderr, signal: detach.signal },
       );
       if (detach.signal.aborted && !isTerminal(final.status)) {
         say(`stopped waiting; workflow ${view.id} goes on`);

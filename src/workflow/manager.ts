@@ -20,6 +20,8 @@ const SWEEP_MS = 2000;
 interface Tracked {
   record: WorkflowRecord;
   dir: string;
+  /** Stage runs are being created: until they are in `record.runs`, none of its stages may go on. */
+  creating?: boolean;
 }
 
 export interface WorkflowSubmission {
@@ -201,6 +203,7 @@ export class WorkflowManager {
       if (!job.workflow) return { start: true };
       const wf = this.trackedOf(job.workflow.id, run.project);
       if (!wf) return { cancel: `its workflow ${job.workflow.id} has no record` };
+      if (wf.creating) return { wait: 'its workflow\'s stage runs are being created' };
       const stage: DependencyDecision = stageDecision(wf.record, run, (id) => this.readRun(id, run.project, false));
       if (!('ready' in stage)) return stage;
       const plan = wf.record.stages.find((s) => s.name === job.workflow!.stage)!;
@@ -277,7 +280,13 @@ export class WorkflowManager {
   private createStageRuns(wf: Tracked, plans: readonly StagePlan[], env: Record<string, string>): void {
     const { record } = wf;
     const jobs = plans.map((p) => ({ ...p.job, workflow: { id: record.id, stage: p.name } }));
-    const runs = this.supervisor.submit(record.project, jobs, env, plans.map(() => record.provenance ?? null));
+    wf.creating = true;
+    let runs: Run[];
+    try {
+      runs = this.supervisor.submit(record.project, jobs, env, plans.map(() => record.provenance ?? null));
+    } finally {
+      wf.creating = false;
+    }
     const created = Object.fromEntries(runs.map((r, i) => [plans[i]!.name, r.id]));
     wf.record = { ...wf.record, runs: { ...wf.record.runs, ...created } };
     writeWorkflow(wf.dir, wf.record);
@@ -349,6 +358,9 @@ export class WorkflowManager {
   }
 
   private async cancelStages(wf: Tracked): Promise<void> {
+    // Queued stage runs are cancelled by the admission rule, which records why (the workflow was cancelled);
+    // the queue asks it synchronously. What is still active then (running, or not asked: no free slot) is stopped.
+    this.supervisor.poke();
     for (const run of this.currentRuns(wf).values()) {
       if (isTerminal(run.status)) continue;
       await this.supervisor.cancel(runDir(run.project, run.id)).catch((error: unknown) => {

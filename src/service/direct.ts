@@ -6,7 +6,6 @@ import { listRuns, usageOf } from '../store/listing.js';
 import type { ListQuery } from '../store/run-index.js';
 import type { RunStore } from '../store/run-store.js';
 import { Watcher } from '../watcher.js';
-import { runExtras } from '../workflow/recipe.js';
 import type { FollowOptions, RunRef, RunService, SubmitRequest } from './run-service.js';
 
 /**
@@ -42,7 +41,9 @@ export class DirectRunService implements RunService {
   async get(ref: RunRef): Promise<RunView> {
     const run = await this.runner.reconcile(ref.dir);
     const usage = await usageOf(run);
-    return { run, dir: ref.dir, ...(usage ? { usage } : {}), ...(await runExtras(run, ref.dir)) };
+    // Loaded only for runs that have what it adds: `qwex ps` and most looks never load it.
+    const extras = run.job.recipe || run.job.retry ? await (await import('../workflow/recipe.js')).runExtras(run, ref.dir) : {};
+    return { run, dir: ref.dir, ...(usage ? { usage } : {}), ...extras };
   }
 
   list(query: ListQuery): Promise<ListedRun[]> {

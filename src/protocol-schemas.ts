@@ -223,6 +223,8 @@ const stageViewSchema = z.object({
   finishedAt: z.string().optional(),
   /** Why it waits, or why it ended without succeeding. */
   reason: z.string().optional(),
+  /** Its run failed and another attempt is coming. */
+  retrying: z.boolean().optional(),
 });
 
 const workflowViewShape = z.object({

@@ -180,6 +180,33 @@ describe('workflows of local stages', () => {
     ]);
   });
 
+  it('a stage with retries is retried as a new attempt, and the stages after it wait for that attempt', async () => {
+    const counter = gate('count');
+    writeFileSync(
+      join(sb.project, 'qwex.yaml'),
+      [
+        'stages:',
+        '  - name: flaky',
+        `    command: ${JSON.stringify(`sh -c 'n=$(cat ${counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > ${counter}; echo "try $n"; [ $n -ge 2 ] || exit 1; mkdir -p out; echo "made by try $n" > out/x'`)}`,
+        '    retries: 2',
+        '    retry_backoff_seconds: 0',
+        '  - name: use',
+        '    command: cat inputs/flaky/out/x',
+        '',
+      ].join('\n'),
+    );
+    const r = await qwex(sb, ['workflow', 'run']);
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect(String(r.stdout)).toBe('try 1\ntry 2\nmade by try 2');
+    const [listed] = await qwexJson<WorkflowView[]>(sb, ['workflow', 'ps']);
+    expect(listed!.stages.map((s) => [s.name, s.status, s.attempt])).toEqual([
+      ['flaky', 'succeeded', 2],
+      ['use', 'succeeded', undefined],
+    ]);
+    const attempt = record(listed!.stages[0]!.runId!);
+    expect(record(attempt.job.attempt!.of)).toMatchObject({ status: 'failed', job: { workflow: { id: listed!.id, stage: 'flaky' } } });
+  });
+
   it('a cancelled workflow stops its running stage, and the stages after it never start', async () => {
     writeFileSync(
       join(sb.project, 'qwex.yaml'),

@@ -173,7 +173,10 @@ async function follow(service: WorkflowService, ctx: Context, submitted: Workflo
   try {
     for (;;) {
       const view = await service.get({ id: submitted.id, project: ctx.project });
-      const next = topologicalOrder(view.stages).find((s) => s.runId !== null && !followed.has(s.runId));
+      const order = topologicalOrder(view.stages);
+      const at = order.findIndex((s) => s.runId !== null && !followed.has(s.runId));
+      // A stage before it is to be retried: its next attempt comes first, in order.
+      const next = at === -1 || order.slice(0, at).some((s) => s.retrying) ? undefined : order[at];
       if (next === undefined) {
         if (isWorkflowDone(view.status) || detach.signal.aborted) {
           say(`${paint(errStyle, COLOUR[view.status], `workflow ${shortId(view.id)} ${view.status}`)}${duration(view.startedAt, view.finishedAt) ? ` in ${duration(view.startedAt, view.finishedAt)}` : ''}`);

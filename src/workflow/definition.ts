@@ -177,7 +177,12 @@ function draftStage(stage: StageFile, i: number, all: readonly StageFile[], conf
     const job = config.jobs[stage.job];
     if (!job) fail(`${key}.job`, `expected the name of a job under jobs: (${Object.keys(config.jobs).join(', ') || 'none defined'}), got "${stage.job}"`);
     const { name: _name, job: _job, needs: _needs, continue_on_failure: _c, params: stageParams, ...own } = stage;
-    const params = resolveParams(job!.value, Object.fromEntries(Object.entries(stageParams ?? {}).map(([k, v]) => [k, String(v)])), `job "${stage.job}"`);
+    let params: Record<string, string> = {};
+    try {
+      params = resolveParams(job!.value, Object.fromEntries(Object.entries(stageParams ?? {}).map(([k, v]) => [k, String(v)])), `job "${stage.job}"`);
+    } catch (error) {
+      fail(`${key}.params`, `expected parameters of job "${stage.job}": ${(error as Error).message}`, (error as QwexError).hint);
+    }
     definition = { ...job!.value, ...definedOnly(own), params };
     recipe = recipeOf(stage.job, job!.value, config, params);
   }

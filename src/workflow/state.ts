@@ -37,7 +37,16 @@ export function workflowView(record: WorkflowRecord, runs: ReadonlyMap<string, R
   const state = deriveState(record, runs);
   const stages: StageView[] = record.stages.map((plan) => {
     const run = runs.get(plan.name);
-    const reason = !run ? 'not created yet' : run.status === 'pending' ? waitReason(run.id) : run.status === 'succeeded' ? undefined : run.error?.message;
+    const retrying = run !== undefined && willRetry(run) && !record.cancelRequested;
+    const reason = !run
+      ? 'not created yet'
+      : run.status === 'pending'
+        ? waitReason(run.id)
+        : retrying
+          ? `attempt ${(run.job.attempt?.number ?? 1) + 1} of ${run.job.retry!.limit + 1} to come`
+          : run.status === 'succeeded'
+            ? undefined
+            : run.error?.message;
     return {
       name: plan.name,
       needs: plan.needs,
@@ -50,6 +59,7 @@ export function workflowView(record: WorkflowRecord, runs: ReadonlyMap<string, R
       ...(run?.startedAt ? { startedAt: run.startedAt } : {}),
       ...(run?.finishedAt ? { finishedAt: run.finishedAt } : {}),
       ...(reason ? { reason } : {}),
+      ...(retrying ? { retrying: true } : {}),
     };
   });
   return {

@@ -60,6 +60,8 @@ export interface StageView {
   finishedAt?: string;
   /** Why it waits, or why it ended without succeeding. */
   reason?: string;
+  /** Its run failed and another attempt is coming (it then becomes the stage's run). */
+  retrying?: boolean;
 }
 
 /** What `qwex workflow status --json` prints and the protocol returns. */

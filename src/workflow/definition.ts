@@ -183,7 +183,8 @@ function draftStage(stage: StageFile, i: number, all: readonly StageFile[], conf
     } catch (error) {
       fail(`${key}.params`, `expected parameters of job "${stage.job}": ${(error as Error).message}`, (error as QwexError).hint);
     }
-    definition = { ...job!.value, ...definedOnly(own), params };
+    // The stage's keys win; its env adds to the job's.
+    definition = { ...job!.value, ...definedOnly(own), params, ...(job!.value.env || own.env ? { env: { ...job!.value.env, ...own.env } } : {}) };
     recipe = recipeOf(stage.job, job!.value, config, params);
   }
   if (definition.command === undefined) fail(`${key}.command`, `expected the command of stage "${stage.name}" (a string or a list of strings), got nothing`);

@@ -5,13 +5,15 @@
  * the stage before; a failed middle stage and `workflow retry`; a cancel
  * that stops the running stage; bad YAML refused before anything runs.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Run } from '../src/run/model.js';
 import type { WorkflowView } from '../src/workflow/types.js';
 import { DOCKER_TEST_IMAGE, dockerUnavailable, isAlive, qwex, qwexJson, requireComponent, sandbox, until, type Sandbox } from './helpers.js';
 import { clusterUnavailable, startTestCluster, type TestCluster } from './kube-cluster.js';
+import { sshdUnavailable, startSshd, type TestSshd } from './sshd.js';
 
 let sb: Sandbox;
 afterEach(async () => {
@@ -97,6 +99,55 @@ describe('a workflow across backends (the real Docker engine; kueue on the FAKE 
     expect(onDisk.status).toBe('succeeded');
     expect(onDisk.runs).toEqual(Object.fromEntries(view.stages.map((s) => [s.name, s.runId])));
     expect(await cluster!.jobsLeft()).toEqual([]);
+  });
+});
+
+describe('a workflow with an ssh stage (a real sshd)', () => {
+  let reason: string | undefined;
+  let base: string;
+  let sshd: TestSshd | undefined;
+  beforeAll(async () => {
+    reason = await sshdUnavailable();
+    if (reason !== undefined) return;
+    base = mkdtempSync(join(tmpdir(), 'qwex-wf-ssh-'));
+    sshd = await startSshd(base);
+  });
+  afterAll(async () => {
+    await sshd?.stop();
+    if (base) rmSync(base, { recursive: true, force: true });
+  });
+  beforeEach((ctx) => {
+    sb = sandbox();
+    requireComponent(ctx, 'QWEX_REQUIRE_SSHD', reason);
+  });
+
+  it('sends a stage its inputs with the workspace, and brings its artifacts home for the next stage', async () => {
+    sb.env.HOME = sshd!.home;
+    writeFileSync(
+      join(sb.project, 'qwex.yaml'),
+      [
+        'backends:',
+        `  ssh: { host: ${sshd!.alias}, root: ${join(base, 'remote')} }`,
+        'stages:',
+        '  - name: make',
+        `    command: ${JSON.stringify(`sh -c 'mkdir -p out && echo made-here > out/in.txt'`)}`,
+        '  - name: remote',
+        '    backend: ssh',
+        `    command: ${JSON.stringify(`sh -c 'mkdir -p out && { cat inputs/make/out/in.txt; echo and-there; } > out/back.txt'`)}`,
+        '  - name: home',
+        '    command: cat inputs/remote/out/back.txt',
+        '',
+      ].join('\n'),
+    );
+    const r = await qwex(sb, ['workflow', 'run', '--json']);
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    const view = JSON.parse(String(r.stdout)) as WorkflowView;
+    expect(view.stages.map((s) => [s.backend, s.status])).toEqual([
+      ['local', 'succeeded'],
+      ['ssh', 'succeeded'],
+      ['local', 'succeeded'],
+    ]);
+    expect(stdoutOf(view.stages[2]!.runId!)).toBe('made-here\nand-there\n');
   });
 });
 

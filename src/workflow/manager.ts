@@ -83,7 +83,7 @@ export class WorkflowManager {
     for (const row of index.retriable(['failed', 'lost'])) {
       try {
         const run = this.supervisor.store.read(row.runDir);
-        if (willRetry(run) && readNextAttempt(row.runDir) === undefined && !this.workflowCancelled(run)) this.ensureNextAttempt(row.runDir, run);
+        if (willRetry(run) && readNextAttempt(row.runDir) === undefined && !this.workflowCancelled(run)) this.ensureNextAttempt(row.runDir, run, true);
       } catch (error) {
         this.log.warn('retry-recover-skip', { runId: row.id, message: (error as Error).message });
       }
@@ -240,7 +240,7 @@ export class WorkflowManager {
   private runEnded(dir: string, run: Run): void {
     try {
       this.inputs.forget(run.id);
-      if (willRetry(run) && !this.workflowCancelled(run)) this.ensureNextAttempt(dir, run);
+      if (willRetry(run) && !this.workflowCancelled(run)) this.ensureNextAttempt(dir, run, false);
       else if (!run.job.workflow) this.envs.delete(run.job.attempt?.of ?? run.id);
       const id = run.job.workflow?.id;
       const wf = id === undefined ? undefined : this.tracked.get(id);
@@ -251,14 +251,18 @@ export class WorkflowManager {
     this.supervisor.poke();
   }
 
-  /** Creates the attempt after a failed run, unless there is one already (see attempts.ts). */
-  private ensureNextAttempt(dir: string, run: Run): void {
+  /**
+   * Creates the attempt after a failed run, unless there is one already (see attempts.ts). Only a run whose
+   * end an earlier qwexd recorded (`search`, after a restart) can have an unmarked attempt: a run whose end
+   * this one saw had none before.
+   */
+  private ensureNextAttempt(dir: string, run: Run, search: boolean): void {
     if (this.retrying.has(run.id) || readNextAttempt(dir) !== undefined) return;
     this.retrying.add(run.id);
     try {
       const first = run.job.attempt?.of ?? run.id;
       const env = this.envs.get(run.job.workflow?.id ?? first);
-      let next = findNextAttempt(run)?.id;
+      let next = search ? findNextAttempt(run)?.id : undefined;
       if (next === undefined) {
         if (!env) this.log.warn('attempt-env-unknown', { runId: run.id, message: 'qwexd restarted since the run was submitted: the attempt starts from qwexd\'s environment' });
         const [created] = this.supervisor.submit(run.project, [nextAttemptJob(run)], env ?? submitterEnv(), [run.provenance ?? null]);

@@ -75,7 +75,7 @@ export async function loadConfig(projectRoot: string): Promise<LoadedConfig> {
 }
 
 function applyFile(base: QwexConfig, file: FileConfig, path: string): QwexConfig {
-  const stages = file.stages ?? base.stages?.value;
+  const stages = file.stages ? { value: file.stages, file: path } : base.stages;
   return {
     backend: file.backend ?? base.backend,
     ...((file.workspace ?? base.workspace) === undefined ? {} : { workspace: file.workspace ?? base.workspace }),
@@ -90,7 +90,7 @@ function applyFile(base: QwexConfig, file: FileConfig, path: string): QwexConfig
     backends: { ...base.backends, ...(file.backends as Record<string, Record<string, unknown>> | undefined) },
     // A job or workflow of the same name in a later file replaces the earlier one whole.
     jobs: { ...base.jobs, ...Object.fromEntries(Object.entries(file.jobs ?? {}).map(([name, value]) => [name, { value, file: path }])) },
-    ...(stages === undefined ? {} : { stages: file.stages ? { value: file.stages, file: path } : base.stages! }),
+    ...(stages ? { stages } : {}),
     workflows: { ...base.workflows, ...Object.fromEntries(Object.entries(file.workflows ?? {}).map(([name, w]) => [name, { value: w.stages, file: path }])) },
   };
 }

@@ -66,8 +66,13 @@ export async function main(argv: string[]): Promise<number> {
   const runCommand = program
     .command('run')
     .description('run a command; streams its output and exits with its exit code (or returns at once with --detach)')
-    .argument('<command...>', 'the program and its arguments; one quoted string with shell syntax runs through /bin/sh -c')
+    .argument('[command...]', 'the program and its arguments; one quoted string with shell syntax runs through /bin/sh -c (with -j: arguments added to the job\'s command)')
     .option('-d, --detach', 'print the run id and return at once; the run goes on')
+    .option('-j, --job <name>', 'run a named job of qwex.yaml (`qwex jobs` lists them)')
+    .option('--set <name=value>', 'a parameter of the named job (repeatable)', collect, [])
+    .option('--grid <name=v1,v2>', 'sweep a parameter: one run per value, the cross product of every --grid (repeatable)', collect, [])
+    .option('--after <runs>', 'start once these runs (comma-separated) succeeded; cancelled if one does not')
+    .option('--after-any <runs>', 'start once these runs ended, however they ended')
     .option('-b, --backend <name>', `where to run (overrides the config): ${BACKENDS.map((b) => b.name).join(', ')}`)
     .option('-w, --watch <dirs>', 'comma-separated directories to capture artifacts from (default: out)')
     .option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable; KEY alone copies it from here)', collect, [])
@@ -103,8 +108,69 @@ export async function main(argv: string[]): Promise<number> {
     .option('-a, --all', 'runs of every project')
     .addOption(new Option('-n, --last <count>', 'show the newest COUNT runs (0: all)').default('20'))
     .option('--status <list>', 'only runs with these statuses (comma-separated)')
+    .option('--job <name>', 'only runs of this named job')
     .option('--json', 'print a JSON array')
     .action(use(() => import('./commands/ps.js')));
+
+  program
+    .command('jobs')
+    .description('list the named jobs of qwex.yaml, with their versions and parameters')
+    .option('--json', 'print a JSON array')
+    .action(use(() => import('./commands/jobs.js')));
+
+  program
+    .command('rerun')
+    .description('run a past run again exactly: its snapshot, command, environment, backend and options')
+    .argument('<run>', 'run id or unique prefix')
+    .option('--in-place', 'with today\'s code instead of the run\'s snapshot (`qwex diff` then shows what changed)')
+    .option('-d, --detach', 'print the new run\'s id and return at once')
+    .option('-q, --quiet', 'print only the program\'s own output')
+    .option('--json', 'with --detach: print the run record as JSON')
+    .action(use(() => import('./commands/rerun.js')));
+
+  const workflow = program.command('workflow').description('run and manage workflows: the stages of qwex.yaml, each a run on its own backend');
+  workflow
+    .command('run')
+    .description('run the top-level stages (or the workflow NAME): streams each stage\'s output; exits 0 when every stage succeeded, else with the first failed stage\'s exit code')
+    .argument('[name]', 'a workflow under workflows: in qwex.yaml')
+    .option('-d, --detach', 'print the workflow id and return at once')
+    .option('-q, --quiet', 'print only the stages\' own output')
+    .option('--json', 'print the workflow as JSON (with --detach: at once; else when it ends)')
+    .action(use(async () => ({ default: (await import('./commands/workflow.js')).run })));
+  workflow
+    .command('ps')
+    .description('list this project\'s workflows, newest last')
+    .option('-a, --all', 'workflows of every project')
+    .addOption(new Option('-n, --last <count>', 'the newest COUNT workflows (0: all)').default('20'))
+    .option('--json', 'print a JSON array')
+    .action(use(async () => ({ default: (await import('./commands/workflow.js')).ps })));
+  workflow
+    .command('status')
+    .description('show a workflow and its stages')
+    .argument('<workflow>', 'workflow id or unique prefix')
+    .option('--json', 'print { id, status, exitCode, stages: [{ name, runId, status, exitCode, ... }], ... }')
+    .action(use(async () => ({ default: (await import('./commands/workflow.js')).status })));
+  workflow
+    .command('cancel')
+    .description('cancel a workflow: stages not started never start, running ones are stopped')
+    .argument('<workflow>', 'workflow id or unique prefix')
+    .option('--no-wait', 'return once the request is made')
+    .option('--json', 'print the workflow as JSON')
+    .action(use(async () => ({ default: (await import('./commands/workflow.js')).cancel })));
+  workflow
+    .command('retry')
+    .description('resume a failed or cancelled workflow from the stages that did not succeed, reusing the others\' runs')
+    .argument('<workflow>', 'workflow id or unique prefix')
+    .option('-d, --detach', 'return at once')
+    .option('-q, --quiet', 'print only the stages\' own output')
+    .option('--json', 'print the workflow as JSON')
+    .action(use(async () => ({ default: (await import('./commands/workflow.js')).retry })));
+  workflow
+    .command('wait')
+    .description('wait until a workflow ends; exits like `workflow run`')
+    .argument('<workflow>', 'workflow id or unique prefix')
+    .option('--json', 'print the workflow as JSON')
+    .action(use(async () => ({ default: (await import('./commands/workflow.js')).wait })));
 
   program
     .command('logs')

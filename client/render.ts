@@ -105,10 +105,12 @@ export function psTable(rows: ListedRun[], style: Style, options: { showProject:
   const showName = rows.some((r) => r.name);
   const showUsage = rows.some((r) => r.usage);
   const showGpus = rows.some((r) => r.gpus && r.gpus.length > 0);
+  const showJob = rows.some((r) => r.recipe !== undefined || r.stage !== undefined || r.attempt !== undefined);
   const headers = [
     'ID', 'STATUS', 'EXIT', 'CREATED', 'DURATION', 'BACKEND',
     ...(showUsage ? ['CPU', 'MEM'] : []),
     ...(showGpus ? ['GPUS'] : []),
+    ...(showJob ? ['JOB'] : []),
     ...(showName ? ['NAME'] : []),
     ...(options.showProject ? ['PROJECT'] : []),
     'COMMAND',
@@ -129,12 +131,20 @@ export function psTable(rows: ListedRun[], style: Style, options: { showProject:
       r.backend,
       ...(showUsage ? [r.usage ? `${r.usage.cpuPercent.toFixed(0)}%` : '', r.usage ? formatBytes(r.usage.rssBytes) : ''] : []),
       ...(showGpus ? [(r.gpus ?? []).map((g) => g.index).join(',')] : []),
+      ...(showJob ? [jobColumn(r)] : []),
       ...(showName ? [r.name ?? ''] : []),
       ...(options.showProject ? [r.project] : []),
       truncate(r.command, 60),
     ];
   });
   return table(headers, body, style);
+}
+
+/** "train", "stage test", "train · attempt 2": the recipe or workflow stage a run executes, and which attempt it is. */
+function jobColumn(r: ListedRun): string {
+  const what = r.stage !== undefined ? `stage ${r.stage}` : (r.recipe ?? '');
+  const attempt = r.attempt !== undefined && r.attempt > 1 ? `attempt ${r.attempt}` : '';
+  return [what, attempt].filter((p) => p !== '').join(' · ');
 }
 
 function truncate(text: string, max: number): string {
@@ -145,6 +155,23 @@ function truncate(text: string, max: number): string {
 /** The record as shown to people and in --json: env values of secret-looking names are masked. */
 export function publicRun(run: Run): Run {
   return { ...run, job: { ...run.job, env: redactEnv(run.job.env) } };
+}
+
+/** What `qwex status` says of the run's recipe, attempts, workflow, dependencies and origin. */
+function linkLines(view: RunView): [string, string][] {
+  const { job } = view.run;
+  const lines: [string, string][] = [];
+  if (job.recipe) {
+    const params = Object.entries(job.recipe.params).map(([k, v]) => `${k}=${v}`).join(' ');
+    const now = view.recipeNow;
+    const since = now === undefined ? '' : now.version === null ? ' (no longer in qwex.yaml)' : now.changed ? ` (changed since: now ${now.version})` : ' (unchanged since)';
+    lines.push(['job', `${job.recipe.name} @ ${job.recipe.version}${since}${params ? ` · ${params}` : ''}`]);
+  }
+  if (job.retry) lines.push(['attempt', `${job.attempt?.number ?? 1} of ${job.retry.limit + 1}${job.attempt ? ` (first: ${job.attempt.of})` : ''}${view.nextAttempt ? ` · next: ${view.nextAttempt}` : ''}`]);
+  if (job.workflow) lines.push(['workflow', `${job.workflow.id} · stage ${job.workflow.stage}`]);
+  if (job.after) lines.push([job.after.require === 'success' ? 'after' : 'after any', job.after.runs.join(', ')]);
+  if (job.rerunOf) lines.push(['rerun of', job.rerunOf]);
+  return lines;
 }
 
 export function statusText(view: RunView, style: Style): string {
@@ -158,6 +185,7 @@ export function statusText(view: RunView, style: Style): string {
     ['created', run.createdAt],
   ];
   if (run.job.name) lines.splice(1, 0, ['name', run.job.name]);
+  lines.push(...linkLines(view));
   if (run.startedAt) lines.push(['started', run.startedAt]);
   if (run.finishedAt) lines.push(['finished', run.finishedAt]);
   const duration = runDuration(run);

@@ -12,6 +12,7 @@ import { DaemonLog } from './log.js';
 import { RpcServer } from './server.js';
 import { Supervisor } from '../src/run/supervisor.js';
 import { GpuLedger, gpuLedgerSettings } from '../src/gpu/ledger.js';
+import { WorkflowManager } from '../src/workflow/manager.js';
 
 const GC_INTERVAL_MS = 24 * 60 * 60 * 1000;
 
@@ -35,6 +36,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   const store = new RunStore();
   let supervisor: Supervisor | undefined;
   let gpus: GpuLedger | undefined;
+  let workflows: WorkflowManager | undefined;
   let server: RpcServer | undefined;
   let stopping: Promise<void> | undefined;
   let gcTimer: NodeJS.Timeout | undefined;
@@ -47,6 +49,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       if (gcTimer) clearInterval(gcTimer);
       await server?.close();
       gpus?.close();
+      workflows?.close();
       supervisor?.close();
       store.close();
       rmSync(socket, { force: true });
@@ -71,8 +74,11 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     supervisor.addAdmission(ledger);
     // Runs a direct-mode monitor took over end outside the supervisor's admission rules: their GPUs are freed here.
     supervisor.onRunEnd((runDir) => ledger.release(runDir));
+    // Workflows, dependencies and retries: an admission rule of the queue, added before it recovers.
+    workflows = new WorkflowManager(supervisor, log);
     await supervisor.recover();
-    server = new RpcServer({ socketPath: socket, store, supervisor, log, onShutdown: () => void stop('daemon.shutdown') });
+    await workflows.recover();
+    server = new RpcServer({ socketPath: socket, store, supervisor, workflows, log, onShutdown: () => void stop('daemon.shutdown') });
     const umask = process.umask(0o077); // the socket is created 0600: no window where others could connect
     try {
       await server.listen();

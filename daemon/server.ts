@@ -25,6 +25,8 @@ import type { RunStore } from '../src/store/run-store.js';
 import { VERSION } from '../src/version.js';
 import type { DaemonLog } from './log.js';
 import type { Supervisor } from '../src/run/supervisor.js';
+import type { WorkflowManager } from '../src/workflow/manager.js';
+import { runExtras } from '../src/workflow/recipe.js';
 
 interface Subscription {
   id: string;
@@ -60,6 +62,7 @@ export class RpcServer {
       socketPath: string;
       store: RunStore;
       supervisor: Supervisor;
+      workflows: WorkflowManager;
       log: DaemonLog;
       onShutdown: () => void;
     },
@@ -132,7 +135,7 @@ export class RpcServer {
   }
 
   private handlers(): HandlersOf<typeof methods, Client> {
-    const { store, supervisor } = this.options;
+    const { store, supervisor, workflows } = this.options;
     return {
       'qwex.hello': (params) => {
         if (params.protocolVersion !== PROTOCOL_VERSION) {
@@ -144,12 +147,19 @@ export class RpcServer {
         }
         return { protocolVersion: PROTOCOL_VERSION, daemonVersion: VERSION, pid: process.pid };
       },
-      'run.submit': (params) => ({ runs: supervisor.submit(params.project, params.jobs, params.env, params.provenance, params.submissionId) }),
+      'run.submit': (params) => {
+        const runs = supervisor.submit(params.project, params.jobs, params.env, params.provenance, params.submissionId);
+        workflows.submitted(runs, params.env);
+        return { runs };
+      },
       'run.cancel': async (params) => {
         const { dir } = store.resolve(params.id);
         return { run: await supervisor.cancel(dir, params.graceMs) };
       },
-      'run.get': (params) => supervisor.view(store.resolve(params.id).dir),
+      'run.get': async (params) => {
+        const view = await supervisor.view(store.resolve(params.id).dir);
+        return { ...view, ...(await runExtras(view.run, view.dir)) };
+      },
       'run.list': async (params) => ({ runs: await supervisor.list(params) }),
       'logs.subscribe': (params, client) => this.subscribe(client, params),
       'logs.unsubscribe': async (params, client) => {
@@ -158,6 +168,11 @@ export class RpcServer {
         await this.endSubscription(client, sub, 'unsubscribed');
         return { ok: true as const };
       },
+      'workflow.submit': (params) => workflows.submit(params),
+      'workflow.get': (params) => workflows.get(params),
+      'workflow.list': (params) => ({ workflows: workflows.list(params) }),
+      'workflow.cancel': (params) => workflows.cancel(params),
+      'workflow.retry': ({ env, ...ref }) => workflows.retry(ref, env),
       'daemon.status': () => ({
         version: VERSION,
         protocolVersion: PROTOCOL_VERSION,

@@ -3,6 +3,7 @@ import type { Waiting } from './backends/types.js';
 import type { ArtifactSettings, Job, Provenance, Run } from './run/model.js';
 import { RUN_STATUSES } from './run/model.js';
 import type { RunSummary } from './store/run-index.js';
+import { WORKFLOW_STATUSES, type StagePlan, type WorkflowView } from './workflow/types.js';
 
 /**
  * The qwexd protocol, as data: for every method the schema of its params
@@ -105,6 +106,12 @@ const jobShape = z.strictObject({
     .optional(),
   gpus: gpuRequest().optional(),
   allGpusVisible: z.boolean().optional(),
+  recipe: z.strictObject({ name: text(), version: text(), params: entries(text(Bounds.arg), Bounds.envEntries) }).optional(),
+  retry: z.strictObject({ limit: count(), on: z.array(z.enum(['failed', 'lost'])).max(2), backoffMs: count() }).optional(),
+  attempt: z.strictObject({ of: runId(), number: z.number().int().min(2), notBefore: text().optional() }).optional(),
+  after: z.strictObject({ runs: z.array(runId()).min(1).max(Bounds.list), require: z.enum(['success', 'end']) }).optional(),
+  workflow: z.strictObject({ id: runId(), stage: text() }).optional(),
+  rerunOf: runId().optional(),
 });
 
 /** Typed as the interface, so that inferred types say `Job` (jobShape is checked against it below). */
@@ -172,6 +179,10 @@ const runSummarySchema = z.object({
   exitCode: z.number().nullable(),
   signal: z.string().nullable(),
   problem: z.string().optional(),
+  recipe: z.string().optional(),
+  attempt: z.number().optional(),
+  workflow: z.string().optional(),
+  stage: z.string().optional(),
 });
 
 const listedRunSchema = runSummarySchema.extend({
@@ -191,7 +202,59 @@ const runViewSchema = z.object({
   queuePosition: z.number().optional(),
   waitReason: z.string().optional(),
   usage: resourceUsageSchema.optional(),
+  /** The attempt created after this run failed (its retry), once there is one. */
+  nextAttempt: z.string().optional(),
+  /** For a run of a named job: the job's version in qwex.yaml now (null: no longer defined), and whether it differs from the run's. */
+  recipeNow: z.object({ version: z.string().nullable(), changed: z.boolean() }).optional(),
 });
+
+const stagePlanShape = z.strictObject({
+  name: text(256),
+  needs: z.array(text(256)).max(Bounds.list),
+  continueOnFailure: z.boolean(),
+  job: jobSchema,
+});
+const stagePlanSchema: z.ZodType<StagePlan> = stagePlanShape;
+
+const workflowStatus = z.enum(WORKFLOW_STATUSES);
+
+const stageViewSchema = z.object({
+  name: z.string(),
+  needs: z.array(z.string()),
+  continueOnFailure: z.boolean(),
+  backend: z.string(),
+  /** The stage's current run (its latest attempt); null until it is created. */
+  runId: z.string().nullable(),
+  status: runStatus,
+  exitCode: z.number().nullable(),
+  attempt: z.number().optional(),
+  startedAt: z.string().optional(),
+  finishedAt: z.string().optional(),
+  /** Why it waits, or why it ended without succeeding. */
+  reason: z.string().optional(),
+  /** Its run failed and another attempt is coming. */
+  retrying: z.boolean().optional(),
+});
+
+const workflowViewShape = z.object({
+  id: z.string(),
+  name: z.string().nullable(),
+  project: z.string(),
+  source: z.string(),
+  status: workflowStatus,
+  exitCode: z.number().nullable(),
+  createdAt: z.string(),
+  startedAt: z.string().optional(),
+  finishedAt: z.string().optional(),
+  cancelRequested: z.boolean().optional(),
+  resumed: z.number().optional(),
+  snapshot: z.string().nullable(),
+  stages: z.array(stageViewSchema),
+});
+const workflowViewSchema: z.ZodType<WorkflowView> = workflowViewShape;
+
+/** A workflow named by its id or a unique prefix, in `project` (else in any project qwexd knows). */
+const workflowRef = { id: runId(), project: absolutePath().optional() };
 
 const daemonStatusSchema = z.object({
   version: z.string(),
@@ -244,6 +307,8 @@ export const methods = {
       project: path().optional(),
       statuses: z.array(runStatus).max(RUN_STATUSES.length).optional(),
       limit: count().optional(),
+      /** Only runs of this named job. */
+      recipe: text().optional(),
     }),
     result: z.object({ runs: z.array(listedRunSchema) }),
     whenTooLarge: 'fewer runs: a smaller `limit` (the newest N), or a `project` or `statuses` filter',
@@ -256,6 +321,26 @@ export const methods = {
     params: z.strictObject({ subscription: z.string().min(1).max(Bounds.id) }),
     result: ok,
   },
+  'workflow.submit': {
+    /** Stages are resolved by the client (config, cwd, the one workspace snapshot); `env` is the submitter's environment. */
+    params: z.strictObject({
+      project: absolutePath(),
+      name: text(256).nullable(),
+      source: path(),
+      stages: z.array(stagePlanSchema).min(1).max(Bounds.jobs),
+      env: env(),
+      provenance: provenanceSchema.optional(),
+    }),
+    result: workflowViewSchema,
+  },
+  'workflow.get': { params: z.strictObject(workflowRef), result: workflowViewSchema },
+  'workflow.list': {
+    params: z.strictObject({ project: absolutePath().optional(), limit: count().optional() }),
+    result: z.object({ workflows: z.array(workflowViewSchema) }),
+    whenTooLarge: 'fewer workflows: a smaller `limit` (the newest N), or a `project`',
+  },
+  'workflow.cancel': { params: z.strictObject(workflowRef), result: workflowViewSchema },
+  'workflow.retry': { params: z.strictObject({ ...workflowRef, env: env() }), result: workflowViewSchema },
   'daemon.status': { params: none, result: daemonStatusSchema },
   'daemon.shutdown': { params: none, result: ok },
 } as const;
@@ -304,5 +389,7 @@ const sameAsRunModel: [
   Exactly<z.output<typeof runShape>, Run>,
   Exactly<z.output<typeof runSummarySchema>, RunSummary>,
   Exactly<z.output<typeof waitingSchema>, Waiting>,
-] = [true, true, true, true, true];
+  Exactly<z.output<typeof stagePlanShape>, StagePlan>,
+  Exactly<z.output<typeof workflowViewShape>, WorkflowView>,
+] = [true, true, true, true, true, true, true];
 void sameAsRunModel;

@@ -40,6 +40,11 @@ export const Method = {
   list: 'run.list',
   subscribe: 'logs.subscribe',
   unsubscribe: 'logs.unsubscribe',
+  workflowSubmit: 'workflow.submit',
+  workflowGet: 'workflow.get',
+  workflowList: 'workflow.list',
+  workflowCancel: 'workflow.cancel',
+  workflowRetry: 'workflow.retry',
   status: 'daemon.status',
   shutdown: 'daemon.shutdown',
 } as const satisfies Record<string, MethodName>;

@@ -6,13 +6,14 @@ interface PsOptions {
   all?: boolean;
   last: string;
   status?: string;
+  job?: string;
   json?: boolean;
 }
 
 export default async function ps(ctx: Context, options: PsOptions): Promise<number> {
   const limit = parseCount(options.last, '--last');
   const statuses = options.status === undefined ? undefined : parseStatuses(options.status);
-  const query = { ...(options.all ? {} : { project: ctx.project }), ...(statuses ? { statuses } : {}), limit };
+  const query = { ...(options.all ? {} : { project: ctx.project }), ...(statuses ? { statuses } : {}), ...(options.job ? { recipe: options.job } : {}), limit };
   const shown = await (await ctx.service()).list(query);
   if (options.json) {
     process.stdout.write(`${JSON.stringify(shown, null, 2)}\n`);

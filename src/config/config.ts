@@ -1,7 +1,7 @@
 import { DEFAULT_BACKEND } from '../backends/registry.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { FileConfig } from './file.js';
+import type { FileConfig, StageFile, TaskFile } from './file.js';
 import { LOCAL_CONFIG_FILE, PROJECT_CONFIG_FILE } from '../paths.js';
 import type { ArtifactSettings } from '../run/model.js';
 
@@ -23,6 +23,18 @@ export interface QwexConfig {
   backends: Record<string, Record<string, unknown>>;
   /** What a run on this machine that asks for no GPUs sees: none (CUDA_VISIBLE_DEVICES=) or every one. */
   unrequestedGpus: 'none' | 'all';
+  /** Named jobs (`jobs:`), each with the file that defined it. */
+  jobs: Record<string, Defined<TaskFile>>;
+  /** The top-level `stages:` (the default workflow). */
+  stages?: Defined<StageFile[]>;
+  /** Named workflows (`workflows.<name>.stages`). */
+  workflows: Record<string, Defined<StageFile[]>>;
+}
+
+/** A definition as written, and the file it came from (errors about it name the file). */
+export interface Defined<T> {
+  value: T;
+  file: string;
 }
 
 export const DEFAULT_IGNORE = ['*.tmp', '*.log', '__pycache__', '.git'];
@@ -35,6 +47,8 @@ export const DEFAULT_CONFIG: QwexConfig = {
   artifacts: { watch: ['out'], ignore: DEFAULT_IGNORE, maxFileSizeMb: 100 },
   backends: {},
   unrequestedGpus: 'none',
+  jobs: {},
+  workflows: {},
 };
 
 export interface LoadedConfig {
@@ -57,13 +71,14 @@ export async function loadConfig(projectRoot: string): Promise<LoadedConfig> {
     const { readConfigFile } = await import('./file.js');
     const parsed = readConfigFile(path);
     if (parsed === undefined) continue;
-    config = applyFile(config, parsed);
+    config = applyFile(config, parsed, path);
     sources.push(path);
   }
   return { config, sources };
 }
 
-function applyFile(base: QwexConfig, file: FileConfig): QwexConfig {
+function applyFile(base: QwexConfig, file: FileConfig, path: string): QwexConfig {
+  const stages = file.stages ? { value: file.stages, file: path } : base.stages;
   return {
     backend: file.backend ?? base.backend,
     ...((file.workspace ?? base.workspace) === undefined ? {} : { workspace: file.workspace ?? base.workspace }),
@@ -77,5 +92,9 @@ function applyFile(base: QwexConfig, file: FileConfig): QwexConfig {
     },
     backends: { ...base.backends, ...(file.backends as Record<string, Record<string, unknown>> | undefined) },
     unrequestedGpus: file.unrequested_gpus ?? base.unrequestedGpus,
+    // A job or workflow of the same name in a later file replaces the earlier one whole.
+    jobs: { ...base.jobs, ...Object.fromEntries(Object.entries(file.jobs ?? {}).map(([name, value]) => [name, { value, file: path }])) },
+    ...(stages ? { stages } : {}),
+    workflows: { ...base.workflows, ...Object.fromEntries(Object.entries(file.workflows ?? {}).map(([name, w]) => [name, { value: w.stages, file: path }])) },
   };
 }

@@ -14,6 +14,48 @@ const relativeDir = z
 
 const backendSections = Object.fromEntries(BACKENDS.map((b) => [b.name, b.configSchema(z).optional()]));
 
+const envMap = z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name'), z.string());
+const paramName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected a parameter name (letters, digits, _)');
+const stageName = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/, 'expected a name of letters, digits, _, . and -');
+const scalar = z.union([z.string(), z.number(), z.boolean()]);
+// The options a backend takes on the command line (host, queue...) are keys of a job or stage too; each backend checks its own.
+const backendOptionKeys = Object.fromEntries([...new Set(BACKENDS.flatMap((b) => b.optionKeys))].map((key) => [key, scalar.optional()]));
+
+/** What a named job and a workflow stage have in common: a run's command, where it runs, and how. */
+const taskShape = {
+  command: z.union([z.string().min(1), z.array(z.string()).min(1)]).optional(),
+  shell: z.boolean().optional(),
+  cwd: relativeDir.optional(),
+  backend: z.enum(BACKEND_NAMES as [string, ...string[]]).optional(),
+  env: envMap.optional(),
+  watch: z.array(relativeDir).optional(),
+  timeout_seconds: z.number().positive().optional(),
+  kill_grace_seconds: z.number().nonnegative().optional(),
+  retries: z.number().int().nonnegative().optional(),
+  retry_on: z.array(z.enum(['failed', 'lost'])).min(1).optional(),
+  retry_backoff_seconds: z.number().nonnegative().optional(),
+  params: z.record(paramName, scalar).optional(),
+  // Container settings, as under backends.<name>: the stage's own.
+  image: z.string().min(1).optional(),
+  pull: z.enum(['never', 'missing', 'always']).optional(),
+  user: z.string().min(1).optional(),
+  network: z.string().min(1).optional(),
+  cpus: z.union([z.number(), z.string()]).optional(),
+  memory: z.union([z.number(), z.string()]).optional(),
+  gpus: z.union([z.number(), z.string()]).optional(),
+  mounts: z.array(z.string()).optional(),
+  ...backendOptionKeys,
+};
+
+const stageSchema = z.strictObject({
+  ...taskShape,
+  name: stageName,
+  /** A named job the stage runs (its keys are the stage's defaults). */
+  job: z.string().min(1).optional(),
+  needs: z.array(z.string()).optional(),
+  continue_on_failure: z.boolean().optional(),
+});
+
 const fileSchema = z.strictObject({
   backend: z.enum(BACKEND_NAMES as [string, ...string[]]).optional(),
   kill_grace_seconds: z.number().nonnegative().optional(),
@@ -30,7 +72,43 @@ const fileSchema = z.strictObject({
     .optional(),
   // Each backend's section is its descriptor's own schema.
   backends: z.strictObject(backendSections).optional(),
+  jobs: z.record(stageName, z.strictObject(taskShape)).optional(),
+  stages: z.array(stageSchema).min(1).optional(),
+  workflows: z.record(stageName, z.strictObject({ stages: z.array(stageSchema).min(1) })).optional(),
 });
+
+/** A named job (`jobs.<name>`), and a stage (`stages:`, `workflows.<name>.stages`), as written (checked in src/workflow/definition.ts). */
+export interface TaskFile {
+  command?: string | string[];
+  shell?: boolean;
+  cwd?: string;
+  backend?: string;
+  env?: Record<string, string>;
+  watch?: string[];
+  timeout_seconds?: number;
+  kill_grace_seconds?: number;
+  retries?: number;
+  retry_on?: ('failed' | 'lost')[];
+  retry_backoff_seconds?: number;
+  params?: Record<string, string | number | boolean>;
+  image?: string;
+  pull?: string;
+  user?: string;
+  network?: string;
+  cpus?: string | number;
+  memory?: string | number;
+  gpus?: string | number;
+  mounts?: string[];
+  /** The backends' own options (host, context, namespace, queue, sync). */
+  [option: string]: unknown;
+}
+
+export interface StageFile extends TaskFile {
+  name: string;
+  job?: string;
+  needs?: string[];
+  continue_on_failure?: boolean;
+}
 
 export interface FileConfig {
   backend?: string;
@@ -41,6 +119,9 @@ export interface FileConfig {
   env?: Record<string, string>;
   artifacts?: { watch?: string[]; ignore?: string[]; max_file_size_mb?: number };
   backends?: Record<string, Record<string, unknown> | undefined>;
+  jobs?: Record<string, TaskFile>;
+  stages?: StageFile[];
+  workflows?: Record<string, { stages: StageFile[] }>;
 }
 
 /** Reads and validates one file; undefined when it does not exist. */

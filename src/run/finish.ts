@@ -13,6 +13,8 @@ export interface FinishContext {
   resources?: Run['resources'];
   /** True once the supervisor stops (qwexd shutting down): a final save that cannot be written is not retried forever. */
   isDisposed?: () => boolean;
+  /** The backend started the run but its command never got to run (a Job cancelled in its queue): no start, no exit. */
+  neverRan?: boolean;
 }
 
 /**
@@ -23,9 +25,19 @@ export interface FinishContext {
 export async function finishRun(writer: RecordWriter, run: Run, dir: string, exit: ExitInfo, started: StartedProcess, context: FinishContext): Promise<Run> {
   const finishedAt = (exit.endedAt ?? new Date()).toISOString();
   // A run that ended before anyone saw it run (a supervisor died while it started) ran all the same.
-  const ran = run.status === 'pending' && exit.lost === undefined && started.spawned ? transition(run, 'running', { startedAt: run.startedAt ?? finishedAt }) : run;
+  const neverRan = context.neverRan === true && run.status === 'pending';
+  const ran = run.status === 'pending' && exit.lost === undefined && started.spawned && !neverRan ? transition(run, 'running', { startedAt: run.startedAt ?? finishedAt }) : run;
   let final: Run;
-  if (exit.lost !== undefined) {
+  if (neverRan && exit.lost === undefined) {
+    const [status] = outcome(exit, context.stopReason);
+    final = transition(ran, status === 'succeeded' ? 'failed' : status, {
+      finishedAt,
+      endReason: context.stopReason === 'timeout' ? 'timeout' : status === 'cancelled' ? 'cancel' : 'error',
+      exitCode: null,
+      signal: null,
+      ...(exit.error ? { error: exit.error } : {}),
+    });
+  } else if (exit.lost !== undefined) {
     final = transition(ran, 'lost', { finishedAt, endReason: 'lost', error: { code: ErrorCode.RunLost, message: `run ${run.id} is lost: ${exit.lost}` } });
   } else {
     const manifest = await artifactsOf(ran, dir, started);

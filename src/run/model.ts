@@ -42,6 +42,57 @@ export interface Job {
   gpus?: ResourceRequirements['gpus'];
   /** The run asked for no GPUs and may see every GPU of this machine anyway (config `unrequested_gpus: all`); otherwise it sees none. */
   allGpusVisible?: boolean;
+  // How this run relates to other runs. They live in the job, not beside it, because a run's record is
+  // created from its job in one write: a link recorded later could be lost to a crash in between.
+  /** The named job (qwex.yaml `jobs:`) this run executes, its version and the parameters it was given. */
+  recipe?: RecipeRef;
+  /** Retry a run that ends failed or lost, as new runs (attempts) linked to this one. */
+  retry?: RetryPolicy;
+  /** Set on the second and later attempts: the first attempt's id, this attempt's number, and when it may start. */
+  attempt?: AttemptRef;
+  /** Runs that must end (succeed, with `require: 'success'`) before this one starts; qwexd holds it until then. */
+  after?: RunDependencies;
+  /** The workflow and stage this run is a stage run of (.qwex/workflows/<id>/workflow.json). */
+  workflow?: WorkflowRef;
+  /** The run this one replays (`qwex rerun`). */
+  rerunOf?: string;
+}
+
+export interface RecipeRef {
+  name: string;
+  /** A hash of the job's definition: a changed definition has another version. */
+  version: string;
+  params: Record<string, string>;
+}
+
+export type RetryOn = 'failed' | 'lost';
+
+export interface RetryPolicy {
+  /** Attempts after the first: at most `limit + 1` runs in all. */
+  limit: number;
+  on: RetryOn[];
+  /** Wait before the second attempt; each later one waits twice as long as the one before. */
+  backoffMs: number;
+}
+
+export interface AttemptRef {
+  /** The first attempt's run id. */
+  of: string;
+  /** 2 for the first retry. */
+  number: number;
+  /** Not started before this time (the backoff), ISO 8601. */
+  notBefore?: string;
+}
+
+export interface RunDependencies {
+  runs: string[];
+  /** `success`: every run must succeed, else this one is cancelled; `end`: they only need to have ended. */
+  require: 'success' | 'end';
+}
+
+export interface WorkflowRef {
+  id: string;
+  stage: string;
 }
 
 /** A GPU of this machine that qwexd handed to a run: its CUDA_VISIBLE_DEVICES names the UUID. */

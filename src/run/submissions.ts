@@ -3,7 +3,9 @@ import { join } from 'node:path';
 import { ErrorCode, QwexError, errnoCode } from '../errors.js';
 import { writeJsonAtomic } from '../fs-atomic.js';
 import { newRunId } from '../ids.js';
-import { stateDir } from '../paths.js';
+import { runDir as runDirOf, stateDir } from '../paths.js';
+import type { RunStore } from '../store/run-store.js';
+import type { Run } from './model.js';
 
 /** How long a submission's ids are remembered for retries. */
 const KEEP_MS = 24 * 60 * 60 * 1000;
@@ -89,4 +91,28 @@ export class SubmissionJournal {
   private path(id: string): string {
     return join(this.dir, `${id}.json`);
   }
+}
+
+/**
+ * The runs of batch submissions a crash cut short: those that were created
+ * are indexed (a crash mid-batch comes before the batch's index write), for
+ * the caller to queue; a retry of the submission creates the rest.
+ */
+export function completeCutShort(journal: SubmissionJournal, store: RunStore): { submission: string; found: { run: Run; runDir: string }[]; of: number }[] {
+  const done: { submission: string; found: { run: Run; runDir: string }[]; of: number }[] = [];
+  for (const submission of journal.incomplete()) {
+    const found: { run: Run; runDir: string }[] = [];
+    for (const id of submission.ids) {
+      const dir = runDirOf(submission.project, id);
+      try {
+        found.push({ run: store.read(dir), runDir: dir });
+      } catch {
+        // Not created before the crash: a retry of the submission creates it.
+      }
+    }
+    if (found.length === 0) continue;
+    store.runIndex().upsertMany(found);
+    done.push({ submission: submission.id, found, of: submission.ids.length });
+  }
+  return done;
 }

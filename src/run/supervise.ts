@@ -15,6 +15,11 @@ import { trackUsage } from './usage-tracker.js';
 const NO_SPACE_WAIT_MS = 5 * 60_000;
 const NO_SPACE_RETRY_MS = 1000;
 
+/** True when `promise` has already settled (resolved): checked without waiting. */
+async function hasSettled(promise: Promise<unknown>): Promise<boolean> {
+  return Promise.race([promise.then(() => true, () => false), new Promise<boolean>((resolve) => setImmediate(() => resolve(false)))]);
+}
+
 function isNoSpace(error: unknown): boolean {
   const errno = (error as { code?: unknown; cause?: { code?: unknown } } | null)?.code;
   return errno === 'ENOSPC' || (error as { cause?: { code?: unknown } } | null)?.cause?.code === 'ENOSPC' || /no space left on device/i.test(String((error as Error)?.message ?? ''));
@@ -148,7 +153,9 @@ export function supervise(writer: RecordWriter, dir: string): Supervision {
     if (timeoutTimer) clearTimeout(timeoutTimer);
     termination.cancel();
     log('exited', { dir, ...exit });
-    return finishRun(writer, run, dir, exit, command, { stopReason, ...(resources ? { resources } : {}), isDisposed: () => disposed });
+    // A command that never got to run (a Job cancelled while it waited in its queue) ends its run from pending.
+    const ran = run.status === 'running' || command.running === undefined || (await hasSettled(command.running));
+    return finishRun(writer, run, dir, exit, command, { stopReason, ...(resources ? { resources } : {}), isDisposed: () => disposed, neverRan: !ran });
   };
 
   /**

@@ -1,7 +1,5 @@
-import { watch, type FSWatcher } from 'node:fs';
 import { findBackend } from '../backends/registry.js';
 import { ErrorCode } from '../errors.js';
-import { RunFiles } from '../paths.js';
 import type { ListedRun, RunView } from '../protocol.js';
 import { listRuns, usageOf } from '../store/listing.js';
 import type { RunStore } from '../store/run-store.js';
@@ -10,11 +8,9 @@ import { Runner, SupervisionDisposedError, type Supervision } from './index.js';
 import { isTerminal, type Job, type Provenance, type Run, type RunStatus } from './model.js';
 import { MONITOR_START_TIMEOUT_MS } from './reconcile.js';
 import { readStopRequest, writeStopRequest } from './stop.js';
-import { SubmissionJournal } from './submissions.js';
-import { runDir as runDirOf } from '../paths.js';
+import { WatchedRuns } from './watched-runs.js';
+import { SubmissionJournal, completeCutShort } from './submissions.js';
 
-/** How often runs supervised by other processes are re-checked when no file event arrived. */
-const SWEEP_MS = 2000;
 
 /**
  * A rule that decides when a queued run may start, beyond the concurrency
@@ -63,12 +59,11 @@ export class Supervisor {
   /** Those whose command still runs on this machine: they count against the concurrency limit. */
   private readonly running = new Set<string>();
   /** Runs supervised by another process (a direct-mode monitor): watched, to report their end and to take them over if it dies. */
-  private readonly watched = new Map<string, FSWatcher | undefined>();
+  private readonly watched: WatchedRuns;
   private readonly endListeners = new Set<(dir: string, run: Run) => void>();
   private readonly admissions: Admission[] = [];
   /** Why queued runs that an admission rule holds back wait. */
   private readonly waitReasons = new Map<string, string>();
-  private sweepTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
   constructor(
@@ -76,6 +71,8 @@ export class Supervisor {
     private readonly options: { concurrency: number; log: SupervisorLog },
   ) {
     this.runner = new Runner(store, (dir) => this.adoptOrphan(dir), (event, fields) => options.log.info(`run-${event}`, fields));
+    // A dead supervisor's run is handed to adoptOrphan by reconcile.
+    this.watched = new WatchedRuns((dir) => this.runner.reconcile(dir), (dir, run) => this.notifyEnd(dir, run), (event, fields) => options.log.warn(event, fields));
   }
 
   /** Adds a rule for when queued runs may start (before recover()). */
@@ -115,19 +112,22 @@ export class Supervisor {
       if (isTerminal(run.status)) continue;
       const holder = readClaim(row.runDir);
       if (holder !== undefined && isHolderAlive(holder)) {
-        this.watch(row.runDir); // a direct-mode monitor has it
+        this.watched.add(row.runDir); // a direct-mode monitor has it
       } else if (holder === undefined && run.status === 'pending' && run.supervisor === 'qwexd') {
         this.enqueue(row.runDir);
       } else if (holder === undefined && run.status === 'pending' && Date.now() - Date.parse(run.createdAt) < MONITOR_START_TIMEOUT_MS) {
-        this.watch(row.runDir); // its monitor is starting
+        this.watched.add(row.runDir); // its monitor is starting
       } else {
         this.adoptOrphan(row.runDir);
       }
     }
-    this.recoverSubmissions();
+    for (const { submission, found, of } of completeCutShort(this.submissions, this.store)) {
+      for (const { run, runDir } of found) {
+        if (run.status === 'pending' && readClaim(runDir) === undefined) this.enqueue(runDir);
+      }
+      this.options.log.info('recovered-submission', { submission, runs: found.length, of });
+    }
     this.options.log.info('recovered', { queued: this.queue.length, supervised: this.supervised.size, watched: this.watched.size });
-    this.sweepTimer = setInterval(() => void this.sweep(), SWEEP_MS);
-    this.sweepTimer.unref();
     this.pump();
   }
 
@@ -220,12 +220,10 @@ export class Supervisor {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    if (this.sweepTimer) clearInterval(this.sweepTimer);
     for (const supervision of this.supervised.values()) supervision.dispose();
     this.supervised.clear();
     this.running.clear();
-    for (const watcher of this.watched.values()) watcher?.close();
-    this.watched.clear();
+    this.watched.close();
     this.queue.length = 0;
     this.queued.clear();
   }
@@ -234,27 +232,6 @@ export class Supervisor {
     if (!this.queued.delete(dir)) return;
     const at = this.queue.indexOf(dir);
     if (at !== -1) this.queue.splice(at, 1);
-  }
-
-  /** Runs of batch submissions that a crash cut short: indexed and queued (a retry of the submission completes the batch). */
-  private recoverSubmissions(): void {
-    for (const submission of this.submissions.incomplete()) {
-      const found: { run: Run; runDir: string }[] = [];
-      for (const id of submission.ids) {
-        const dir = runDirOf(submission.project, id);
-        try {
-          found.push({ run: this.store.read(dir), runDir: dir });
-        } catch {
-          // Not created before the crash: a retry of the submission creates it.
-        }
-      }
-      if (found.length === 0) continue;
-      this.store.runIndex().upsertMany(found);
-      for (const { run, runDir } of found) {
-        if (run.status === 'pending' && readClaim(runDir) === undefined) this.enqueue(runDir);
-      }
-      this.options.log.info('recovered-submission', { submission: submission.id, runs: found.length, of: submission.ids.length });
-    }
   }
 
   private enqueue(dir: string): void {
@@ -276,10 +253,10 @@ export class Supervisor {
       mine = false;
     }
     if (!mine) {
-      this.watch(dir); // another process took it over first (or will, or this one later)
+      this.watched.add(dir); // another process took it over first (or will, or this one later)
       return;
     }
-    this.unwatch(dir);
+    this.watched.delete(dir);
     this.options.log.info('taking-over', { dir });
     try {
       const run = this.store.read(dir);
@@ -402,7 +379,7 @@ export class Supervisor {
         this.running.delete(dir);
         if (error instanceof SupervisionDisposedError) return;
         this.options.log.error('supervise-failed', { dir, message: (error as Error).message });
-        this.watch(dir);
+        this.watched.add(dir);
         this.pump();
       },
     );
@@ -414,45 +391,6 @@ export class Supervisor {
     this.options.log.info('ended', { runId: run.id, status: run.status, exitCode: run.exitCode, signal: run.signal });
     this.notifyEnd(dir, run);
     this.pump();
-  }
-
-  private watch(dir: string): void {
-    if (this.closed || this.watched.has(dir)) return;
-    let watcher: FSWatcher | undefined;
-    try {
-      watcher = watch(dir, { persistent: false }, (_event, name) => {
-        if (name === null || name === RunFiles.record) void this.checkWatched(dir);
-      });
-      watcher.on('error', () => {
-        // The run directory went away: the sweep finds out and stops watching.
-      });
-    } catch {
-      // No watch support here: the sweep still finds the end.
-    }
-    this.watched.set(dir, watcher);
-  }
-
-  private async checkWatched(dir: string): Promise<void> {
-    let run: Run;
-    try {
-      // A dead supervisor's run is handed to adoptOrphan by reconcile.
-      run = await this.runner.reconcile(dir);
-    } catch (error) {
-      this.options.log.warn('check-failed', { dir, message: (error as Error).message });
-      return;
-    }
-    if (!this.watched.has(dir) || !isTerminal(run.status)) return;
-    this.unwatch(dir);
-    this.notifyEnd(dir, run);
-  }
-
-  private unwatch(dir: string): void {
-    this.watched.get(dir)?.close();
-    this.watched.delete(dir);
-  }
-
-  private async sweep(): Promise<void> {
-    for (const dir of [...this.watched.keys()]) await this.checkWatched(dir);
   }
 
   private release(dir: string, run: Run): void {

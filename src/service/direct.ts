@@ -41,7 +41,9 @@ export class DirectRunService implements RunService {
   async get(ref: RunRef): Promise<RunView> {
     const run = await this.runner.reconcile(ref.dir);
     const usage = await usageOf(run);
-    return { run, dir: ref.dir, ...(usage ? { usage } : {}) };
+    // Loaded only for runs that have what it adds: `qwex ps` and most looks never load it.
+    const extras = run.job.recipe || run.job.retry ? await (await import('../workflow/recipe.js')).runExtras(run, ref.dir) : {};
+    return { run, dir: ref.dir, ...(usage ? { usage } : {}), ...extras };
   }
 
   list(query: ListQuery): Promise<ListedRun[]> {

@@ -21,6 +21,13 @@ export interface RunSummary {
   signal: string | null;
   /** Set when the run's record could not be read when it was indexed (a torn or edited run.json): why. */
   problem?: string;
+  /** The named job (qwex.yaml `jobs:`) the run executes. */
+  recipe?: string;
+  /** Its attempt number, for a run that may be retried (1 for the first). */
+  attempt?: number;
+  /** The workflow and stage it is a stage run of. */
+  workflow?: string;
+  stage?: string;
 }
 
 export interface ListQuery {
@@ -29,9 +36,14 @@ export interface ListQuery {
   statuses?: readonly RunStatus[];
   /** The newest `limit` runs; 0 or absent for all. */
   limit?: number;
+  /** Only runs of this named job. */
+  recipe?: string;
 }
 
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
+
+/** Columns added after schema 2, for runs of named jobs, attempts and workflow stages. */
+const V3_COLUMNS = ['recipe TEXT', 'attempt INTEGER', 'workflow TEXT', 'stage TEXT'];
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS runs (
@@ -47,7 +59,11 @@ CREATE TABLE IF NOT EXISTS runs (
   finished_at TEXT,
   exit_code INTEGER,
   signal TEXT,
-  problem TEXT
+  problem TEXT,
+  recipe TEXT,
+  attempt INTEGER,
+  workflow TEXT,
+  stage TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS runs_by_project ON runs(project, id);
 CREATE INDEX IF NOT EXISTS runs_active ON runs(status) WHERE status IN ('pending', 'running');
@@ -67,6 +83,10 @@ interface Row {
   exit_code: number | null;
   signal: string | null;
   problem: string | null;
+  recipe: string | null;
+  attempt: number | null;
+  workflow: string | null;
+  stage: string | null;
 }
 
 /**
@@ -84,13 +104,14 @@ export class RunIndex {
     this.path = path;
     this.db = db;
     this.upsertStmt = db.prepare(`
-      INSERT INTO runs (id, project, run_dir, status, name, command, backend, created_at, started_at, finished_at, exit_code, signal, problem)
-      VALUES (@id, @project, @run_dir, @status, @name, @command, @backend, @created_at, @started_at, @finished_at, @exit_code, @signal, @problem)
+      INSERT INTO runs (id, project, run_dir, status, name, command, backend, created_at, started_at, finished_at, exit_code, signal, problem, recipe, attempt, workflow, stage)
+      VALUES (@id, @project, @run_dir, @status, @name, @command, @backend, @created_at, @started_at, @finished_at, @exit_code, @signal, @problem, @recipe, @attempt, @workflow, @stage)
       ON CONFLICT(id) DO UPDATE SET
         project = excluded.project, run_dir = excluded.run_dir, status = excluded.status, name = excluded.name,
         command = excluded.command, backend = excluded.backend, created_at = excluded.created_at,
         started_at = excluded.started_at, finished_at = excluded.finished_at,
-        exit_code = excluded.exit_code, signal = excluded.signal, problem = excluded.problem`);
+        exit_code = excluded.exit_code, signal = excluded.signal, problem = excluded.problem,
+        recipe = excluded.recipe, attempt = excluded.attempt, workflow = excluded.workflow, stage = excluded.stage`);
   }
 
   static open(path: string): RunIndex {
@@ -120,8 +141,10 @@ export class RunIndex {
         });
       }
       db.exec(SCHEMA);
-      // Schema 1 had no `problem` column; CREATE TABLE IF NOT EXISTS kept the old table.
+      // Schema 1 had no `problem` column, schema 2 none of V3_COLUMNS; CREATE TABLE IF NOT EXISTS kept the old table.
       if (version === 1) db.exec('ALTER TABLE runs ADD COLUMN problem TEXT');
+      if (version >= 1 && version < 3) for (const column of V3_COLUMNS) db.exec(`ALTER TABLE runs ADD COLUMN ${column}`);
+      db.exec('CREATE INDEX IF NOT EXISTS runs_by_recipe ON runs(project, recipe, id) WHERE recipe IS NOT NULL');
       db.pragma(`user_version = ${SCHEMA_VERSION}`);
       return new RunIndex(path, db);
     } catch (error) {
@@ -161,6 +184,14 @@ export class RunIndex {
     const { sql, params } = listQuery(query);
     const rows = this.guard(() => this.db.prepare(sql).all(...params) as Row[]);
     return rows.reverse().map(fromRow);
+  }
+
+  /** Runs with these statuses that may be retried (they have an attempt number): what qwexd checks after a restart. */
+  retriable(statuses: readonly RunStatus[]): RunSummary[] {
+    const rows = this.guard(
+      () => this.db.prepare(`SELECT * FROM runs WHERE attempt IS NOT NULL AND status IN (${statuses.map(() => '?').join(', ')}) ORDER BY id`).all(...statuses) as Row[],
+    );
+    return rows.map(fromRow);
   }
 
   /** SQLite's plan for a listing: how `qwex ps` stays fast with many runs (it must search an index, never sort). */
@@ -229,6 +260,10 @@ function listQuery(query: ListQuery): { sql: string; params: unknown[] } {
     where.push(`status IN (${query.statuses.map(() => '?').join(', ')})`);
     params.push(...query.statuses);
   }
+  if (query.recipe !== undefined) {
+    where.push('recipe = ?');
+    params.push(query.recipe);
+  }
   params.push(query.limit && query.limit > 0 ? query.limit : -1);
   return { sql: `SELECT * FROM runs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`, params };
 }
@@ -248,6 +283,10 @@ function toRow(run: Run, runDir: string): Row {
     exit_code: run.exitCode,
     signal: run.signal,
     problem: null,
+    recipe: run.job.recipe?.name ?? null,
+    attempt: run.job.attempt?.number ?? (run.job.retry ? 1 : null),
+    workflow: run.job.workflow?.id ?? null,
+    stage: run.job.workflow?.stage ?? null,
   };
 }
 
@@ -278,6 +317,10 @@ function problemRow(bad: UnreadableRun): Row {
     exit_code: p?.exitCode ?? null,
     signal: p?.signal ?? null,
     problem: bad.message,
+    recipe: p?.recipe ?? null,
+    attempt: p?.attempt ?? null,
+    workflow: p?.workflow ?? null,
+    stage: p?.stage ?? null,
   };
 }
 
@@ -310,5 +353,9 @@ function fromRow(row: Row): RunSummary {
     exitCode: row.exit_code,
     signal: row.signal,
     ...(row.problem ? { problem: row.problem } : {}),
+    ...(row.recipe === null ? {} : { recipe: row.recipe }),
+    ...(row.attempt === null ? {} : { attempt: row.attempt }),
+    ...(row.workflow === null ? {} : { workflow: row.workflow }),
+    ...(row.stage === null ? {} : { stage: row.stage }),
   };
 }

@@ -1,0 +1,87 @@
+import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { ErrorCode, QwexError, errnoCode } from '../errors.js';
+import { writeJsonAtomic } from '../fs-atomic.js';
+import { isIdPrefix, isRunId } from '../ids.js';
+import { QWEX_DIR, runDir } from '../paths.js';
+import { readRunRecord } from '../store/run-record.js';
+import { listRunDirs } from '../store/run-store.js';
+import type { WorkflowRecord } from './types.js';
+
+/** Where a project's workflows live: `.qwex/workflows/<id>/workflow.json`. */
+export function workflowsDir(project: string): string {
+  return join(project, QWEX_DIR, 'workflows');
+}
+
+export function workflowDir(project: string, id: string): string {
+  return join(workflowsDir(project), id);
+}
+
+const RECORD = 'workflow.json';
+
+export function readWorkflow(dir: string): WorkflowRecord {
+  const path = join(dir, RECORD);
+  let value: unknown;
+  try {
+    value = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (error) {
+    if (errnoCode(error) === 'ENOENT') throw new QwexError(ErrorCode.NotFound, `no workflow record at ${path}`);
+    throw new QwexError(ErrorCode.RecordInvalid, `cannot read ${path}: ${(error as Error).message}`);
+  }
+  const record = value as Partial<WorkflowRecord>;
+  if (record.version !== 1 || typeof record.id !== 'string' || !Array.isArray(record.stages) || typeof record.runs !== 'object' || record.runs === null) {
+    throw new QwexError(ErrorCode.RecordInvalid, `${path} is not a workflow record qwex can read`, { hint: 'it was written by another tool or edited by hand' });
+  }
+  return record as WorkflowRecord;
+}
+
+/** Writes workflow.json atomically and durably (it is written once per change of the workflow, never per event). */
+export function writeWorkflow(dir: string, record: WorkflowRecord): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  writeJsonAtomic(join(dir, RECORD), record, 'full');
+}
+
+/** Ids of a project's workflows, oldest first (UUIDv7 ids sort by time). */
+export function listWorkflowIds(project: string): string[] {
+  try {
+    return readdirSync(workflowsDir(project)).filter(isRunId).sort();
+  } catch (error) {
+    if (errnoCode(error) === 'ENOENT') return [];
+    throw error;
+  }
+}
+
+/** Finds a workflow by id or unique prefix among the projects given (the first project that has any match wins). */
+export function resolveWorkflow(prefix: string, projects: readonly string[]): { id: string; project: string; dir: string } {
+  const wanted = prefix.toLowerCase();
+  if (!isIdPrefix(wanted)) {
+    throw new QwexError(ErrorCode.Usage, `"${prefix}" is not a workflow id or id prefix`, { hint: '`qwex workflow ps` lists this project\'s workflows' });
+  }
+  for (const project of projects) {
+    const matches = listWorkflowIds(project).filter((id) => id.startsWith(wanted));
+    if (matches.length === 1) return { id: matches[0]!, project, dir: workflowDir(project, matches[0]!) };
+    if (matches.length > 1) {
+      throw new QwexError(ErrorCode.RunAmbiguous, `"${prefix}" matches ${matches.length} workflows: ${matches.slice(0, 10).join(', ')}`, { hint: 'type more of the id' });
+    }
+  }
+  throw new QwexError(ErrorCode.NotFound, `no workflow matches "${prefix}"`, { hint: '`qwex workflow ps` lists this project\'s workflows' });
+}
+
+/**
+ * The newest run of each stage of a workflow, from the runs themselves (the
+ * record's `runs` may lag behind a crash): among the project's runs created
+ * after the workflow (ids are time-ordered).
+ */
+export function newestStageRuns(record: Pick<WorkflowRecord, 'id' | 'project'>): Record<string, string> {
+  const newest: Record<string, string> = {};
+  for (const id of listRunDirs(record.project)) {
+    if (id <= record.id) continue;
+    try {
+      const link = readRunRecord(runDir(record.project, id)).job.workflow;
+      if (link?.id === record.id) newest[link.stage] = id; // ids ascend: the last one seen is the newest
+    } catch {
+      // a run directory without a readable record is no stage run
+    }
+  }
+  return newest;
+}

@@ -187,6 +187,8 @@ export function supervise(writer: RecordWriter, dir: string): Supervision {
     // A cancel that came before this supervisor: a command an earlier one started is still found and stopped.
     if (stopReason) abort.abort(new StartCancelledError());
     let command: StartedProcess;
+    // When the command was handed to the backend: its start, to the millisecond, before any exit file's time.
+    const calledAt = new Date().toISOString();
     try {
       command = await backend.start({ ...run.job, cwd: execCwd(run, dir) }, {
         dir,
@@ -217,7 +219,7 @@ export function supervise(writer: RecordWriter, dir: string): Supervision {
     // The submitter's environment may hold secrets: once the command has it, the run directory need not.
     forgetBaseEnv(dir);
     run = { ...run, backend: { ...run.backend, ...command.details } };
-    if (!command.running) run = transition(run, 'running');
+    if (!command.running) run = transition(run, 'running', { startedAt: run.startedAt ?? calledAt });
     writer.save(run, dir, 'file');
     log('started', { dir, runId: run.id, details: command.details });
     return { started: command, run };

@@ -61,10 +61,11 @@ async function readStdin(): Promise<string> {
  */
 function promptHidden(question: string): Promise<string | undefined> {
   const input = process.stdin;
-  process.stderr.write(question);
+  // Echo goes off before the question appears: what is typed in answer is never shown.
   input.setRawMode(true);
   input.setEncoding('utf8');
   input.resume();
+  process.stderr.write(question);
   return new Promise((resolve) => {
     let value = '';
     const finish = (result: string | undefined): void => {

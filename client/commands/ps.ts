@@ -3,6 +3,9 @@ import type { Context } from '../context.js';
 import { parseCount, parseStatuses } from '../parse.js';
 import { formatAge, formatDuration, paint, psTable, runDuration, styleFor, table, type Style } from '../render.js';
 
+/** Runs asked of the server per request. */
+const PAGE = 50;
+
 interface PsOptions {
   all?: boolean;
   last: string;
@@ -36,7 +39,8 @@ async function cloudPs(server: string | undefined, limit: number, statuses: Clou
   const login = requireLogin(server);
   const client = new CloudClient({ url: login.url, token: login.token });
   const runs: CloudRun[] = [];
-  for await (const run of client.listAll({ ...(statuses ? { status: statuses } : {}), limit: limit === 0 ? 500 : Math.min(limit, 500) })) {
+  // Pages of the server's default size: -n 0 walks the whole history a page at a time.
+  for await (const run of client.listAll({ ...(statuses ? { status: statuses } : {}), limit: limit === 0 ? PAGE : Math.min(limit, PAGE) })) {
     runs.push(run);
     if (limit !== 0 && runs.length >= limit) break;
   }

@@ -104,6 +104,12 @@ describe('a cloud run in the foreground', () => {
     const flags = await qwex(user, ['run', '--mount', '/tmp:/data', '--', 'true']);
     expect(flags.exitCode).toBe(2);
     expect(flags.stderr).toMatch(/--mount is the server's to set/);
+    // A server named in qwex.yaml that this user never logged in to: refused before anything is recorded.
+    writeFileSync(join(user.project, 'qwex.yaml'), 'backend: cloud\nbackends:\n  cloud:\n    url: http://127.0.0.1:1/\n');
+    const elsewhere = await qwex(user, ['run', '--', 'true']);
+    expect(elsewhere.exitCode).toBe(20);
+    expect(elsewhere.stderr).toMatch(/not logged in to http:\/\/127\.0\.0\.1:1 \(backends\.cloud\.url\)/);
+    expect((await qwexJson<unknown[]>(user, ['ps'])).length).toBe(2);
   });
 });
 

@@ -92,14 +92,6 @@ function write(file: CredentialsFile, env: NodeJS.ProcessEnv): void {
   }
 }
 
-/** Every stored login, the current one first. */
-export function listLogins(env: NodeJS.ProcessEnv = process.env): (Login & { current: boolean })[] {
-  const file = read(env);
-  return Object.entries(file.servers)
-    .map(([url, s]) => ({ url, ...s, current: url === file.current }))
-    .sort((a, b) => Number(b.current) - Number(a.current));
-}
-
 /** The login for `url` (or the current one when no URL is given); undefined when there is none. */
 export function findLogin(url?: string, env: NodeJS.ProcessEnv = process.env): Login | undefined {
   const file = read(env);

@@ -124,14 +124,18 @@ function waitingOf(run: CloudRunDetail): CloudDetails['waiting'] {
   return findBackend(run.backend)?.waiting?.(run.record);
 }
 
-/** Retries what the server did not answer (never what it answered with an error: that answer stands). */
+/**
+ * Retries what the server did not answer, or asked to be retried later (its
+ * rate limit); never another answer, which stands. Safe for a submit: it
+ * carries its idempotency key.
+ */
 async function retrying<T>(request: () => Promise<T>, signal?: AbortSignal): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await request();
     } catch (error) {
-      const unanswered = error instanceof QwexError && error.details?.unreachable === true;
-      if (!unanswered || attempt >= ATTEMPTS || signal?.aborted) throw error;
+      const again = error instanceof QwexError && (error.details?.unreachable === true || error.code === ErrorCode.RateLimited);
+      if (!again || attempt >= ATTEMPTS || signal?.aborted) throw error;
       await new Promise((resolve) => setTimeout(resolve, 250 * 2 ** attempt));
     }
   }

@@ -64,9 +64,13 @@ function resolveJob(input: BackendJobInput): ReturnType<BackendDescriptor['resol
   }) as NonNullable<CloudOptions['container']>;
   // Checked here so that a bad value fails before the run is recorded; the server gets them as given.
   parseResources(container, '--backend cloud');
-  const url = typeof config.url === 'string' ? normaliseServerUrl(config.url) : findLogin()?.url;
+  // Checked now, so that a run nobody could send is never recorded.
+  const named = typeof config.url === 'string' ? normaliseServerUrl(config.url) : undefined;
+  const url = findLogin(named)?.url;
   if (url === undefined) {
-    throw new QwexError(ErrorCode.Unauthorized, 'not logged in to a qwexcloud server', { hint: 'run: qwex login URL (or set backends.cloud.url in qwex.yaml, then log in to it)' });
+    throw new QwexError(ErrorCode.Unauthorized, named === undefined ? 'not logged in to a qwexcloud server' : `not logged in to ${named} (backends.cloud.url)`, {
+      hint: `run: qwex login ${named ?? 'URL'}`,
+    });
   }
   const pick = (key: 'target' | 'cluster' | 'queue'): string | undefined => {
     const value = input.options[key] ?? config[key];

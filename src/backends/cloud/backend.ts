@@ -2,7 +2,7 @@ import type { CloudJobSpec, CloudRunDetail, SubmitRequest } from '../../cloud/ap
 import { CloudClient } from '../../cloud/client.js';
 import { requireLogin } from '../../cloud/credentials.js';
 import { ErrorCode, QwexError } from '../../errors.js';
-import type { Job } from '../../run/model.js';
+import { isTerminal, type Job } from '../../run/model.js';
 import { readRunRecord } from '../../store/run-record.js';
 import { ContentStore } from '../../workspace/snapshot.js';
 import { findBackend } from '../registry.js';
@@ -114,7 +114,7 @@ function detailsOf(server: string, key: string, run: CloudRunDetail, uploaded: C
     cluster: run.cluster,
     queue: run.queue,
     serverStatus: run.status,
-    waiting: run.status === 'pending' ? waitingOf(run) ?? null : null,
+    waiting: isTerminal(run.status) ? null : waitingOf(run) ?? null,
     ...(uploaded ? { uploaded } : {}),
   };
 }

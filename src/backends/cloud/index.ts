@@ -33,7 +33,7 @@ export type CloudDetails = {
   serverBackend?: string;
   cluster?: string | null;
   queue?: string | null;
-  /** The server's status of the run as last seen, and what it waits for there. */
+  /** The server's status of the run as last seen, and what it waits for there (as its backend there says: a kueue run can be running while Kueue holds its Job). */
   serverStatus?: RunStatus;
   waiting?: Waiting | null;
   /** What the submit had to upload (nothing when the server had every file already). */
@@ -84,7 +84,7 @@ function resolveJob(input: BackendJobInput): ReturnType<BackendDescriptor['resol
 
 function waiting(run: Run): Waiting | undefined {
   const d = details(run);
-  if (isTerminal(run.status) || d.serverStatus !== 'pending') return undefined;
+  if (isTerminal(run.status) || (d.serverStatus !== 'pending' && !d.waiting)) return undefined;
   const host = hostOf(d.server);
   const there = d.waiting ?? undefined;
   return {

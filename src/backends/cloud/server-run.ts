@@ -44,6 +44,8 @@ export class ServerRun implements StartedProcess {
   readonly spawned = true;
   readonly details: CloudDetails;
   readonly running: Promise<void> | undefined;
+  private markRunning: (() => void) | undefined;
+  private watching = false;
   private readonly id: string;
   private readonly stop = new AbortController();
   private readonly listeners = new Set<(patch: Record<string, unknown>) => void>();
@@ -57,10 +59,15 @@ export class ServerRun implements StartedProcess {
     this.details = options.details;
     this.id = options.details.serverRunId;
     this.status = options.seen?.status ?? options.details.serverStatus ?? 'running';
-    this.running = options.seen?.status === 'pending' ? this.whilePending() : undefined;
+    if (options.seen?.status === 'pending') {
+      // Settles once the server runs the command (or it ended having run); never, if it ended without running.
+      this.running = new Promise<void>((resolve) => (this.markRunning = resolve));
+      this.watch();
+    }
   }
 
   get exited(): Promise<ExitInfo> {
+    this.watch();
     return (this.copying ??= this.copyToEnd());
   }
 
@@ -124,59 +131,55 @@ export class ServerRun implements StartedProcess {
   }
 
   private seen(run: CloudRunDetail): void {
-    const waiting = run.status === 'pending' ? this.options.waitingOf(run) ?? null : null;
-    if (run.status === this.status && JSON.stringify(waiting ?? null) === JSON.stringify(this.details.waiting ?? null)) return;
+    // What it waits for is the server's backend's to say (a kueue run is running there while Kueue holds its Job).
+    const waiting = isTerminal(run.status) ? null : this.options.waitingOf(run) ?? null;
+    if (run.status !== 'pending' && (run.status === 'running' || run.startedAt !== null)) this.markRunning?.();
+    if (run.status === this.status && JSON.stringify(waiting) === JSON.stringify(this.details.waiting ?? null)) return;
     this.status = run.status;
     this.patch({ serverStatus: run.status, waiting });
   }
 
   /**
-   * Settles once the server runs the command (or it ended having run).
-   * Watches the server's change feed rather than polling: a look at the run
-   * after each change of it, and after each (re)connection.
+   * Keeps the record's view of the server's run current (its status, what
+   * it waits for) until it ends: a look at the run after each change the
+   * server's change feed reports for it, and after each (re)connection.
+   * Started by whoever supervises the run, never by a mere look (`state`).
    */
-  private async whilePending(): Promise<void> {
-    let delay = RETRY_MIN_MS;
-    let lastEventId: string | undefined;
-    for (;;) {
-      if (this.stop.signal.aborted) return new Promise<void>(() => {});
-      const feed = new AbortController();
-      const onStop = (): void => feed.abort();
-      this.stop.signal.addEventListener('abort', onStop);
-      let started = false;
-      const look = async (): Promise<void> => {
-        const run = await this.options.client().get(this.id);
-        this.seen(run);
-        if (run.status !== 'pending' && (run.status === 'running' || run.startedAt !== null)) started = true;
-        if (run.status !== 'pending') feed.abort();
-      };
-      try {
-        lastEventId = await this.options.client().events({
-          signal: feed.signal,
-          ...(lastEventId === undefined ? {} : { lastEventId }),
-          onOpen: () => void look().catch(() => {}),
-          onRun: (run) => {
-            if (run.id === this.id) void look().catch(() => {});
-          },
-          onReset: () => void look().catch(() => {}),
-        });
-        delay = RETRY_MIN_MS;
-      } catch {
-        // the feed dropped: a look after reconnecting catches up
-      } finally {
-        this.stop.signal.removeEventListener('abort', onStop);
+  private watch(): void {
+    if (this.watching) return;
+    this.watching = true;
+    void (async () => {
+      let delay = RETRY_MIN_MS;
+      let lastEventId: string | undefined;
+      while (!this.stop.signal.aborted && !isTerminal(this.status)) {
+        const feed = new AbortController();
+        const onStop = (): void => feed.abort();
+        this.stop.signal.addEventListener('abort', onStop);
+        const look = async (): Promise<void> => {
+          this.seen(await this.options.client().get(this.id));
+          if (isTerminal(this.status)) feed.abort();
+        };
+        try {
+          lastEventId = await this.options.client().events({
+            signal: feed.signal,
+            ...(lastEventId === undefined ? {} : { lastEventId }),
+            onOpen: () => void look().catch(() => {}),
+            onRun: (run) => {
+              if (run.id === this.id) void look().catch(() => {});
+            },
+            onReset: () => void look().catch(() => {}),
+          });
+          delay = RETRY_MIN_MS;
+        } catch {
+          // the feed dropped: the look on reconnecting catches up
+        } finally {
+          this.stop.signal.removeEventListener('abort', onStop);
+        }
+        if (this.stop.signal.aborted || isTerminal(this.status)) break;
+        await sleep(delay, this.stop.signal);
+        delay = Math.min(RETRY_MAX_MS, delay * 2);
       }
-      if (this.stop.signal.aborted) continue;
-      try {
-        await look();
-      } catch {
-        // the next round tries again
-      }
-      if (started) return;
-      if (this.status !== 'pending') return new Promise<void>(() => {}); // ended without running: the end says how
-      await sleep(delay, this.stop.signal);
-      delay = Math.min(RETRY_MAX_MS, delay * 2);
-    }
+    })();
   }
 
   /** Follows both logs to the run's end, resuming by byte offset after every failure; then how it ended. */

@@ -125,6 +125,24 @@ describe('a cloud run whose supervisor dies', () => {
   });
 });
 
+describe('a cloud run whose user logs out meanwhile', () => {
+  it('goes on on the server; status says why its output stopped; after qwex login it is followed again, whole', async () => {
+    const n = 40;
+    const id = (await qwex(user, ['run', '-d', '--backend', 'cloud', '--', 'sh', '-c', counting(n, 100)])).stdout.trim();
+    await until(() => (lines(id) >= 5 ? true : undefined), 20_000, 'output from the server');
+    expect((await qwex(user, ['logout'])).exitCode).toBe(0);
+    relay.cut();
+    const problem = await until(() => (user.record(id).backend as CloudDetails).problem ?? undefined, 30_000, 'the record to say why');
+    expect(problem).toMatch(/not logged in to http:\/\/127\.0\.0\.1:\d+: the run goes on there/);
+    expect((await qwex(user, ['status', id])).stdout).toMatch(/problem +not logged in/);
+    await login(user, relay.url, token);
+    const [final] = await qwexJson<Run[]>(user, ['wait', id]);
+    expect(final).toMatchObject({ status: 'succeeded' });
+    expect(log(id)).toBe(expected(n));
+    expect((user.record(id).backend as CloudDetails).problem).toBeNull();
+  });
+});
+
 describe('a cancel while the workspace uploads', () => {
   it('aborts the upload in progress; nothing is submitted, and the run is cancelled', async () => {
     writeFileSync(join(user.project, 'big.bin'), Buffer.alloc(4 * 1024 * 1024, 7));

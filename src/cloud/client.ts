@@ -31,7 +31,8 @@ import {
 export interface CloudClientOptions {
   /** The server's base URL, e.g. https://qwex.example.com (a path prefix is kept). */
   url: string;
-  token: string;
+  /** The token, or where to read it at each request (a login or logout made meanwhile then counts at once). */
+  token: string | (() => string);
   /** For tests and proxies: the fetch to use (default: the global one). */
   fetch?: typeof fetch;
 }
@@ -71,7 +72,7 @@ export interface FollowResult {
 
 export class CloudClient {
   private readonly base: string;
-  private readonly token: string;
+  private readonly token: string | (() => string);
   private readonly fetchImpl: typeof fetch;
 
   constructor(options: CloudClientOptions) {
@@ -306,11 +307,12 @@ export class CloudClient {
 
   /** One request; any answer but 2xx becomes the QwexError it describes. */
   private async send(method: string, path: string, init: { body?: RequestInit['body']; headers?: Record<string, string>; signal?: AbortSignal } = {}): Promise<Response> {
+    const token = typeof this.token === 'function' ? this.token() : this.token;
     let response: Response;
     try {
       response = await this.fetchImpl(`${this.base}${API_PREFIX}${path}`, {
         method,
-        headers: { authorization: `Bearer ${this.token}`, ...init.headers },
+        headers: { authorization: `Bearer ${token}`, ...init.headers },
         ...(init.body === undefined ? {} : { body: init.body, duplex: 'half' }),
         ...(init.signal ? { signal: init.signal } : {}),
       } as RequestInit);

@@ -29,7 +29,7 @@ export class CloudBackend implements Backend {
   async start(job: Job, io: RunIO): Promise<StartedProcess> {
     const options = job.backendOptions as CloudOptions;
     const login = requireLogin(options.url);
-    const client = new CloudClient({ url: login.url, token: login.token });
+    const client = connection(login.url);
     let uploaded: CloudDetails['uploaded'];
     let run = await this.earlierSubmit(client, io);
     if (!run) {
@@ -45,7 +45,7 @@ export class CloudBackend implements Backend {
       run = await retrying(() => client.submit(request, { idempotencyKey: io.runId }));
     }
     const details = detailsOf(login.url, io.runId, run, uploaded);
-    return new ServerRun({ client: connection(login.url), dir: io.dir, details, seen: run, killGraceMs: job.killGraceMs, waitingOf });
+    return new ServerRun({ client, dir: io.dir, details, seen: run, killGraceMs: job.killGraceMs, waitingOf });
   }
 
   adopt(details: Record<string, unknown>, dir: string): StartedProcess {
@@ -142,15 +142,11 @@ async function retrying<T>(request: () => Promise<T>, signal?: AbortSignal): Pro
 }
 
 /**
- * A client of the server with the token stored for it now: a `qwex login`
- * made after the run started (a new token, or after a logout) is picked up
- * by the next request, and a logout makes the next one fail (and retry).
+ * A client of the server that reads the token stored for it at each
+ * request: a `qwex login` made after the run started (a new token, or after
+ * a logout) counts from the next request, and a `qwex logout` stops every
+ * use of the token at once (requests then fail, and are retried).
  */
-function connection(url: string): () => CloudClient {
-  let current: { token: string; client: CloudClient } | undefined;
-  return () => {
-    const login = requireLogin(url);
-    if (current?.token !== login.token) current = { token: login.token, client: new CloudClient({ url: login.url, token: login.token }) };
-    return current.client;
-  };
+function connection(url: string): CloudClient {
+  return new CloudClient({ url, token: () => requireLogin(url).token });
 }

@@ -18,8 +18,8 @@ const RETRY_MAX_MS = 10_000;
 const CANCEL_ATTEMPTS = 5;
 
 export interface ServerRunOptions {
-  /** A client with the user's current token for the server (QWEX_UNAUTHORIZED while logged out: retried later). */
-  client: () => CloudClient;
+  /** A client of the server that reads the user's token at each request (QWEX_UNAUTHORIZED while logged out: retried later). */
+  client: CloudClient;
   /** The local run directory: stdout.log and stderr.log are appended to there. */
   dir: string;
   details: CloudDetails & { serverRunId: string };
@@ -82,7 +82,7 @@ export class ServerRun implements StartedProcess {
   async state(): Promise<ExitInfo | undefined> {
     if (this.result) return this.result;
     try {
-      const run = await this.options.client().get(this.id);
+      const run = await this.options.client.get(this.id);
       return isTerminal(run.status) ? exitOf(run) : undefined;
     } catch (error) {
       if (error instanceof QwexError && error.code === ErrorCode.RunNotFound) return lostRun(this.id);
@@ -93,7 +93,7 @@ export class ServerRun implements StartedProcess {
   /** The rest of the logs (a look that found the run ended copies nothing: this runs under the claim), then the artifacts. */
   async collectArtifacts(target: { runId: string; runDir: string }): Promise<ArtifactManifest> {
     for (const stream of ['stdout', 'stderr'] as const) await this.drain(stream);
-    return downloadArtifacts(this.options.client(), this.id, target);
+    return downloadArtifacts(this.options.client, this.id, target);
   }
 
   onDetails(listener: (patch: Record<string, unknown>) => void): () => void {
@@ -102,7 +102,8 @@ export class ServerRun implements StartedProcess {
   }
 
   async release(): Promise<void> {
-    // Nothing of the run is this machine's to remove: the server keeps its history.
+    // Nothing of the run is this machine's to remove (the server keeps its history); its watch of the feed ends.
+    this.stop.abort();
   }
 
   dispose(): void {
@@ -117,7 +118,7 @@ export class ServerRun implements StartedProcess {
 
   private noteProblem(error: unknown): void {
     const text = error instanceof QwexError && error.code === ErrorCode.Unauthorized
-      ? `the server refuses the token (${error.message}): run qwex login ${this.details.server ?? 'URL'} again`
+      ? `${error.message}: the run goes on there, and is followed again after qwex login ${this.details.server ?? 'URL'}`
       : `cannot follow the run on the server: ${(error as Error).message}`;
     if (text === this.problem) return;
     this.problem = text;
@@ -156,11 +157,11 @@ export class ServerRun implements StartedProcess {
         const onStop = (): void => feed.abort();
         this.stop.signal.addEventListener('abort', onStop);
         const look = async (): Promise<void> => {
-          this.seen(await this.options.client().get(this.id));
+          this.seen(await this.options.client.get(this.id));
           if (isTerminal(this.status)) feed.abort();
         };
         try {
-          lastEventId = await this.options.client().events({
+          lastEventId = await this.options.client.events({
             signal: feed.signal,
             ...(lastEventId === undefined ? {} : { lastEventId }),
             onOpen: () => void look().catch(() => {}),
@@ -220,7 +221,7 @@ export class ServerRun implements StartedProcess {
   private async follow(stream: LogStream, signal: AbortSignal): Promise<CloudRunDetail | undefined> {
     const fd = openSync(this.logPath(stream), 'a', 0o600);
     try {
-      const result = await this.options.client().followLogs(this.id, {
+      const result = await this.options.client.followLogs(this.id, {
         stream,
         offset: fstatSync(fd).size,
         signal,
@@ -239,7 +240,7 @@ export class ServerRun implements StartedProcess {
   private async drain(stream: LogStream): Promise<void> {
     const path = this.logPath(stream);
     const have = statSync(path, { throwIfNoEntry: false })?.size ?? 0;
-    const rest = await this.options.client().logs(this.id, stream, have);
+    const rest = await this.options.client.logs(this.id, stream, have);
     if (rest.length === 0) return;
     const fd = openSync(path, 'a', 0o600);
     try {
@@ -254,7 +255,7 @@ export class ServerRun implements StartedProcess {
     let delay = RETRY_MIN_MS;
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.options.client().cancel(this.id, graceMs);
+        await this.options.client.cancel(this.id, graceMs);
         return;
       } catch (error) {
         const unanswered = error instanceof QwexError && error.details?.unreachable === true;

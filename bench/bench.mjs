@@ -355,6 +355,14 @@ if (want('docker')) {
   }
 }
 
+// 8. qwexcloud: submissions under load against a bare Fastify route, and its memory (bench/cloud.mjs)
+if (want('cloud')) {
+  const { cloudBench } = await import('./cloud.mjs');
+  const result = await cloudBench({ root: ROOT, base, smoke });
+  sections.push(...result.sections);
+  goals.push(...result.goals);
+}
+
 // Report
 const meta = {
   date: new Date().toISOString(),

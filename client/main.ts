@@ -109,6 +109,8 @@ export async function main(argv: string[]): Promise<number> {
     .addOption(new Option('-n, --last <count>', 'show the newest COUNT runs (0: all)').default('20'))
     .option('--status <list>', 'only runs with these statuses (comma-separated)')
     .option('--job <name>', 'only runs of this named job')
+    .option('--cloud', 'your runs\' history on the qwexcloud server you logged in to (newest last)')
+    .option('--server <url>', 'with --cloud: another server you logged in to')
     .option('--json', 'print a JSON array')
     .action(use(() => import('./commands/ps.js')));
 
@@ -240,6 +242,21 @@ export async function main(argv: string[]): Promise<number> {
     .option('--remove-orphans', 'remove qwex containers and cluster Jobs that no active run accounts for')
     .option('--json', 'print the report as JSON')
     .action(use(() => import('./commands/doctor.js')));
+
+  program
+    .command('login')
+    .description('store a qwexcloud token for a server (checked with it first); prompts for it without echo')
+    .argument('<url>', 'the server, e.g. https://qwex.example.com')
+    .option('--token <token>', 'the token (else read from stdin, or a prompt on a terminal; a flag shows in shell history)')
+    .option('--json', 'print { url, user, admin }')
+    .action(use(() => import('./commands/login.js')));
+
+  program
+    .command('logout')
+    .description('forget the stored token of a qwexcloud server')
+    .argument('[url]', 'the server (default: the one logged in to last)')
+    .option('--json', 'print { url, removed }')
+    .action(use(() => import('./commands/logout.js')));
 
   const daemon = program.command('daemon').description('manage qwexd, the optional per-user supervisor');
   daemon

@@ -17,9 +17,11 @@ export const DEFAULT_LISTEN = `127.0.0.1:${DEFAULT_PORT}`;
 /**
  * Backends a target may use: every backend of this version that runs on
  * this host or in a cluster. Those that reach other machines with the
- * submitter's own identity (ssh) are left out: a server has none to lend.
+ * submitter's own identity are left out: a server has none to lend. That
+ * is ssh (remote, not cluster-scheduled), and a relay to another server,
+ * known by its taking a `target` of its own.
  */
-export const TARGET_BACKENDS: readonly string[] = BACKENDS.filter((b) => !b.traits.remote || b.traits.clusterScheduled).map((b) => b.name);
+export const TARGET_BACKENDS: readonly string[] = BACKENDS.filter((b) => (!b.traits.remote || b.traits.clusterScheduled) && !b.optionKeys.includes('target')).map((b) => b.name);
 export type TargetBackend = string;
 
 /**

@@ -13,6 +13,8 @@ const STATUS: Partial<Record<Code, number>> = {
   [ErrorCode.NotFound]: 404,
   [ErrorCode.RunNotActive]: 409,
   [ErrorCode.InvalidTransition]: 409,
+  // An interrupted keyed submit: the key cannot be used again (see RunService.submitOnce).
+  [ErrorCode.RunLost]: 409,
   [ErrorCode.TooLarge]: 413,
   [ErrorCode.RateLimited]: 429,
   [ErrorCode.BackendUnavailable]: 503,

@@ -13,6 +13,7 @@ import type { Db } from './db/connect.js';
 import type { NewRunRow, RunRow } from './db/schema.js';
 import type { Dispatcher, RunChange, RunOwner } from './dispatch.js';
 import { RunTable, toCloudRunDetail } from './run-table.js';
+import { SubmissionTable, fingerprintOf } from './submissions.js';
 import { jobFor, pickTarget, placeOf } from './targets.js';
 import type { Principal } from './tokens.js';
 import { acceptWorkspace, isInsidePath } from './workspace-upload.js';
@@ -44,6 +45,9 @@ interface Mirror {
  */
 export class RunService {
   readonly table: RunTable;
+  private readonly submissions: SubmissionTable;
+  /** Keyed submits being accepted now, by user and key: a repeat waits for the first instead of racing it. */
+  private readonly accepting = new Map<string, { fingerprint: string; done: Promise<CloudRunDetail> }>();
   private readonly mirrors = new Map<string, Mirror>();
   private readonly listeners = new Set<(row: RunRow) => void>();
   private readonly runListeners = new Map<string, Set<(row: RunRow) => void>>();
@@ -54,6 +58,7 @@ export class RunService {
     private readonly options: { database: Db; dispatcher: Dispatcher; blobs: BlobStore; targets: readonly Target[]; log: Log },
   ) {
     this.table = new RunTable(options.database);
+    this.submissions = new SubmissionTable(options.database);
   }
 
   get targets(): readonly Target[] {
@@ -74,7 +79,75 @@ export class RunService {
     await Promise.all([...this.mirrors.values()].map((m) => m.writing));
   }
 
-  async submit(principal: Principal, request: SubmitRequest): Promise<CloudRunDetail> {
+  /**
+   * A submit with an idempotency key: the first with this key (for this
+   * user) creates the run; a repeat of the same request, now or after a
+   * restart, gets that run back (`replayed`) and creates nothing. The same
+   * key with another request is QWEX_USAGE; a key whose first submit a
+   * crash interrupted before its run was recorded is QWEX_RUN_LOST (whether
+   * it started cannot be known, so it is not started again).
+   */
+  async submitOnce(principal: Principal, request: SubmitRequest, key: string): Promise<{ run: CloudRunDetail; replayed: boolean }> {
+    const fingerprint = fingerprintOf(request);
+    const slot = `${principal.user}\n${key}`;
+    const current = this.accepting.get(slot);
+    if (current) {
+      if (current.fingerprint !== fingerprint) throw keyReused(key);
+      return { run: await current.done, replayed: true };
+    }
+    let replayed = false;
+    const done = (async (): Promise<CloudRunDetail> => {
+      const earlier = await this.earlierSubmission(principal, key, fingerprint);
+      if (earlier) {
+        replayed = true;
+        return earlier;
+      }
+      let created = false;
+      try {
+        return await this.submit(principal, request, async (runId) => {
+          created = true;
+          await this.submissions.complete(principal.user, key, runId);
+        });
+      } catch (error) {
+        // Nothing was created (a bad request, a missing blob): the key may be used again once it is fixed.
+        if (!created) await this.submissions.release(principal.user, key).catch(() => {});
+        throw error;
+      }
+    })();
+    this.accepting.set(slot, { fingerprint, done });
+    try {
+      return { run: await done, replayed };
+    } finally {
+      this.accepting.delete(slot);
+    }
+  }
+
+  /** The run a keyed submit created (waiting for one being accepted now); QWEX_NOT_FOUND for a key never used. */
+  async submission(principal: Principal, key: string): Promise<CloudRunDetail> {
+    const current = this.accepting.get(`${principal.user}\n${key}`);
+    if (current) return current.done;
+    const found = await this.submissions.find(principal.user, key);
+    if (!found) throw new QwexError(ErrorCode.NotFound, `no submit with the key ${key}`, { hint: 'POST /v1/runs with this Idempotency-Key submits it' });
+    if (found.runId === null) throw interrupted(key);
+    return this.detail(principal, found.runId);
+  }
+
+  /** The run of an earlier submit with this key, or undefined once the key is reserved for this one. */
+  private async earlierSubmission(principal: Principal, key: string, fingerprint: string): Promise<CloudRunDetail | undefined> {
+    for (;;) {
+      const found = await this.submissions.find(principal.user, key);
+      if (found) {
+        if (found.fingerprint !== fingerprint) throw keyReused(key);
+        if (found.runId === null) throw interrupted(key);
+        return this.detail(principal, found.runId);
+      }
+      if (await this.submissions.reserve(principal.user, key, fingerprint)) return undefined;
+      // Taken between the look and the reservation (by another process on this database): look again.
+    }
+  }
+
+  /** `onCreated` is awaited as soon as the run is recorded (before it is mirrored into SQL). */
+  async submit(principal: Principal, request: SubmitRequest, onCreated?: (runId: string) => Promise<void>): Promise<CloudRunDetail> {
     const target = pickTarget(this.options.targets, request);
     const owner = { user: principal.user, target: target.name };
     const project = this.options.dispatcher.projectOf(owner);
@@ -86,7 +159,7 @@ export class RunService {
     const manifest = await acceptWorkspace(request.workspace ?? { files: [], symlinks: [] }, project, this.options.blobs);
     this.options.blobs.content.writeManifest(manifest);
     job.workspace = { mode: 'snapshot', manifest: manifest.id, cwd };
-    return this.dispatch(principal, owner, job, manifest.id);
+    return this.dispatch(principal, owner, job, manifest.id, onCreated);
   }
 
   /** Runs the same job again (same code, same settings) on the same target, as a new run of the principal's. */
@@ -187,12 +260,13 @@ export class RunService {
     this.runListeners.clear();
   }
 
-  private async dispatch(principal: Principal, owner: RunOwner, job: Job, manifest: string | undefined): Promise<CloudRunDetail> {
+  private async dispatch(principal: Principal, owner: RunOwner, job: Job, manifest: string | undefined, onCreated?: (runId: string) => Promise<void>): Promise<CloudRunDetail> {
     const { run } = await this.options.dispatcher.submit(owner, {
       job,
       ...(manifest === undefined ? {} : { provenance: { manifest } }),
       baseEnv: Object.fromEntries(PASSED_ENV.flatMap((name) => (process.env[name] === undefined ? [] : [[name, process.env[name]!]]))),
     });
+    await onCreated?.(run.id);
     await this.settled(run.id);
     return this.detail(principal, run.id);
   }
@@ -298,4 +372,14 @@ export class RunService {
     await this.options.blobs.adopt(manifestPath, manifestSha);
     return { files, manifest: manifestSha };
   }
+}
+
+function keyReused(key: string): QwexError {
+  return new QwexError(ErrorCode.Usage, `the Idempotency-Key ${key} was used before for another request`, { hint: 'a new run needs a new key' });
+}
+
+function interrupted(key: string): QwexError {
+  return new QwexError(ErrorCode.RunLost, `the submit with the key ${key} was interrupted (the server stopped) before its run was recorded: whether it started cannot be known`, {
+    hint: 'list your runs (qwex ps --cloud, GET /v1/runs) and submit again with a new key if it is not there',
+  });
 }

@@ -69,8 +69,9 @@ export const SHARED_SCHEMAS = [
     additionalProperties: false,
     required: ['job'],
     properties: {
-      target: { type: 'string', maxLength: 63, description: 'a target by name; else the first that fits backend and queue' },
+      target: { type: 'string', maxLength: 63, description: 'a target by name; else the first that fits backend, cluster and queue' },
       backend: { type: 'string', enum: [...TARGET_BACKENDS] },
+      cluster: { type: 'string', minLength: 1, maxLength: 253, description: 'the Kubernetes context of a cluster target: a run for that cluster' },
       queue: { type: 'string', minLength: 1, maxLength: 253, description: 'kueue: one of the target\'s LocalQueues' },
       job: {
         type: 'object',

@@ -13,7 +13,7 @@ import type { Target } from './config.js';
  * (where the target allows) and a queue among the target's, never mounts,
  * networks, users, contexts or kubeconfigs.
  */
-export function pickTarget(targets: readonly Target[], request: Pick<SubmitRequest, 'target' | 'backend' | 'queue'>): Target {
+export function pickTarget(targets: readonly Target[], request: Pick<SubmitRequest, 'target' | 'backend' | 'cluster' | 'queue'>): Target {
   const names = targets.map((t) => t.name).join(', ') || 'none';
   if (targets.length === 0) {
     throw new QwexError(ErrorCode.BackendUnavailable, 'this server has no targets configured', { hint: 'start it with --target local (a one-machine trial) or list targets in its config file' });
@@ -24,15 +24,27 @@ export function pickTarget(targets: readonly Target[], request: Pick<SubmitReque
     if (request.backend !== undefined && request.backend !== target.backend) {
       throw new QwexError(ErrorCode.Usage, `target "${target.name}" runs on ${target.backend}, not ${request.backend}`, { hint: `targets: ${names}` });
     }
+    if (request.cluster !== undefined && request.cluster !== target.context) {
+      throw new QwexError(ErrorCode.Usage, `target "${target.name}" is not on cluster ${request.cluster}`, { hint: `targets: ${described(targets)}` });
+    }
     checkQueue(target, request.queue);
     return target;
   }
-  const fits = targets.find((t) => (request.backend === undefined || t.backend === request.backend) && (request.queue === undefined || t.queues.includes(request.queue)));
+  const fits = targets.find(
+    (t) =>
+      (request.backend === undefined || t.backend === request.backend) &&
+      (request.cluster === undefined || t.context === request.cluster) &&
+      (request.queue === undefined || t.queues.includes(request.queue)),
+  );
   if (!fits) {
-    const wanted = [request.backend && `backend ${request.backend}`, request.queue && `queue ${request.queue}`].filter(Boolean).join(' and ');
-    throw new QwexError(ErrorCode.Usage, `no target on this server has ${wanted}`, { hint: `targets: ${targets.map((t) => `${t.name} (${t.backend}${t.queues.length ? `: ${t.queues.join(', ')}` : ''})`).join(', ')}` });
+    const wanted = [request.backend && `backend ${request.backend}`, request.cluster && `cluster ${request.cluster}`, request.queue && `queue ${request.queue}`].filter(Boolean).join(' and ');
+    throw new QwexError(ErrorCode.Usage, `no target on this server has ${wanted}`, { hint: `targets: ${described(targets)}` });
   }
   return fits;
+}
+
+function described(targets: readonly Target[]): string {
+  return targets.map((t) => `${t.name} (${t.backend}${t.context ? ` on ${t.context}` : ''}${t.queues.length ? `: ${t.queues.join(', ')}` : ''})`).join(', ');
 }
 
 function checkQueue(target: Target, queue: string | undefined): void {

@@ -13,6 +13,7 @@ export interface Database {
   runs: RunsTable;
   artifacts: ArtifactsTable;
   blobs: BlobsTable;
+  submissions: SubmissionsTable;
 }
 
 export interface UsersTable {
@@ -69,6 +70,16 @@ export interface ArtifactsTable {
 export interface BlobsTable {
   sha256: string;
   size: number;
+  created_at: string;
+}
+
+/** A client's idempotency key for a submit, per user, and the run it created (null while being accepted). */
+export interface SubmissionsTable {
+  user_name: string;
+  key: string;
+  /** sha256 of the request as submitted: the same key with another request is refused. */
+  fingerprint: string;
+  run_id: string | null;
   created_at: string;
 }
 

@@ -1,5 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify';
-import type { RunQuery, SubmitRequest } from '../../src/cloud/api.js';
+import { IDEMPOTENCY_HEADER, IDEMPOTENCY_KEY_PATTERN, type RunQuery, type SubmitRequest } from '../../src/cloud/api.js';
 import type { RunStatus } from '../../src/run/model.js';
 import { RUN_STATUSES } from '../../src/run/model.js';
 import { DEFAULT_PAGE, MAX_PAGE, toCloudRun } from '../run-table.js';
@@ -48,18 +48,35 @@ export const runRoutes: FastifyPluginAsync<{ services: Services }> = async (app,
     return { runs: page.rows.map(toCloudRun), nextCursor: page.nextCursor };
   });
 
-  app.post<{ Body: SubmitRequest }>('/runs', {
+  app.post<{ Body: SubmitRequest; Headers: { [IDEMPOTENCY_HEADER]?: string } }>('/runs', {
     bodyLimit: services.limits.submitBytes,
     schema: {
       tags: ['runs'],
-      summary: 'Submit a run (upload the workspace\'s missing blobs first)',
+      summary: 'Submit a run (upload the workspace\'s missing blobs first). With an Idempotency-Key, a repeat of the same request answers 200 with the run the first created',
+      headers: {
+        type: 'object',
+        properties: {
+          [IDEMPOTENCY_HEADER]: { type: 'string', pattern: IDEMPOTENCY_KEY_PATTERN, description: 'the client\'s key for this submit (per user): the same key never creates a second run' },
+        },
+      },
       body: { $ref: 'SubmitRequest#' },
-      response: { 201: { $ref: 'RunDetail#' }, ...errorResponses },
+      response: { 200: { $ref: 'RunDetail#' }, 201: { $ref: 'RunDetail#' }, ...errorResponses },
     },
   }, async (request, reply) => {
-    const run = await runs.submit(request.principal, request.body);
-    return reply.status(201).send(run);
+    const key = request.headers[IDEMPOTENCY_HEADER];
+    if (key === undefined) return reply.status(201).send(await runs.submit(request.principal, request.body));
+    const { run, replayed } = await runs.submitOnce(request.principal, request.body, key);
+    return reply.status(replayed ? 200 : 201).send(run);
   });
+
+  app.get<{ Params: { key: string } }>('/submissions/:key', {
+    schema: {
+      tags: ['runs'],
+      summary: 'The run a submit with this Idempotency-Key created (404: no submit used the key)',
+      params: { type: 'object', required: ['key'], properties: { key: { type: 'string', pattern: IDEMPOTENCY_KEY_PATTERN } } },
+      response: { 200: { $ref: 'RunDetail#' }, ...errorResponses },
+    },
+  }, async (request) => runs.submission(request.principal, request.params.key));
 
   app.get<{ Params: { id: string } }>('/runs/:id', {
     schema: { tags: ['runs'], summary: 'One run with its full record', params: runIdParams, response: { 200: { $ref: 'RunDetail#' }, ...errorResponses } },

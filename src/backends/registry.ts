@@ -1,4 +1,5 @@
 import { ErrorCode, QwexError } from '../errors.js';
+import { cloud } from './cloud/index.js';
 import { docker } from './docker/index.js';
 import { k8s, kueue } from './k8s/index.js';
 import { local } from './local/index.js';
@@ -11,7 +12,7 @@ import type { Backend, BackendDescriptor } from './types.js';
  * doctor) asks these descriptors and never names a backend. The first is
  * the default.
  */
-export const BACKENDS: readonly BackendDescriptor[] = [local, docker, ssh, k8s, kueue];
+export const BACKENDS: readonly BackendDescriptor[] = [local, docker, ssh, k8s, kueue, cloud];
 
 export const BACKEND_NAMES: readonly string[] = BACKENDS.map((b) => b.name);
 

@@ -100,15 +100,25 @@ export interface WorkspaceUpload {
 }
 
 export interface SubmitRequest {
-  /** A target by name; else the first that fits `backend` and `queue`. */
+  /** A target by name; else the first that fits `backend`, `cluster` and `queue`. */
   target?: string;
   backend?: string;
+  /** The Kubernetes context of a cluster target (its `context`): a run for that cluster. */
+  cluster?: string;
   /** The Kueue LocalQueue, for kueue targets (one of the target's queues). */
   queue?: string;
   job: CloudJobSpec;
   /** Absent: the run starts in an empty directory. */
   workspace?: WorkspaceUpload;
 }
+
+/**
+ * The header of POST /v1/runs that makes a submit idempotent: the same key
+ * (per user) with the same request answers with the run the first made
+ * (200 instead of 201), never a second run. qwex sends its own run id.
+ */
+export const IDEMPOTENCY_HEADER = 'idempotency-key';
+export const IDEMPOTENCY_KEY_PATTERN = '^[A-Za-z0-9._:-]{1,255}$';
 
 export interface ArtifactEntry {
   path: string;

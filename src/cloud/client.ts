@@ -4,10 +4,11 @@ import { relative } from 'node:path';
 import { Readable } from 'node:stream';
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
 import { ErrorCode, QwexError } from '../errors.js';
-import { ContentStore, snapshotWorkspace } from '../workspace/snapshot.js';
+import { ContentStore, snapshotWorkspace, type Manifest } from '../workspace/snapshot.js';
 import {
   API_PREFIX,
   FeedEvent,
+  IDEMPOTENCY_HEADER,
   LogEvent,
   type ArtifactList,
   type CloudJobSpec,
@@ -30,7 +31,8 @@ import {
 export interface CloudClientOptions {
   /** The server's base URL, e.g. https://qwex.example.com (a path prefix is kept). */
   url: string;
-  token: string;
+  /** The token, or where to read it at each request (a login or logout made meanwhile then counts at once). */
+  token: string | (() => string);
   /** For tests and proxies: the fetch to use (default: the global one). */
   fetch?: typeof fetch;
 }
@@ -70,7 +72,7 @@ export interface FollowResult {
 
 export class CloudClient {
   private readonly base: string;
-  private readonly token: string;
+  private readonly token: string | (() => string);
   private readonly fetchImpl: typeof fetch;
 
   constructor(options: CloudClientOptions) {
@@ -92,27 +94,59 @@ export class CloudClient {
   }
 
   /** The hashes among `hashes` whose content the server lacks. */
-  async missingBlobs(hashes: readonly string[]): Promise<string[]> {
+  async missingBlobs(hashes: readonly string[], signal?: AbortSignal): Promise<string[]> {
     const unique = [...new Set(hashes)];
     const missing: string[] = [];
     for (let i = 0; i < unique.length; i += ASK_CHUNK) {
-      missing.push(...(await this.json<{ missing: string[] }>('POST', '/blobs/missing', { sha256: unique.slice(i, i + ASK_CHUNK) })).missing);
+      missing.push(...(await this.json<{ missing: string[] }>('POST', '/blobs/missing', { sha256: unique.slice(i, i + ASK_CHUNK) }, { signal })).missing);
     }
     return missing;
   }
 
-  /** Uploads a file's content under its sha256 (streamed; the server checks the hash). */
-  async uploadBlob(sha256: string, path: string): Promise<{ created: boolean; size: number }> {
+  /** Uploads a file's content under its sha256 (streamed; the server checks the hash). `signal` aborts it mid-way. */
+  async uploadBlob(sha256: string, path: string, signal?: AbortSignal): Promise<{ created: boolean; size: number }> {
     const size = statSync(path).size;
     const response = await this.send('PUT', `/blobs/${sha256}`, {
       body: Readable.toWeb(createReadStream(path)) as ReadableStream,
       headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
+      ...(signal ? { signal } : {}),
     });
     return (await response.json()) as { created: boolean; size: number };
   }
 
-  submit(request: SubmitRequest): Promise<CloudRunDetail> {
-    return this.json('POST', '/runs', request);
+  /**
+   * Uploads the contents of a snapshot's files that the server lacks (and
+   * only those), from the local content store. `signal` aborts the uploads
+   * in progress; what was uploaded stays on the server.
+   */
+  async uploadMissing(store: ContentStore, manifest: Pick<Manifest, 'files'>, options: { signal?: AbortSignal } = {}): Promise<{ files: number; bytes: number }> {
+    const missing = await this.missingBlobs(manifest.files.map((f) => f.sha256), options.signal);
+    const sizes = new Map(manifest.files.map((f) => [f.sha256, f.size]));
+    const queue = [...missing];
+    let bytes = 0;
+    const worker = async (): Promise<void> => {
+      for (let sha = queue.shift(); sha !== undefined; sha = queue.shift()) {
+        options.signal?.throwIfAborted();
+        await this.uploadBlob(sha, store.objectPath(sha), options.signal);
+        bytes += sizes.get(sha) ?? 0;
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(UPLOAD_CONCURRENCY, queue.length) }, worker));
+    return { files: missing.length, bytes };
+  }
+
+  /**
+   * Submits a run. With `idempotencyKey`, a repeat of the same request (a
+   * retry after a lost answer, a second supervisor) gets the run the first
+   * created instead of a second run.
+   */
+  submit(request: SubmitRequest, options: { idempotencyKey?: string } = {}): Promise<CloudRunDetail> {
+    return this.json('POST', '/runs', request, options.idempotencyKey === undefined ? {} : { headers: { [IDEMPOTENCY_HEADER]: options.idempotencyKey } });
+  }
+
+  /** The run a submit with this idempotency key created; QWEX_NOT_FOUND when no submit used it. */
+  submission(key: string): Promise<CloudRunDetail> {
+    return this.json('GET', `/submissions/${encodeURIComponent(key)}`);
   }
 
   /**
@@ -131,17 +165,7 @@ export class CloudClient {
     const cwd = job.cwd ?? '';
     const exclude = (job.watch ?? ['out']).map((w) => relative(project, `${project}/${cwd}/${w}`).split('\\').join('/'));
     const manifest = await snapshotWorkspace(project, store, { exclude, ...(options.maxBytes === undefined ? {} : { maxBytes: options.maxBytes }) });
-    const missing = new Set(await this.missingBlobs(manifest.files.map((f) => f.sha256)));
-    const sizes = new Map(manifest.files.map((f) => [f.sha256, f.size]));
-    const queueOf = [...missing];
-    let bytes = 0;
-    const worker = async (): Promise<void> => {
-      for (let sha = queueOf.shift(); sha !== undefined; sha = queueOf.shift()) {
-        await this.uploadBlob(sha, store.objectPath(sha));
-        bytes += sizes.get(sha) ?? 0;
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(UPLOAD_CONCURRENCY, queueOf.length) }, worker));
+    const uploaded = await this.uploadMissing(store, manifest);
     const run = await this.submit({
       ...(target === undefined ? {} : { target }),
       ...(backend === undefined ? {} : { backend }),
@@ -149,7 +173,7 @@ export class CloudClient {
       job,
       workspace: { files: manifest.files, symlinks: manifest.symlinks },
     });
-    return { run, uploaded: { files: missing.size, bytes } };
+    return { run, uploaded };
   }
 
   list(query: RunQuery = {}): Promise<RunPage> {
@@ -267,8 +291,12 @@ export class CloudClient {
     return last;
   }
 
-  private async json<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const response = await this.send(method, path, body === undefined ? {} : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
+  private async json<T>(method: string, path: string, body?: unknown, extra: { headers?: Record<string, string>; signal?: AbortSignal | undefined } = {}): Promise<T> {
+    const response = await this.send(method, path, {
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...extra.headers },
+      ...(extra.signal ? { signal: extra.signal } : {}),
+    });
     const text = await response.text();
     try {
       return JSON.parse(text) as T;
@@ -279,11 +307,12 @@ export class CloudClient {
 
   /** One request; any answer but 2xx becomes the QwexError it describes. */
   private async send(method: string, path: string, init: { body?: RequestInit['body']; headers?: Record<string, string>; signal?: AbortSignal } = {}): Promise<Response> {
+    const token = typeof this.token === 'function' ? this.token() : this.token;
     let response: Response;
     try {
       response = await this.fetchImpl(`${this.base}${API_PREFIX}${path}`, {
         method,
-        headers: { authorization: `Bearer ${this.token}`, ...init.headers },
+        headers: { authorization: `Bearer ${token}`, ...init.headers },
         ...(init.body === undefined ? {} : { body: init.body, duplex: 'half' }),
         ...(init.signal ? { signal: init.signal } : {}),
       } as RequestInit);
@@ -292,6 +321,8 @@ export class CloudClient {
       const cause = (error as { cause?: { code?: string; message?: string } }).cause;
       throw new QwexError(ErrorCode.ServerUnavailable, `cannot reach qwexcloud at ${this.base}: ${cause?.code ?? cause?.message ?? (error as Error).message}`, {
         hint: 'check the URL and that the server runs (GET /v1/health)',
+        // No answer came: the request may be retried (unlike an answer that says no).
+        details: { unreachable: true },
       });
     }
     if (response.ok) return response;

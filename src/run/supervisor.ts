@@ -51,8 +51,13 @@ export interface SupervisorLog {
 export class Supervisor {
   readonly runner: Runner;
   private readonly queue: string[] = [];
-  /** The same runs as `queue`, for a membership test that does not walk it. */
-  private readonly queued = new Set<string>();
+  /**
+   * The same runs as `queue`, for a membership test that does not walk it,
+   * with each one's record as read once: a queued run's record does not
+   * change while it waits (a cancel takes it out of the queue), so moving
+   * the queue reads no file.
+   */
+  private readonly queued = new Map<string, Run | undefined>();
   private readonly submissions = new SubmissionJournal();
   /** Runs this process supervises (started or adopted), until their record is final. */
   private readonly supervised = new Map<string, Supervision>();
@@ -148,7 +153,7 @@ export class Supervisor {
     });
     if (submissionId !== undefined) this.submissions.complete(submissionId);
     for (const { dir, run } of created) {
-      if (run.status === 'pending' && !this.supervised.has(dir) && readClaim(dir) === undefined) this.enqueue(dir);
+      if (run.status === 'pending' && !this.supervised.has(dir) && readClaim(dir) === undefined) this.enqueue(dir, run);
     }
     this.options.log.info('submitted', { count: created.length, first: created[0]?.run.id });
     this.pump();
@@ -234,10 +239,24 @@ export class Supervisor {
     if (at !== -1) this.queue.splice(at, 1);
   }
 
-  private enqueue(dir: string): void {
+  private enqueue(dir: string, run?: Run): void {
     if (this.queued.has(dir)) return;
-    this.queued.add(dir);
+    this.queued.set(dir, run);
     this.queue.push(dir);
+  }
+
+  /** A queued run's record, read at most once. */
+  private queuedRecord(dir: string): Run | undefined {
+    let run = this.queued.get(dir);
+    if (run === undefined) {
+      try {
+        run = this.store.read(dir);
+      } catch {
+        return undefined; // unreadable now: its start reports the problem
+      }
+      if (this.queued.has(dir)) this.queued.set(dir, run);
+    }
+    return run;
   }
 
   /** Takes over an active run whose supervisor is gone, and supervises it here. */
@@ -277,7 +296,7 @@ export class Supervisor {
       // run); the others while slots are free. A run an admission rule holds back keeps its place.
       for (let i = 0; !this.closed && i < this.queue.length; ) {
         const dir = this.queue[i]!;
-        const cluster = this.isClusterScheduled(dir);
+        const cluster = this.isClusterScheduled(this.queuedRecord(dir));
         if (!cluster && this.running.size >= this.options.concurrency) {
           i++;
           continue;
@@ -301,10 +320,11 @@ export class Supervisor {
           i++;
           continue;
         }
+        const record = this.queuedRecord(dir);
         this.queue.splice(i, 1);
         this.queued.delete(dir);
         if (!claimed) continue; // cancelled (claimed by the cancel) before its turn
-        this.startSupervising(dir, decision);
+        this.startSupervising(dir, decision, record);
       }
     } finally {
       this.pumping = false;
@@ -314,12 +334,8 @@ export class Supervisor {
   /** Asks every admission rule; 'wait' keeps the run queued, 'gone' when a rule cancelled it. */
   private admit(dir: string): 'wait' | 'gone' | ((run: Run) => Run) | undefined {
     if (this.admissions.length === 0) return undefined;
-    let run: Run;
-    try {
-      run = this.store.read(dir);
-    } catch {
-      return undefined; // unreadable now: its start reports the problem
-    }
+    const run = this.queuedRecord(dir);
+    if (run === undefined) return undefined;
     const patches: ((run: Run) => Run)[] = [];
     for (const admission of this.admissions) {
       const decision = admission.admit(dir, run);
@@ -348,25 +364,31 @@ export class Supervisor {
     }
   }
 
-  private isClusterScheduled(dir: string): boolean {
-    try {
-      return findBackend(this.store.read(dir).job.backend)?.traits.clusterScheduled === true;
-    } catch {
-      return false; // unreadable now: it waits in the queue, and its start will report the problem
-    }
+  private isClusterScheduled(run: Run | undefined): boolean {
+    return run !== undefined && findBackend(run.job.backend)?.traits.clusterScheduled === true;
   }
 
-  private startSupervising(dir: string, patch?: (run: Run) => Run): void {
+  /** Supervises a run this process has just claimed; `known` is its record when the caller has it already. */
+  private startSupervising(dir: string, patch?: (run: Run) => Run, known?: Run): void {
+    let record = known;
     if (patch) {
       try {
-        this.runner.writer.save(patch(this.store.read(dir)), dir, 'file');
+        record = patch(record ?? this.store.read(dir));
+        this.runner.writer.save(record, dir, 'file');
       } catch (error) {
         this.options.log.error('admission-patch-failed', { dir, message: (error as Error).message });
       }
     }
+    if (record === undefined) {
+      try {
+        record = this.store.read(dir);
+      } catch {
+        record = undefined; // its supervision reports the problem; it takes a slot meanwhile
+      }
+    }
     const supervision = this.runner.supervise(dir);
     this.supervised.set(dir, supervision);
-    if (!this.isClusterScheduled(dir)) this.running.add(dir);
+    if (!this.isClusterScheduled(record)) this.running.add(dir);
     // The next queued run may start as soon as this command has exited; its record is finished meanwhile.
     void supervision.commandEnded.then(() => {
       this.running.delete(dir);

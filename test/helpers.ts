@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,10 +46,28 @@ export function sandbox(): Sandbox {
         while (isAlive(pid) && Date.now() < deadline) await sleep(25);
         if (isAlive(pid)) process.kill(pid, 'SIGKILL');
       }
-      // A run's supervisor may still be removing what served the run as the test ends: retried, not failed.
+      // A run's supervisor (a monitor) may still be at work as the test ends: it is stopped, then the rest removed.
+      killProcessesUnder(base);
       rmSync(base, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
     },
   };
+}
+
+/** SIGKILLs every process whose command line names a path under `base` (a sandbox's monitors and shims). */
+function killProcessesUnder(base: string): void {
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((n) => /^\d+$/.test(n) && Number(n) !== process.pid);
+  } catch {
+    return; // no /proc here: the retried removal below has to do
+  }
+  for (const pid of pids) {
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(base)) process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      // gone meanwhile, or not ours
+    }
+  }
 }
 
 export interface QwexResult {

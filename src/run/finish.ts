@@ -30,11 +30,13 @@ export async function finishRun(writer: RecordWriter, run: Run, dir: string, exi
   let final: Run;
   if (neverRan && exit.lost === undefined) {
     const [status] = outcome(exit, context.stopReason);
+    // Stopped before it ran: no exit code, no signal of its own. It could not run (not found): the shell's 127/126.
+    const stopped = context.stopReason !== undefined;
     final = transition(ran, status === 'succeeded' ? 'failed' : status, {
       finishedAt,
       endReason: context.stopReason === 'timeout' ? 'timeout' : status === 'cancelled' ? 'cancel' : 'error',
-      exitCode: null,
-      signal: null,
+      exitCode: stopped ? null : exit.exitCode,
+      signal: stopped ? null : exit.signal,
       ...(exit.error ? { error: exit.error } : {}),
     });
   } else if (exit.lost !== undefined) {

@@ -213,7 +213,7 @@ export class LocalRunsSource implements RunsSource {
       run = fromSummary(row, this.options.user);
     }
     if (!fresh) return run;
-    const waiting = fresh.waiting ?? queueWaiting(fresh);
+    const waiting = fresh.waiting ?? (fresh.status === 'pending' ? queueWaiting(fresh) : undefined);
     const { waiting: _recorded, ...settled } = run;
     return {
       ...settled,
@@ -222,7 +222,7 @@ export class LocalRunsSource implements RunsSource {
       finishedAt: fresh.finishedAt,
       exitCode: fresh.exitCode,
       signal: fresh.signal,
-      ...(waiting && fresh.status === 'pending' ? { waiting } : {}),
+      ...(waiting ? { waiting } : {}),
     };
   }
 

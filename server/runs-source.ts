@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import { findBackend } from '../src/backends/registry.js';
 import type { ArtifactEntry, ArtifactList, CloudRun, CloudRunDetail, RunPage, RunQuery, WorkflowView } from '../src/cloud/api.js';
-import type { Run } from '../src/run/model.js';
+import { isTerminal, type Run } from '../src/run/model.js';
 import type { ChangeFeed } from './change-feed.js';
 import type { LogWatchers } from './log-tail.js';
 import type { SseStreams } from './sse.js';
@@ -45,14 +45,15 @@ export interface ApiServices {
 }
 
 /**
- * What the API adds to a run as listed, from its record: what a pending run
- * waits for (the backend's own words, through its descriptor: the page
+ * What the API adds to a run as listed, from its record: what a run waits
+ * for before its command executes (the backend's own words, through its descriptor: the page
  * needs no backend knowledge), and the job and workflow it belongs to.
  */
 export function runExtras(run: Run): Pick<CloudRun, 'waiting' | 'job' | 'workflow'> {
   // Fields that jobs and workflows (issue 16) add to the record; read defensively, as data.
   const linked = run as Run & { recipe?: { name?: unknown }; workflow?: { id?: unknown; stage?: unknown } };
-  const waiting = run.status === 'pending' ? findBackend(run.job.backend)?.waiting?.(run) : undefined;
+  // The backend says when a run waits: a Kueue workload waits for quota while the run is already `running` in qwex's terms.
+  const waiting = isTerminal(run.status) ? undefined : findBackend(run.job.backend)?.waiting?.(run);
   const job = typeof linked.recipe?.name === 'string' ? linked.recipe.name : undefined;
   const workflow = typeof linked.workflow?.id === 'string' ? { id: linked.workflow.id, stage: String(linked.workflow.stage ?? '') } : undefined;
   return { ...(waiting ? { waiting } : {}), ...(job === undefined ? {} : { job }), ...(workflow ? { workflow } : {}) };

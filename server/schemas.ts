@@ -178,7 +178,7 @@ function runProperties(): Record<string, unknown> {
     updatedAt: { type: 'string', format: 'date-time' },
     waiting: {
       type: 'object',
-      description: 'what a pending run waits for, as its backend says (absent otherwise)',
+      description: 'what the run waits for before its command executes, as its backend says (absent otherwise): a place in qwexd\'s queue, a Kueue workload not admitted yet (the run is `running` then), a pod not scheduled',
       required: ['phase'],
       properties: {
         phase: { type: 'string', enum: ['queued', 'pending'], description: 'queued: not admitted yet; pending: admitted, not running yet' },

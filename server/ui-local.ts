@@ -74,7 +74,7 @@ export interface LocalUiOptions {
 export async function startLocalUi(options: LocalUiOptions): Promise<LocalUi> {
   const store = new RunStore();
   const user = userInfo().username;
-  const principal: Principal = { user, admin: true, tokenId: 'local' };
+  const principal: Principal = { user, admin: true, tokenId: 'qwex-ui' };
   const source = new LocalRunsSource({
     store,
     user,
@@ -123,7 +123,7 @@ export async function startLocalUi(options: LocalUiOptions): Promise<LocalUi> {
       void reply.setCookie(cookieName(), session, { httpOnly: true, sameSite: 'strict', path: '/', maxAge: SESSION_MAX_AGE_S });
       return reply.redirect('/', 303);
     });
-    await server.register(pageRoutes, { mode: 'local' });
+    await server.register(pageRoutes, { mode: 'workstation' });
     await server.register(async (secured) => {
       requireToken(secured, {
         lookup: async (id) => (sessions.has(id) ? principal : undefined),

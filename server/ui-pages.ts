@@ -30,8 +30,8 @@ const CONTENT_SECURITY_POLICY = [
 ].join('; ');
 
 export interface PagesOptions {
-  /** `cloud` (a login form takes a token) or `local` (`qwex ui`: the printed link logs in). */
-  mode: 'cloud' | 'local';
+  /** `cloud` (a login form takes a token) or `workstation` (`qwex ui`: the printed link logs in). */
+  mode: 'cloud' | 'workstation';
   /** Answered at `/` to a client that does not ask for HTML (qwexcloud's API description). */
   rootJson?: () => unknown;
 }

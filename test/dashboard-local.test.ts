@@ -10,8 +10,11 @@ import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { CloudRun, RunUsage } from '../src/cloud/api.js';
 import { chromiumUnavailable, freePort, launchBrowser, requireChromium, screenshot, terminalRows } from './browser.js';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { rawRequest } from './cloud.js';
-import { CLI, qwex, qwexJson, sandbox, until, type Sandbox } from './helpers.js';
+import { CLI, qwex, qwexJson, requireComponent, sandbox, until, type Sandbox } from './helpers.js';
+import { clusterUnavailable, startTestCluster, TEST_QUEUE, type TestCluster } from './kube-cluster.js';
 
 /** A progress bar redrawn with `\r` 50 times over some 7 s, then a last line: a terminal shows two lines. */
 const PROGRESS = 'for i in $(seq 1 50); do printf "\\rprogress %3d%%" $((i*2)); sleep 0.15; done; printf "\\n\\033[1;32mdone\\033[0m\\n"';
@@ -27,10 +30,20 @@ describe('qwex ui', () => {
   let stdout = '';
   let browser: Browser;
   let page: Page;
+  let clusterReason: string | undefined;
+  let kueue: TestCluster | undefined;
 
   beforeAll(async () => {
     if (chromiumUnavailable()) return;
     sb = sandbox();
+    // A Kueue queue with no quota (the fake Kubernetes API; its pods run on Docker), for a run that waits.
+    clusterReason = process.env.QWEX_K8S_KUBECONFIG ? 'the waiting test drives the fake Kubernetes API\'s quota' : await clusterUnavailable();
+    if (clusterReason === undefined) {
+      kueue = await startTestCluster('kueue', { kueueQuota: 0 });
+      Object.assign(sb.env, kueue.env);
+      mkdirSync(join(sb.project, '.qwex'), { recursive: true });
+      writeFileSync(join(sb.project, '.qwex', 'config.yaml'), `backends:\n${kueue.config}`);
+    }
     port = await freePort();
     ui = execa(process.execPath, [CLI, 'ui', '--port', String(port), '--no-open'], { cwd: sb.project, env: sb.env, reject: false, buffer: false });
     ui.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
@@ -43,6 +56,9 @@ describe('qwex ui', () => {
     base = `http://127.0.0.1:${port}`;
     browser = await launchBrowser();
     page = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
+    // The one log-in the link allows: every test uses this page.
+    await page.goto(url);
+    await page.getByRole('heading', { name: 'Runs' }).waitFor();
   }, 120_000);
 
   afterAll(async () => {
@@ -51,6 +67,7 @@ describe('qwex ui', () => {
       ui.kill('SIGTERM');
       await ui;
     }
+    await kueue?.close();
     await sb?.cleanup();
   });
 
@@ -58,10 +75,11 @@ describe('qwex ui', () => {
 
   it('prints the URL with a one-time token as the first line on stdout; the link logs in once, and no other token does', async () => {
     expect(url).toMatch(new RegExp(`^http://127\\.0\\.0\\.1:${port}/\\?token=[A-Za-z0-9_-]{43}$`));
+    // The page logged in with it (beforeAll), and the token left the address bar at once.
+    expect(page.url()).toBe(`${base}/`);
+    // The same link again in the browser that has the session: it simply goes to the runs.
     await page.goto(url);
     await page.getByRole('heading', { name: 'Runs' }).waitFor();
-    // The token left the address bar at once.
-    expect(page.url()).toBe(`${base}/`);
 
     // The same link in another browser (a fresh profile): refused, and so is the API there.
     const other = await browser.newContext();
@@ -168,6 +186,25 @@ describe('qwex ui', () => {
     await screenshot(page, 'local-runs-phone');
     await page.setViewportSize({ width: 1280, height: 900 });
   });
+
+  it('shows a run waiting in a Kueue queue with Kueue\'s reason and its place, until it is admitted and runs', async (ctx) => {
+    requireComponent(ctx, 'QWEX_REQUIRE_DOCKER', clusterReason);
+    const started = await qwex(sb, ['run', '--detach', '--backend', 'kueue', '--name', 'queued-in-kueue', '--', 'sh', '-c', 'echo admitted']);
+    expect(started.exitCode, String(started.stderr)).toBe(0);
+    const id = String(started.stdout).trim();
+    await page.goto(`${base}/`);
+    const row = page.locator(`tr[data-run-id="${id}"]`);
+    await expect.poll(async () => (await row.textContent()) ?? '', { timeout: 30_000 }).toContain(`Kueue LocalQueue ${TEST_QUEUE} #1: Pending`);
+    const listed = await page.evaluate(async (runId) => (await (await fetch(`/v1/runs/${runId}`)).json()) as CloudRun, id);
+    // Submitted to the cluster, the run is `running` in qwex's terms while its workload waits for Kueue.
+    expect(listed).toMatchObject({ status: 'running', queue: TEST_QUEUE, waiting: { phase: 'queued', reason: 'Pending', position: 1, where: `Kueue LocalQueue ${TEST_QUEUE}` } });
+    await row.getByRole('link', { name: 'queued-in-kueue' }).click();
+    await expect.poll(async () => (await page.getByRole('status').first().textContent()) ?? '').toMatch(/Waiting: Kueue LocalQueue .* #1: Pending: couldn't assign flavors/);
+    await screenshot(page, 'local-run-waiting');
+    kueue!.fake!.setKueueQuota(1);
+    await expect.poll(() => page.getByRole('heading', { level: 1 }).locator('.status').textContent(), { timeout: 60_000 }).toBe('succeeded');
+    expect(await page.getByRole('status').count()).toBe(0);
+  }, 120_000);
 
   it('answers the workflow page with a clear 404 while this machine has no workflows', async () => {
     await page.goto(`${base}/workflows/01a0000000000000`);

@@ -40,7 +40,7 @@ export interface CloudRun {
   finishedAt: string | null;
   /** When the server last recorded a change of this run. */
   updatedAt: string;
-  /** What a pending run waits for (its place in a queue, a cluster queue and Kueue's reason), as its backend says; absent otherwise. */
+  /** What the run waits for before its command executes (its place in a queue, Kueue's reason), as its backend says; absent otherwise. */
   waiting?: Waiting;
   /** The named job (recipe) this is a run of, when it came from one. */
   job?: string;

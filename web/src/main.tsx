@@ -10,8 +10,8 @@ import { RunsPage } from './pages/runs.js';
 import { WorkflowPage } from './pages/workflow.js';
 import { routeLinks, useRoute, type Route } from './router.js';
 
-/** `cloud` (qwexcloud: a login form) or `local` (`qwex ui`), as the server that sent this page says. */
-const MODE: 'cloud' | 'local' = document.querySelector('meta[name="qwex-mode"]')?.getAttribute('content') === 'local' ? 'local' : 'cloud';
+/** `cloud` (qwexcloud: a login form) or `workstation` (`qwex ui`), as the server that sent this page says. */
+const MODE: 'cloud' | 'workstation' = document.querySelector('meta[name="qwex-mode"]')?.getAttribute('content') === 'workstation' ? 'workstation' : 'cloud';
 
 type Session = { state: 'checking' } | { state: 'out' } | { state: 'in'; me: Me };
 
@@ -50,7 +50,7 @@ function App() {
       <a class="skip" href="#main">Skip to content</a>
       <header class="top">
         <a href="/" class="brand">qwex</a>
-        <span class="where">{MODE === 'local' ? 'this machine' : 'qwexcloud'}</span>
+        <span class="where">{MODE === 'workstation' ? 'this machine' : 'qwexcloud'}</span>
         <span class="who">
           {session.me.user}
           {session.me.admin && MODE === 'cloud' ? ' (admin)' : ''}

@@ -6,12 +6,12 @@ import { api, type Me } from '../api.js';
  * cookie that this page's scripts never see again. Under `qwex ui` there is
  * nothing to type: the link it printed logs in.
  */
-export function LoginPage({ mode, onLogin }: { mode: 'cloud' | 'local'; onLogin: (me: Me) => void }) {
+export function LoginPage({ mode, onLogin }: { mode: 'cloud' | 'workstation'; onLogin: (me: Me) => void }) {
   const [token, setToken] = useState('');
   const [error, setError] = useState<string | undefined>(undefined);
   const [busy, setBusy] = useState(false);
 
-  if (mode === 'local') {
+  if (mode === 'workstation') {
     return (
       <main id="main" class="login">
         <h1 tabIndex={-1}>Not logged in</h1>

@@ -12,7 +12,7 @@ import { useNow } from '../use-now.js';
 type Asking = 'cancel' | 'rerun' | undefined;
 
 /** One run: its record, live log, resource plots and artifacts, with cancel and rerun (each asked for twice). */
-export function RunPage({ id, mode }: { id: string; mode: 'cloud' | 'local' }) {
+export function RunPage({ id, mode }: { id: string; mode: 'cloud' | 'workstation' }) {
   const [run, setRun] = useState<CloudRunDetail | undefined>(undefined);
   const [error, setError] = useState<ApiError | undefined>(undefined);
   const [asking, setAsking] = useState<Asking>(undefined);

@@ -41,7 +41,7 @@ function matches(run: CloudRun, f: Filters): boolean {
  * reloading. Status, backend and text filter on the server; job and
  * workflow on what was fetched (the newest 200, and more on request).
  */
-export function RunsPage({ mode, search }: { mode: 'cloud' | 'local'; search: URLSearchParams }) {
+export function RunsPage({ mode, search }: { mode: 'cloud' | 'workstation'; search: URLSearchParams }) {
   const filters = useMemo(() => filtersFrom(search), [search.toString()]);
   const [runs, setRuns] = useState<Map<string, CloudRun>>(new Map());
   const [cursor, setCursor] = useState<string | null>(null);
@@ -201,7 +201,7 @@ export function RunsPage({ mode, search }: { mode: 'cloud' | 'local'; search: UR
                 <td class="mono wide command" title={run.command}>{run.command}</td>
                 <td class="opt">{run.backend}</td>
                 <td class="opt">{[run.cluster, run.queue].filter(Boolean).join(' / ')}</td>
-                <td class="opt" title={mode === 'local' ? run.target : run.user}>{mode === 'cloud' ? run.user : projectName(run.target)}</td>
+                <td class="opt" title={mode === 'workstation' ? run.target : run.user}>{mode === 'cloud' ? run.user : projectName(run.target)}</td>
                 <td class="opt">{formatTime(run.startedAt ?? run.createdAt)}</td>
                 <td class="num">{runDuration(run, now)}</td>
                 <td class="num">{exitText(run)}</td>

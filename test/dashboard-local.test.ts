@@ -181,6 +181,8 @@ describe('qwex ui', () => {
     expect(page.url()).toContain('q=sub%2Fn.txt');
     await page.getByLabel('Text').fill('');
     await page.getByLabel('Text').press('Enter');
+    await page.getByLabel('Text').blur();
+    await expect.poll(async () => page.locator('table.runs tbody tr').count()).toBeGreaterThan(1);
     await screenshot(page, 'local-runs');
     await page.setViewportSize({ width: 390, height: 844 });
     await screenshot(page, 'local-runs-phone');
@@ -217,6 +219,22 @@ describe('qwex ui', () => {
     const ps = await qwexJson<{ id: string; status: string }[]>(sb, ['ps', '--all', '--last', '0']);
     expect(listed.runs.map((r) => r.id).sort()).toEqual(ps.map((r) => r.id).sort());
     for (const run of listed.runs) expect(run.status).toBe(ps.find((r) => r.id === run.id)?.status);
+  });
+
+  it('shows a run waiting in qwexd\'s queue with its place, through qwexd once it runs', async () => {
+    expect((await qwex(sb, ['daemon', 'start', '--concurrency', '1'])).exitCode).toBe(0);
+    const first = String((await qwex(sb, ['run', '--detach', '--name', 'holds-the-slot', '--', 'sleep', '300'])).stdout).trim();
+    const second = String((await qwex(sb, ['run', '--detach', '--name', 'waits-its-turn', '--', 'sleep', '300'])).stdout).trim();
+    try {
+      await page.goto(`${base}/`);
+      const row = page.locator(`tr[data-run-id="${second}"]`);
+      await expect.poll(async () => (await row.textContent()) ?? '', { timeout: 30_000 }).toContain('qwexd\'s queue #1');
+      const listed = await page.evaluate(async () => (await (await fetch('/v1/runs?limit=5')).json()) as { runs: CloudRun[] });
+      expect(listed.runs.find((r) => r.id === second)).toMatchObject({ status: 'pending', waiting: { phase: 'queued', position: 1, where: 'qwexd\'s queue' } });
+      expect(listed.runs.find((r) => r.id === first)?.waiting).toBeUndefined();
+    } finally {
+      await qwex(sb, ['cancel', first, second]);
+    }
   });
 
   it('stops on SIGTERM, and the server with it', async () => {

@@ -191,7 +191,7 @@ export function RunsPage({ mode, search }: { mode: 'cloud' | 'workstation'; sear
                 </td>
                 <td>
                   <a href={`/runs/${run.id}`}>{run.name ?? shortId(run.id)}</a>
-                  {run.name && <div class="muted small mono">{shortId(run.id)}</div>}
+                  {run.name && <div class="muted small mono nowrap">{shortId(run.id)}</div>}
                   {run.workflow && (
                     <div class="small">
                       <a href={`/workflows/${run.workflow.id}`}>workflow</a> · {run.workflow.stage}
@@ -202,7 +202,7 @@ export function RunsPage({ mode, search }: { mode: 'cloud' | 'workstation'; sear
                 <td class="opt">{run.backend}</td>
                 <td class="opt">{[run.cluster, run.queue].filter(Boolean).join(' / ')}</td>
                 <td class="opt" title={mode === 'workstation' ? run.target : run.user}>{mode === 'cloud' ? run.user : projectName(run.target)}</td>
-                <td class="opt">{formatTime(run.startedAt ?? run.createdAt)}</td>
+                <td class="opt nowrap">{formatTime(run.startedAt ?? run.createdAt)}</td>
                 <td class="num">{runDuration(run, now)}</td>
                 <td class="num">{exitText(run)}</td>
               </tr>

@@ -237,6 +237,34 @@ describe('qwex ui', () => {
     }
   });
 
+  it('opens a browser (here a FAKE xdg-open that records what it got) through a page only this user can read, never with the token on its command line', async () => {
+    const bin = join(sb.state, 'fake-bin');
+    const seen = join(sb.state, 'opener-saw.txt');
+    mkdirSync(bin, { recursive: true });
+    writeFileSync(join(bin, 'xdg-open'), `#!/bin/sh\n{ echo "$@"; stat -c %a "$1" "$(dirname "$1")"; cat "$1"; } > '${seen}'\n`, { mode: 0o755 });
+    const second = execa(process.execPath, [CLI, 'ui', '--port', '0'], { cwd: sb.project, env: { ...sb.env, PATH: `${bin}:${process.env.PATH}` }, reject: false, buffer: false });
+    let printed = '';
+    second.stdout!.on('data', (chunk: Buffer) => (printed += chunk.toString()));
+    const { readFileSync, existsSync } = await import('node:fs');
+    let opened: string | undefined;
+    try {
+      const text = await until(() => (existsSync(seen) && readFileSync(seen, 'utf8').includes('</p>') ? readFileSync(seen, 'utf8') : undefined), 30_000, 'the opener to be called');
+      const [args, fileMode, dirMode] = text.split('\n');
+      const link = printed.split('\n')[0]!;
+      const token = new URL(link).searchParams.get('token')!;
+      opened = args;
+      expect(opened).toMatch(/\/open\.html$/);
+      expect(args).not.toContain(token);
+      expect([fileMode, dirMode]).toEqual(['600', '700']);
+      expect(text).toContain(link.replace(/&/g, '&amp;'));
+    } finally {
+      second.kill('SIGTERM');
+      expect((await second).exitCode).toBe(0);
+    }
+    // Removed once the server stopped.
+    expect(opened && existsSync(opened)).toBe(false);
+  });
+
   it('stops on SIGTERM, and the server with it', async () => {
     ui.kill('SIGTERM');
     const result = await ui;

@@ -6,7 +6,11 @@
  * appears without a reload, cancel from the page, an artifact download.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { request } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CSRF_HEADER, SESSION_COOKIE, type CloudRunDetail } from '../src/cloud/api.js';
@@ -91,7 +95,8 @@ describe('the dashboard on qwexcloud', () => {
       await screenshot(page, 'cloud-runs');
 
       const cookie = (await context.cookies()).find((c) => c.name === SESSION_COOKIE);
-      expect(cookie).toMatchObject({ httpOnly: true, sameSite: 'Strict', path: '/' });
+      // Served over plain HTTP here, so not Secure (which the browser would then never send back); over TLS it is (below).
+      expect(cookie).toMatchObject({ httpOnly: true, sameSite: 'Strict', path: '/', secure: false });
       // The page's own scripts cannot read it.
       expect(await page.evaluate(() => document.cookie)).toBe('');
       // Another user's run is as absent as a run that does not exist.
@@ -185,6 +190,42 @@ describe('the dashboard on qwexcloud', () => {
       expect(await page.evaluate(async () => (await fetch('/v1/me')).status)).toBe(401);
     } finally {
       await context.close();
+    }
+  });
+});
+
+describe('the dashboard\'s login over TLS', () => {
+  it('keeps the token in a Secure, HttpOnly, SameSite=Strict cookie, which the API then accepts', async () => {
+    const scratch = mkdtempSync(join(tmpdir(), 'qwex-dashboard-tls-'));
+    const key = join(scratch, 'key.pem');
+    const cert = join(scratch, 'cert.pem');
+    await execa('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1']);
+    const server = await startCloud({ db: 'sqlite', args: ['--tls-cert', cert, '--tls-key', key] });
+    const send = (method: string, path: string, headers: Record<string, string>, body?: string): Promise<{ status: number; headers: import('node:http').IncomingHttpHeaders; body: string }> =>
+      new Promise((resolve, reject) => {
+        const req = request(`${server.url}${path}`, { method, headers, ca: readFileSync(cert) }, (res) => {
+          let text = '';
+          res.on('data', (c: Buffer) => (text += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
+        });
+        req.on('error', reject);
+        req.end(body);
+      });
+    try {
+      const token = await server.token('carol');
+      const body = JSON.stringify({ token });
+      const refused = await send('POST', '/v1/session', { 'content-type': 'application/json' }, body);
+      expect(refused.status).toBe(403);
+      const login = await send('POST', '/v1/session', { 'content-type': 'application/json', [CSRF_HEADER]: '1' }, body);
+      expect(login.status).toBe(200);
+      const set = login.headers['set-cookie']?.[0] ?? '';
+      expect(set).toMatch(new RegExp(`^${SESSION_COOKIE}=`));
+      expect(set.split(/; */).map((part) => part.toLowerCase())).toEqual(expect.arrayContaining(['secure', 'httponly', 'samesite=strict', 'path=/']));
+      const me = await send('GET', '/v1/me', { cookie: set.split(';')[0]! });
+      expect(JSON.parse(me.body)).toMatchObject({ user: 'carol' });
+    } finally {
+      await server.cleanup();
+      rmSync(scratch, { recursive: true, force: true });
     }
   });
 });

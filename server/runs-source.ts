@@ -45,15 +45,16 @@ export interface ApiServices {
 }
 
 /**
- * What the API adds to a run as listed, from its record: what a run waits
- * for before its command executes (the backend's own words, through its descriptor: the page
- * needs no backend knowledge), and the job and workflow it belongs to.
+ * What the API adds to a run as listed, from its record: what it waits for
+ * before its command executes (the backend's own words, through its
+ * descriptor: the page needs no backend knowledge), and the job and
+ * workflow it belongs to.
  */
 export function runExtras(run: Run): Pick<CloudRun, 'waiting' | 'job' | 'workflow'> {
-  // Fields that jobs and workflows (issue 16) add to the record; read defensively, as data.
-  const linked = run as Run & { recipe?: { name?: unknown }; workflow?: { id?: unknown; stage?: unknown } };
   // The backend says when a run waits: a Kueue workload waits for quota while the run is already `running` in qwex's terms.
   const waiting = isTerminal(run.status) ? undefined : findBackend(run.job.backend)?.waiting?.(run);
+  // Links that jobs and workflows (issue 16) add to the job in the record; read defensively, as data, until they are merged.
+  const linked = run.job as Run['job'] & { recipe?: { name?: unknown }; workflow?: { id?: unknown; stage?: unknown } };
   const job = typeof linked.recipe?.name === 'string' ? linked.recipe.name : undefined;
   const workflow = typeof linked.workflow?.id === 'string' ? { id: linked.workflow.id, stage: String(linked.workflow.stage ?? '') } : undefined;
   return { ...(waiting ? { waiting } : {}), ...(job === undefined ? {} : { job }), ...(workflow ? { workflow } : {}) };

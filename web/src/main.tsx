@@ -27,9 +27,9 @@ function App() {
     );
   }, []);
 
-  // After moving to another page, the focus goes to its heading, as a page load would put it at the top.
+  // After moving to another page, the focus goes to its heading (or, while it loads, to the main region), as a page load would put it at the top.
   useEffect(() => {
-    document.querySelector<HTMLElement>('main h1')?.focus({ preventScroll: true });
+    (document.querySelector<HTMLElement>('main h1') ?? document.querySelector<HTMLElement>('main'))?.focus({ preventScroll: true });
     window.scrollTo(0, 0);
   }, [route.page, 'id' in route ? route.id : '']);
 
@@ -61,7 +61,7 @@ function App() {
           </button>
         )}
       </header>
-      <main id="main">
+      <main id="main" tabIndex={-1}>
         {route.page === 'runs' && <RunsPage mode={MODE} search={route.search} />}
         {route.page === 'run' && <RunPage id={route.id} mode={MODE} />}
         {route.page === 'workflow' && <WorkflowPage id={route.id} />}

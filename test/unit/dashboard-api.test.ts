@@ -1,14 +1,17 @@
 /**
- * The usage route's reading of a run's samples (server/routes/usage.ts):
- * usage.jsonl as the supervisor writes it, GPU samples in either of the
- * shapes GPU sampling may take (lines with `gpus` in usage.jsonl, or
- * gpu-usage.jsonl), a torn last line, and `after`.
+ * What the dashboard's API computes from a run's files and record, without
+ * a server: the usage route's reading of the samples (server/routes/usage.ts:
+ * usage.jsonl as the supervisor writes it, GPU samples in either shape GPU
+ * sampling may take, a torn last line, `after`), and what a listed run adds
+ * from its record (server/runs-source.ts: waiting, job, workflow).
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { readUsage } from '../../server/routes/usage.js';
+import { runExtras } from '../../server/runs-source.js';
+import type { Run } from '../../src/run/model.js';
 
 let dir: string | undefined;
 afterEach(() => {
@@ -60,5 +63,35 @@ describe('a run\'s usage samples', () => {
   it('after a time: only what is newer (what a page that has the rest asks for)', async () => {
     const d = runDir({ 'usage.jsonl': [1, 2, 3].map((s) => line({ t: `2026-01-01T00:00:0${s}.000Z`, cpu: s, rss: s, procs: 1 })).join('') });
     expect((await readUsage(d, Date.parse('2026-01-01T00:00:02.000Z'))).samples.map((s) => s.cpu)).toEqual([3]);
+  });
+});
+
+function record(patch: { status: Run['status']; backend: Run['backend']; job?: Record<string, unknown> }): Run {
+  return {
+    version: 1,
+    id: '01a23300-0000-7000-8000-000000000001',
+    project: '/p',
+    job: { command: ['true'], shell: false, cwd: '/p', env: {}, backend: patch.backend.name, backendOptions: { queue: 'gpu' }, artifacts: { watch: ['out'], ignore: [], maxFileSizeMb: 100 }, killGraceMs: 1000, ...patch.job },
+    status: patch.status,
+    createdAt: '2026-01-01T00:00:00.000Z',
+    exitCode: null,
+    signal: null,
+    backend: patch.backend,
+    metadata: { host: 'h', user: 'u', qwexVersion: '0' },
+  } as Run;
+}
+
+describe('a run as listed', () => {
+  const queued = { name: 'kueue', phase: 'queued', queue: 'gpu', waiting: { reason: 'Pending', message: 'insufficient quota', position: 3 } };
+
+  it('says what it waits for in its backend\'s words (a Kueue workload waits while the run is already running), and nothing once it ended', () => {
+    expect(runExtras(record({ status: 'running', backend: queued })).waiting).toEqual({ phase: 'queued', reason: 'Pending', message: 'insufficient quota', position: 3, where: 'Kueue LocalQueue gpu' });
+    expect(runExtras(record({ status: 'cancelled', backend: queued })).waiting).toBeUndefined();
+    expect(runExtras(record({ status: 'running', backend: { name: 'local', pid: 1 } }))).toEqual({});
+  });
+
+  it('names the job and the workflow stage it came from, when its job records them', () => {
+    const linked = record({ status: 'succeeded', backend: { name: 'local' }, job: { recipe: { name: 'train', version: 'abc', params: {} }, workflow: { id: 'wf1', stage: 'test' } } });
+    expect(runExtras(linked)).toEqual({ job: 'train', workflow: { id: 'wf1', stage: 'test' } });
   });
 });

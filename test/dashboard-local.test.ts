@@ -189,6 +189,20 @@ describe('qwex ui', () => {
     await page.setViewportSize({ width: 1280, height: 900 });
   });
 
+  it('reruns a run from its page, after asking: the same command on the same code, as a new run', async () => {
+    const original = String((await qwex(sb, ['run', '--detach', '--name', 'rerun-me', '--', 'sh', '-c', 'cat marker.txt'], {})).stdout).trim();
+    await until(async () => ((await qwexJson<{ status: string }>(sb, ['status', original])).status !== 'pending' ? true : undefined), 30_000, 'the run to start');
+    await page.goto(`${base}/runs/${original}`);
+    await page.getByRole('button', { name: 'Rerun' }).click();
+    await page.getByRole('dialog', { name: 'Run this again?' }).getByRole('button', { name: 'Rerun', exact: true }).click();
+    await page.waitForURL((u) => u.pathname.startsWith('/runs/') && !u.pathname.endsWith(original));
+    const copy = new URL(page.url()).pathname.split('/').pop()!;
+    await expect.poll(() => page.getByRole('heading', { level: 1 }).locator('.status').textContent(), { timeout: 30_000 }).toMatch(/succeeded|failed/);
+    const [before, after] = await Promise.all([original, copy].map((id) => qwexJson<{ job: { command: string[]; workspace?: { manifest: string } } }>(sb, ['status', id])));
+    expect(after!.job.command).toEqual(before!.job.command);
+    expect(after!.job.workspace?.manifest).toBe(before!.job.workspace?.manifest);
+  });
+
   it('shows a run waiting in a Kueue queue with Kueue\'s reason and its place, until it is admitted and runs', async (ctx) => {
     requireComponent(ctx, 'QWEX_REQUIRE_DOCKER', clusterReason);
     const started = await qwex(sb, ['run', '--detach', '--backend', 'kueue', '--name', 'queued-in-kueue', '--', 'sh', '-c', 'echo admitted']);

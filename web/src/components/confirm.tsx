@@ -1,5 +1,5 @@
 import type { ComponentChildren } from 'preact';
-import { useEffect, useRef } from 'preact/hooks';
+import { useEffect, useId, useRef } from 'preact/hooks';
 
 /**
  * A modal question before something that cannot be undone (cancel, rerun):
@@ -8,6 +8,8 @@ import { useEffect, useRef } from 'preact/hooks';
  */
 export function ConfirmDialog(props: { open: boolean; title: string; children: ComponentChildren; confirm: string; dismiss: string; onConfirm: () => void; onClose: () => void }) {
   const dialog = useRef<HTMLDialogElement>(null);
+  // Several dialogs live on one page: each names itself by its own heading.
+  const titleId = useId();
   useEffect(() => {
     const element = dialog.current;
     if (!element) return;
@@ -15,9 +17,9 @@ export function ConfirmDialog(props: { open: boolean; title: string; children: C
     if (!props.open && element.open) element.close();
   }, [props.open]);
   return (
-    <dialog ref={dialog} class="confirm" aria-labelledby="confirm-title" onClose={props.onClose}>
+    <dialog ref={dialog} class="confirm" aria-labelledby={titleId} onClose={props.onClose}>
       <form method="dialog">
-        <h2 id="confirm-title">{props.title}</h2>
+        <h2 id={titleId}>{props.title}</h2>
         <div class="confirm-body">{props.children}</div>
         <div class="actions">
           <button type="submit" value="dismiss" autofocus>{props.dismiss}</button>

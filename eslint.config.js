@@ -26,6 +26,22 @@ export default tseslint.config(
     },
   },
   {
+    // The dashboard's front end (bundled for browsers): the same habits, browser globals, and only the API's types from src/.
+    files: ['web/**/*.ts', 'web/**/*.tsx'],
+    languageOptions: {
+      globals: { ...globals.browser },
+      parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
+    },
+    rules: {
+      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/no-misused-promises': ['error', { checksVoidReturn: false }],
+      '@typescript-eslint/consistent-type-imports': ['error', { prefer: 'type-imports', fixStyle: 'inline-type-imports' }],
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none' }],
+      '@typescript-eslint/no-explicit-any': 'error',
+      'no-restricted-imports': ['error', { patterns: [{ group: ['**/client/**', '**/daemon/**', '**/server/**'], message: 'the front end speaks to the server only through its public API' }] }],
+    },
+  },
+  {
     files: ['src/**/*.ts'],
     rules: {
       // src/ is the shared core: it never prints or exits (client/ renders; daemon/ and server/ serve).

@@ -235,6 +235,13 @@ export async function main(argv: string[]): Promise<number> {
     .action(use(() => import('./commands/gc.js')));
 
   program
+    .command('ui')
+    .description('serve the dashboard of your runs on 127.0.0.1; prints its URL, with a one-time token, as the first line')
+    .option('-p, --port <port>', 'port to listen on (0: any free one)', '0')
+    .option('--no-open', 'do not open a browser')
+    .action(use(() => import('./commands/ui.js')));
+
+  program
     .command('doctor')
     .description('check qwex\'s state (the run index, orphaned containers); --reindex rebuilds the index from run directories')
     .argument('[projects...]', 'project roots to reindex (default: this project and every project in the index)')

@@ -2,7 +2,11 @@
 // esbuild, over tsc's output, so that each starts by loading a few files
 // instead of about forty modules (measured: `qwex ps` 110 -> 90 ms on the
 // development machine). Commands stay lazily loaded (code splitting). The
-// rest of dist/ (the SDK under dist/src) stays as tsc wrote it.
+// rest of dist/ (the SDK under dist/src) stays as tsc wrote it. The
+// dashboard's front end (web/) is bundled for browsers into dist/web/, with
+// everything it uses (Preact, xterm.js, uPlot) inside: it loads nothing from
+// anywhere else.
+import { copyFileSync, mkdirSync, rmSync } from 'node:fs';
 import { build } from 'esbuild';
 
 const common = {
@@ -26,4 +30,23 @@ await build({ ...common, entryPoints: ['client/cli.ts'], outdir: 'dist/client' }
 await build({ ...common, entryPoints: ['daemon/qwexd.ts', 'daemon/monitor.ts'], outdir: 'dist/daemon' });
 // The server starts once and runs for weeks: its dependencies (Fastify, Kysely, pg...) load from node_modules as
 // they are, which keeps their optional parts (pino's transports, pg-native) working.
-await build({ ...common, entryPoints: ['server/qwexcloud.ts'], outdir: 'dist/server', packages: 'external' });
+// `qwex ui`'s server (ui.js) shares the route handlers with qwexcloud.
+await build({ ...common, entryPoints: { qwexcloud: 'server/qwexcloud.ts', ui: 'server/ui.ts' }, outdir: 'dist/server', packages: 'external' });
+
+rmSync('dist/web', { recursive: true, force: true });
+await build({
+  entryPoints: { app: 'web/src/main.tsx' },
+  outdir: 'dist/web/assets',
+  bundle: true,
+  platform: 'browser',
+  format: 'esm',
+  target: ['chrome111', 'firefox113', 'safari16.4'],
+  jsx: 'automatic',
+  jsxImportSource: 'preact',
+  minify: true,
+  sourcemap: true,
+  legalComments: 'linked',
+  logLevel: 'warning',
+});
+mkdirSync('dist/web', { recursive: true });
+copyFileSync('web/index.html', 'dist/web/index.html');

@@ -1,35 +1,40 @@
 import { readFileSync } from 'node:fs';
 import Fastify, { type FastifyInstance } from 'fastify';
+import cookie from '@fastify/cookie';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import { API_PREFIX } from '../src/cloud/api.js';
 import { ErrorCode, QwexError } from '../src/errors.js';
 import { VERSION } from '../src/version.js';
-import { requireToken } from './auth.js';
+import { requireToken, tokenCredentials } from './auth.js';
 import type { ServerConfig } from './config.js';
 import { installErrorHandling } from './http-errors.js';
-import { artifactRoutes } from './routes/artifacts.js';
 import { blobRoutes } from './routes/blobs.js';
-import { eventRoutes } from './routes/events.js';
 import { healthRoutes } from './routes/health.js';
-import { logRoutes } from './routes/logs.js';
 import { meRoutes } from './routes/me.js';
-import { runRoutes } from './routes/runs.js';
+import { runApiRoutes } from './routes/run-api.js';
+import { sessionRoutes } from './routes/session.js';
 import { SHARED_SCHEMAS } from './schemas.js';
 import type { Services } from './services.js';
+import { targetInfo } from './targets.js';
+import { pageRoutes } from './ui-pages.js';
 
 /**
  * The HTTP application: one encapsulated plugin per route group under
- * /v1, all but the health check behind the token hook and the per-token
- * rate limit. It opens nothing itself: the services are given, and whoever
- * gave them closes them (server/main.ts).
+ * /v1, all but the health check and the dashboard's login behind the token
+ * hook and the per-token rate limit; the dashboard's pages at `/`. It opens
+ * nothing itself: the services are given, and whoever gave them closes
+ * them (server/main.ts).
  */
 export async function buildApp(config: Pick<ServerConfig, 'limits' | 'tls' | 'trustProxy' | 'logLevel'>, services: Services, logStream?: NodeJS.WritableStream): Promise<FastifyInstance> {
   const app = Fastify({
     logger: {
       level: config.logLevel,
       // Tokens never reach the log, whatever a serializer or a debug line would otherwise print.
-      redact: { paths: ['req.headers.authorization', 'headers.authorization', 'request.headers.authorization'], censor: '[redacted]' },
+      redact: {
+        paths: ['req.headers.authorization', 'headers.authorization', 'request.headers.authorization', 'req.headers.cookie', 'headers.cookie', 'request.headers.cookie'],
+        censor: '[redacted]',
+      },
       ...(logStream ? { stream: logStream } : {}),
     },
     bodyLimit: config.limits.bodyBytes,
@@ -40,6 +45,7 @@ export async function buildApp(config: Pick<ServerConfig, 'limits' | 'tls' | 'tr
   });
   installErrorHandling(app);
   for (const schema of SHARED_SCHEMAS) app.addSchema(schema);
+  await app.register(cookie);
 
   await app.register(swagger, {
     openapi: {
@@ -47,7 +53,7 @@ export async function buildApp(config: Pick<ServerConfig, 'limits' | 'tls' | 'tr
       info: {
         title: 'qwexcloud',
         version: VERSION,
-        description: 'The qwex team server: submit runs to its targets, follow their logs, fetch their artifacts, and keep their history. Every route but /v1/health needs `Authorization: Bearer TOKEN`. Errors are `{ error: { code, message, hint? } }` with qwex\'s stable codes.',
+        description: 'The qwex team server: submit runs to its targets, follow their logs, fetch their artifacts, and keep their history. Every route but /v1/health and /v1/session needs `Authorization: Bearer TOKEN` (or the dashboard\'s login cookie, with `X-Qwex-CSRF: 1` on requests that change something). Errors are `{ error: { code, message, hint? } }` with qwex\'s stable codes.',
       },
       components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', description: 'a qwexcloud token (qwx_...)' } } },
       security: [{ bearerAuth: [] }],
@@ -62,12 +68,13 @@ export async function buildApp(config: Pick<ServerConfig, 'limits' | 'tls' | 'tr
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
   });
 
-  app.get('/', { schema: { hide: true } }, async () => ({ name: 'qwexcloud', version: VERSION, api: API_PREFIX, openapi: `${API_PREFIX}/openapi.json` }));
+  await app.register(pageRoutes, { mode: 'team', rootJson: () => ({ name: 'qwexcloud', version: VERSION, api: API_PREFIX, openapi: `${API_PREFIX}/openapi.json` }) });
 
   await app.register(async (v1) => {
     await v1.register(healthRoutes);
+    await v1.register(sessionRoutes, { tokens: services.tokens });
     await v1.register(async (secured) => {
-      requireToken(secured, services.tokens);
+      requireToken(secured, tokenCredentials(services.tokens));
       await secured.register(rateLimit, {
         global: true,
         hook: 'preHandler',
@@ -80,12 +87,9 @@ export async function buildApp(config: Pick<ServerConfig, 'limits' | 'tls' | 'tr
           }),
       });
       secured.get('/openapi.json', { schema: { tags: ['server'], summary: 'This document' } }, async () => app.swagger());
-      await secured.register(meRoutes, { services });
-      await secured.register(runRoutes, { services });
-      await secured.register(logRoutes, { services });
-      await secured.register(artifactRoutes, { services });
+      await secured.register(meRoutes, { targets: () => services.runs.targets.map(targetInfo) });
+      await secured.register(runApiRoutes, { services, cloud: services });
       await secured.register(blobRoutes, { services });
-      await secured.register(eventRoutes, { services });
     });
   }, { prefix: API_PREFIX });
 

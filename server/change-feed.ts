@@ -1,8 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { FeedEvent, type CloudRun } from '../src/cloud/api.js';
-import type { RunRow } from './db/schema.js';
-import type { RunService } from './run-service.js';
-import { toCloudRun } from './run-table.js';
+import type { RunsSource } from './runs-source.js';
 import type { SseStream } from './sse.js';
 import type { Principal } from './tokens.js';
 
@@ -28,8 +26,8 @@ export class ChangeFeed {
   private readonly subscribers = new Set<Subscriber>();
   private readonly unsubscribe: () => void;
 
-  constructor(runs: RunService) {
-    this.unsubscribe = runs.onChange((row) => this.publish(row));
+  constructor(source: Pick<RunsSource, 'onChange'>) {
+    this.unsubscribe = source.onChange((run) => this.publish(run));
   }
 
   get size(): number {
@@ -57,8 +55,7 @@ export class ChangeFeed {
     this.subscribers.clear();
   }
 
-  private publish(row: RunRow): void {
-    const run = toCloudRun(row);
+  private publish(run: CloudRun): void {
     const seq = ++this.sequence;
     this.recent.push({ seq, run });
     if (this.recent.length > KEPT) this.recent.shift();

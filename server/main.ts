@@ -12,6 +12,7 @@ import { migrateToLatest } from './db/migrate.js';
 import { createDispatcher } from './dispatch.js';
 import { LogWatchers } from './log-tail.js';
 import { RunService } from './run-service.js';
+import { SqlRunsSource } from './runs-source-sql.js';
 import { SseStreams } from './sse.js';
 import { TokenStore } from './tokens.js';
 
@@ -70,9 +71,10 @@ async function assemble(config: ServerConfig, logStream?: NodeJS.WritableStream)
     closers.push(() => watchers.close());
     const streams = new SseStreams();
     closers.push(() => streams.closeAll());
-    const feed = new ChangeFeed(runs);
+    const source = new SqlRunsSource(runs, blobs);
+    const feed = new ChangeFeed(source);
     closers.push(() => feed.close());
-    app = await buildApp(config, { runs, blobs, tokens: new TokenStore(database), streams, watchers, feed, limits: config.limits }, logStream);
+    app = await buildApp(config, { runs, source, blobs, tokens: new TokenStore(database), streams, watchers, feed, limits: config.limits }, logStream);
     const built = app;
     closers.push(() => built.close());
     let closing: Promise<void> | undefined;

@@ -177,6 +177,20 @@ function runProperties(): Record<string, unknown> {
     startedAt: nullable('string'),
     finishedAt: nullable('string'),
     updatedAt: { type: 'string', format: 'date-time' },
+    waiting: {
+      type: 'object',
+      description: 'what the run waits for before its command executes, as its backend says (absent otherwise): a place in qwexd\'s queue, a Kueue workload not admitted yet (the run is `running` then), a pod not scheduled',
+      required: ['phase'],
+      properties: {
+        phase: { type: 'string', enum: ['queued', 'pending'], description: 'queued: not admitted yet; pending: admitted, not running yet' },
+        reason: { type: 'string' },
+        message: { type: 'string' },
+        position: { type: 'integer', description: '1-based place in the queue, where the backend says' },
+        where: { type: 'string', description: 'the queue, as a person would name it' },
+      },
+    },
+    job: { type: 'string', description: 'the named job (recipe) this is a run of, if any' },
+    workflow: { type: 'object', required: ['id', 'stage'], properties: { id: { type: 'string' }, stage: { type: 'string' } }, description: 'the workflow this run is a stage of, if any' },
   };
 }
 

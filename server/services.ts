@@ -3,11 +3,12 @@ import type { ChangeFeed } from './change-feed.js';
 import type { Limits } from './config.js';
 import type { LogWatchers } from './log-tail.js';
 import type { RunService } from './run-service.js';
+import type { ApiServices } from './runs-source.js';
 import type { SseStreams } from './sse.js';
 import type { TokenStore } from './tokens.js';
 
-/** What the route plugins are given (as plugin options: nothing is decorated onto the server). */
-export interface Services {
+/** What the route plugins are given (as plugin options: nothing is decorated onto the server): the run API's services, and qwexcloud's own. */
+export interface Services extends ApiServices {
   runs: RunService;
   blobs: BlobStore;
   tokens: TokenStore;

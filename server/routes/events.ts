@@ -1,9 +1,9 @@
 import type { FastifyPluginAsync } from 'fastify';
 import { errorResponses, eventStream } from '../schemas.js';
-import type { Services } from '../services.js';
+import type { ApiServices } from '../runs-source.js';
 
 /** The change feed: what a dashboard listens to instead of polling the list. */
-export const eventRoutes: FastifyPluginAsync<{ services: Services }> = async (app, { services }) => {
+export const eventRoutes: FastifyPluginAsync<{ services: ApiServices }> = async (app, { services }) => {
   app.get('/events', {
     schema: {
       tags: ['runs'],

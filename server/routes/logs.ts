@@ -1,13 +1,13 @@
 import { createReadStream, statSync } from 'node:fs';
+import { join } from 'node:path';
 import type { FastifyPluginAsync } from 'fastify';
-import { LogEvent, type LogStream } from '../../src/cloud/api.js';
+import { LogEvent, type CloudRun, type LogStream } from '../../src/cloud/api.js';
 import { ErrorCode, QwexError } from '../../src/errors.js';
-import { isTerminal, type RunStatus } from '../../src/run/model.js';
-import type { RunRow } from '../db/schema.js';
+import { RunFiles } from '../../src/paths.js';
+import { isTerminal } from '../../src/run/model.js';
 import { tailFile } from '../log-tail.js';
-import { toCloudRunDetail } from '../run-table.js';
+import type { ApiServices } from '../runs-source.js';
 import { binary, errorResponses, eventStream, logStreamSchema, runIdParams } from '../schemas.js';
-import type { Services } from '../services.js';
 
 /**
  * A run's logs: followed as Server-Sent Events (each chunk base64, its id
@@ -15,8 +15,8 @@ import type { Services } from '../services.js';
  * downloaded as they are. Followers read the log files; they never query
  * the database while they wait.
  */
-export const logRoutes: FastifyPluginAsync<{ services: Services }> = async (app, { services }) => {
-  const { runs, streams, watchers } = services;
+export const logRoutes: FastifyPluginAsync<{ services: ApiServices }> = async (app, { services }) => {
+  const { source, streams, watchers } = services;
 
   app.get<{ Params: { id: string }; Querystring: { stream: LogStream; follow?: string; offset?: number } }>('/runs/:id/logs', {
     schema: {
@@ -40,18 +40,18 @@ export const logRoutes: FastifyPluginAsync<{ services: Services }> = async (app,
     const follow = request.query.follow === '1' || request.query.follow === 'true';
     const header = request.headers['last-event-id'];
     const offset = typeof header === 'string' ? Number(header) : (request.query.offset ?? 0);
-    let final: RunRow | undefined;
+    let final: CloudRun | undefined;
     let path = '';
-    // Subscribed before the row is read: an end between the two is not missed.
-    const unsubscribe = runs.onRunChange(id, (changed) => {
-      if (!isTerminal(changed.status as RunStatus)) return;
+    // Subscribed before the run is looked up: an end between the two is not missed.
+    const unsubscribe = source.onRunChange(id, (changed) => {
+      if (!isTerminal(changed.status)) return;
       final = changed;
       if (path) watchers.wakeAll(path);
     });
     try {
-      const row = await runs.row(request.principal, id);
-      if (isTerminal(row.status as RunStatus)) final ??= row;
-      path = runs.logPath(row, request.query.stream);
+      const { dir, run } = await source.locate(request.principal, id);
+      if (isTerminal(run.status)) final ??= run;
+      path = logPath(dir, request.query.stream);
       const size = sizeOf(path);
       if (offset > size) {
         throw new QwexError(ErrorCode.Usage, `offset ${offset} is past the end of the ${request.query.stream} log (${size} bytes)`, { hint: 'resume with the id of the last event received' });
@@ -69,8 +69,8 @@ export const logRoutes: FastifyPluginAsync<{ services: Services }> = async (app,
           onChunk: (chunk, next) => sse.send(LogEvent.Chunk, chunk.toString('base64'), next),
         });
         if (sse.closed) return;
-        if (follow && final) await sse.send(LogEvent.End, JSON.stringify(toCloudRunDetail(final)), reached);
-        else await sse.send(LogEvent.Eof, JSON.stringify({ offset: reached, status: final?.status ?? row.status }), reached);
+        if (follow && final) await sse.send(LogEvent.End, JSON.stringify(await source.detail(request.principal, id)), reached);
+        else await sse.send(LogEvent.Eof, JSON.stringify({ offset: reached, status: final?.status ?? run.status }), reached);
       } catch (error) {
         // The answer has started: all that is left to do is to log it and end the stream (the client resumes).
         request.log.error({ err: error }, 'log stream failed');
@@ -91,8 +91,8 @@ export const logRoutes: FastifyPluginAsync<{ services: Services }> = async (app,
       response: { 200: binary('the log\'s bytes from offset'), ...errorResponses },
     },
   }, async (request, reply) => {
-    const row = await runs.row(request.principal, request.params.id);
-    const path = runs.logPath(row, request.params.stream);
+    const { dir } = await source.locate(request.principal, request.params.id);
+    const path = logPath(dir, request.params.stream);
     const size = sizeOf(path);
     const offset = request.query.offset ?? 0;
     if (offset > size) throw new QwexError(ErrorCode.Usage, `offset ${offset} is past the end of the log (${size} bytes)`);
@@ -101,6 +101,10 @@ export const logRoutes: FastifyPluginAsync<{ services: Services }> = async (app,
     return reply.send(createReadStream(path, { start: offset, end: size - 1 }));
   });
 };
+
+function logPath(dir: string, stream: LogStream): string {
+  return join(dir, stream === 'stdout' ? RunFiles.stdout : RunFiles.stderr);
+}
 
 function sizeOf(path: string): number {
   try {

@@ -1,10 +1,9 @@
 import type { FastifyPluginAsync } from 'fastify';
-import { targetInfo } from '../targets.js';
+import type { TargetInfo } from '../../src/cloud/api.js';
 import { errorResponses } from '../schemas.js';
-import type { Services } from '../services.js';
 
-/** Who the token is, and where runs can go. */
-export const meRoutes: FastifyPluginAsync<{ services: Services }> = async (app, { services }) => {
+/** Who the token is, and (on qwexcloud) where runs can go. */
+export const meRoutes: FastifyPluginAsync<{ targets?: () => TargetInfo[] }> = async (app, { targets }) => {
   app.get('/me', {
     schema: {
       tags: ['server'],
@@ -16,6 +15,7 @@ export const meRoutes: FastifyPluginAsync<{ services: Services }> = async (app, 
     },
   }, async (request) => request.principal);
 
+  if (!targets) return;
   app.get('/targets', {
     schema: {
       tags: ['server'],
@@ -38,5 +38,5 @@ export const meRoutes: FastifyPluginAsync<{ services: Services }> = async (app, 
         ...errorResponses,
       },
     },
-  }, async () => ({ targets: services.runs.targets.map(targetInfo) }));
+  }, async () => ({ targets: targets() }));
 };

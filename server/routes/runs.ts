@@ -2,7 +2,8 @@ import type { FastifyPluginAsync } from 'fastify';
 import { IDEMPOTENCY_HEADER, IDEMPOTENCY_KEY_PATTERN, type RunQuery, type SubmitRequest } from '../../src/cloud/api.js';
 import type { RunStatus } from '../../src/run/model.js';
 import { RUN_STATUSES } from '../../src/run/model.js';
-import { DEFAULT_PAGE, MAX_PAGE, toCloudRun } from '../run-table.js';
+import { DEFAULT_PAGE, MAX_PAGE } from '../run-table.js';
+import type { ApiServices } from '../runs-source.js';
 import { RUN_ID_PATTERN, errorResponses, runIdParams } from '../schemas.js';
 import type { Services } from '../services.js';
 
@@ -10,9 +11,13 @@ interface ListQuerystring extends Omit<RunQuery, 'status'> {
   status?: RunStatus[];
 }
 
-/** Submit, list, show, cancel and rerun runs. */
-export const runRoutes: FastifyPluginAsync<{ services: Services }> = async (app, { services }) => {
-  const { runs } = services;
+/**
+ * List, show, cancel and rerun runs (from the runs source: the same on
+ * qwexcloud and under `qwex ui`); and submit, where `cloud` is given (the
+ * team server: uploads and targets are its own).
+ */
+export const runRoutes: FastifyPluginAsync<{ services: ApiServices; cloud?: Services }> = async (app, { services, cloud }) => {
+  const { source } = services;
 
   app.get<{ Querystring: ListQuerystring }>('/runs', {
     schema: {
@@ -44,43 +49,44 @@ export const runRoutes: FastifyPluginAsync<{ services: Services }> = async (app,
       ...(q.createdAfter === undefined ? {} : { createdAfter: new Date(q.createdAfter).toISOString() }),
       ...(q.createdBefore === undefined ? {} : { createdBefore: new Date(q.createdBefore).toISOString() }),
     };
-    const page = await runs.list(request.principal, query);
-    return { runs: page.rows.map(toCloudRun), nextCursor: page.nextCursor };
+    return source.list(request.principal, query);
   });
 
-  app.post<{ Body: SubmitRequest; Headers: { [IDEMPOTENCY_HEADER]?: string } }>('/runs', {
-    bodyLimit: services.limits.submitBytes,
-    schema: {
-      tags: ['runs'],
-      summary: 'Submit a run (upload the workspace\'s missing blobs first). With an Idempotency-Key, a repeat of the same request answers 200 with the run the first created',
-      headers: {
-        type: 'object',
-        properties: {
-          [IDEMPOTENCY_HEADER]: { type: 'string', pattern: IDEMPOTENCY_KEY_PATTERN, description: 'the client\'s key for this submit (per user): the same key never creates a second run' },
+  if (cloud) {
+    app.post<{ Body: SubmitRequest; Headers: { [IDEMPOTENCY_HEADER]?: string } }>('/runs', {
+      bodyLimit: cloud.limits.submitBytes,
+      schema: {
+        tags: ['runs'],
+        summary: 'Submit a run (upload the workspace\'s missing blobs first). With an Idempotency-Key, a repeat of the same request answers 200 with the run the first created',
+        headers: {
+          type: 'object',
+          properties: {
+            [IDEMPOTENCY_HEADER]: { type: 'string', pattern: IDEMPOTENCY_KEY_PATTERN, description: 'the client\'s key for this submit (per user): the same key never creates a second run' },
+          },
         },
+        body: { $ref: 'SubmitRequest#' },
+        response: { 200: { $ref: 'RunDetail#' }, 201: { $ref: 'RunDetail#' }, ...errorResponses },
       },
-      body: { $ref: 'SubmitRequest#' },
-      response: { 200: { $ref: 'RunDetail#' }, 201: { $ref: 'RunDetail#' }, ...errorResponses },
-    },
-  }, async (request, reply) => {
-    const key = request.headers[IDEMPOTENCY_HEADER];
-    if (key === undefined) return reply.status(201).send(await runs.submit(request.principal, request.body));
-    const { run, replayed } = await runs.submitOnce(request.principal, request.body, key);
-    return reply.status(replayed ? 200 : 201).send(run);
-  });
+    }, async (request, reply) => {
+      const key = request.headers[IDEMPOTENCY_HEADER];
+      if (key === undefined) return reply.status(201).send(await cloud.runs.submit(request.principal, request.body));
+      const { run, replayed } = await cloud.runs.submitOnce(request.principal, request.body, key);
+      return reply.status(replayed ? 200 : 201).send(run);
+    });
+    app.get<{ Params: { key: string } }>('/submissions/:key', {
+      schema: {
+        tags: ['runs'],
+        summary: 'The run a submit with this Idempotency-Key created (404: no submit used the key)',
+        params: { type: 'object', required: ['key'], properties: { key: { type: 'string', pattern: IDEMPOTENCY_KEY_PATTERN } } },
+        response: { 200: { $ref: 'RunDetail#' }, ...errorResponses },
+      },
+    }, async (request) => cloud.runs.submission(request.principal, request.params.key));
+  }
 
-  app.get<{ Params: { key: string } }>('/submissions/:key', {
-    schema: {
-      tags: ['runs'],
-      summary: 'The run a submit with this Idempotency-Key created (404: no submit used the key)',
-      params: { type: 'object', required: ['key'], properties: { key: { type: 'string', pattern: IDEMPOTENCY_KEY_PATTERN } } },
-      response: { 200: { $ref: 'RunDetail#' }, ...errorResponses },
-    },
-  }, async (request) => runs.submission(request.principal, request.params.key));
 
   app.get<{ Params: { id: string } }>('/runs/:id', {
     schema: { tags: ['runs'], summary: 'One run with its full record', params: runIdParams, response: { 200: { $ref: 'RunDetail#' }, ...errorResponses } },
-  }, async (request) => runs.detail(request.principal, request.params.id));
+  }, async (request) => source.detail(request.principal, request.params.id));
 
   app.post<{ Params: { id: string }; Body: { graceMs?: number } | undefined }>('/runs/:id/cancel', {
     // No body at all means no options (curl -X POST .../cancel).
@@ -94,7 +100,7 @@ export const runRoutes: FastifyPluginAsync<{ services: Services }> = async (app,
       body: { type: 'object', additionalProperties: false, properties: { graceMs: { type: 'integer', minimum: 0, maximum: 3_600_000 } } },
       response: { 202: { $ref: 'RunDetail#' }, ...errorResponses },
     },
-  }, async (request, reply) => reply.status(202).send(await runs.cancel(request.principal, request.params.id, request.body?.graceMs)));
+  }, async (request, reply) => reply.status(202).send(await source.cancel(request.principal, request.params.id, request.body?.graceMs)));
 
   app.post<{ Params: { id: string } }>('/runs/:id/rerun', {
     schema: {
@@ -103,5 +109,5 @@ export const runRoutes: FastifyPluginAsync<{ services: Services }> = async (app,
       params: runIdParams,
       response: { 201: { $ref: 'RunDetail#' }, ...errorResponses },
     },
-  }, async (request, reply) => reply.status(201).send(await runs.rerun(request.principal, request.params.id)));
+  }, async (request, reply) => reply.status(201).send(await source.rerun(request.principal, request.params.id)));
 };

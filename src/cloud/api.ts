@@ -1,4 +1,7 @@
+import type { Waiting } from '../backends/types.js';
 import type { RunStatus, Run } from '../run/model.js';
+
+export type { Waiting } from '../backends/types.js';
 
 /**
  * The shapes qwexcloud's HTTP API speaks (version 1), shared by the server
@@ -37,6 +40,12 @@ export interface CloudRun {
   finishedAt: string | null;
   /** When the server last recorded a change of this run. */
   updatedAt: string;
+  /** What the run waits for before its command executes (its place in a queue, Kueue's reason), as its backend says; absent otherwise. */
+  waiting?: Waiting;
+  /** The named job (recipe) this is a run of, when it came from one. */
+  job?: string;
+  /** The workflow this run is a stage of. */
+  workflow?: { id: string; stage: string };
 }
 
 /** A run with its full record (run.json as qwex writes it; secret-looking env values redacted). */
@@ -161,3 +170,51 @@ export const LogEvent = { Chunk: 'chunk', Eof: 'eof', End: 'end' } as const;
 
 /** Server-Sent Events of GET /v1/events: `run` (data: CloudRun) whenever a visible run changes; `reset` when a resume asked for more than the server kept. */
 export const FeedEvent = { Run: 'run', Reset: 'reset' } as const;
+
+/** One sample of a run's CPU and memory (usage.jsonl): CPU percent of one core summed over its processes, resident bytes. */
+export interface UsagePoint {
+  t: string;
+  cpu: number;
+  rss: number;
+  procs: number;
+}
+
+/** One look at the GPUs a run holds. Fields a sampler did not record are null. */
+export interface GpuPoint {
+  t: string;
+  gpus: { index: number; utilizationPercent: number | null; memoryUsedMb: number | null; memoryTotalMb: number | null }[];
+}
+
+/** GET /v1/runs/:id/usage: the run's resource use over time, oldest first (thinned by the sampler as a run grows long). */
+export interface RunUsage {
+  samples: UsagePoint[];
+  gpu: GpuPoint[];
+}
+
+/** One stage of a workflow as the dashboard shows it (issue 16's `qwex workflow status --json` plus `needs`). */
+export interface WorkflowStage {
+  name: string;
+  /** Null until the stage's run was created. */
+  runId: string | null;
+  status: string;
+  exitCode: number | null;
+  /** Names of the stages it starts after. */
+  needs: string[];
+}
+
+/** GET /v1/workflows/:id. */
+export interface WorkflowView {
+  id: string;
+  status: string;
+  stages: WorkflowStage[];
+}
+
+/**
+ * The dashboard's session: the login page sends the token once (POST
+ * /v1/session) and the server keeps it in this HttpOnly cookie, which the
+ * API then accepts like the bearer header. A request authenticated by the
+ * cookie that changes anything must also carry CSRF_HEADER: a page of
+ * another site can make the browser send the cookie, never this header.
+ */
+export const SESSION_COOKIE = 'qwex_token';
+export const CSRF_HEADER = 'x-qwex-csrf';

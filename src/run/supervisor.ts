@@ -9,28 +9,11 @@ import { isTerminal, type Job, type Provenance, type Run, type RunStatus } from 
 import { MONITOR_START_TIMEOUT_MS } from './reconcile.js';
 import { readStopRequest, writeStopRequest } from './stop.js';
 import { WatchedRuns } from './watched-runs.js';
+import { AdmissionRules, type Admission } from './admissions.js';
 import { SubmissionJournal, completeCutShort } from './submissions.js';
 
 
-/**
- * A rule that decides when a queued run may start, beyond the concurrency
- * limit (its dependencies have ended, the GPUs it asks for are free...).
- * Consulted in queue order whenever the queue moves; a run one rule holds
- * back does not hold back the runs behind it.
- */
-export interface Admission {
-  /**
-   * `start`: it may start now; `patch` (applied to the record before it
-   * starts) records what was handed to it. `wait`: not yet, and why (shown
-   * on the waiting run). `cancel`: it never will (a dependency failed): it
-   * is recorded as cancelled with the reason.
-   */
-  admit(dir: string, run: Run): { start: true; patch?: (run: Run) => Run } | { wait: string } | { cancel: string };
-  /** The run ended (or was lost, or cancelled): give back what it held. */
-  release?(dir: string, run: Run): void;
-  /** After a restart: a run already started (adopted) holds what its record says. */
-  restore?(dir: string, run: Run): void;
-}
+export type { Admission } from './admissions.js';
 
 export interface SupervisorLog {
   info(event: string, fields?: Record<string, unknown>): void;
@@ -66,15 +49,14 @@ export class Supervisor {
   /** Runs supervised by another process (a direct-mode monitor): watched, to report their end and to take them over if it dies. */
   private readonly watched: WatchedRuns;
   private readonly endListeners = new Set<(dir: string, run: Run) => void>();
-  private readonly admissions: Admission[] = [];
-  /** Why queued runs that an admission rule holds back wait. */
-  private readonly waitReasons = new Map<string, string>();
+  private readonly admissions: AdmissionRules;
   private closed = false;
 
   constructor(
     readonly store: RunStore,
     private readonly options: { concurrency: number; log: SupervisorLog },
   ) {
+    this.admissions = new AdmissionRules((event, fields) => options.log.error(event, fields));
     this.runner = new Runner(store, (dir) => this.adoptOrphan(dir), (event, fields) => options.log.info(`run-${event}`, fields));
     // A dead supervisor's run is handed to adoptOrphan by reconcile.
     this.watched = new WatchedRuns((dir) => this.runner.reconcile(dir), (dir, run) => this.notifyEnd(dir, run), (event, fields) => options.log.warn(event, fields));
@@ -82,7 +64,7 @@ export class Supervisor {
 
   /** Adds a rule for when queued runs may start (before recover()). */
   addAdmission(admission: Admission): void {
-    this.admissions.push(admission);
+    this.admissions.add(admission);
   }
 
   /** Moves the queue on: after something an admission rule waits for changed outside this supervisor's sight. */
@@ -92,7 +74,7 @@ export class Supervisor {
 
   /** Why a queued run waits, when an admission rule holds it back. */
   waitReason(dir: string): string | undefined {
-    return this.waitReasons.get(dir);
+    return this.admissions.waitReason(dir);
   }
 
   get concurrency(): number {
@@ -197,14 +179,14 @@ export class Supervisor {
     const run = await this.refresh(dir);
     const position = this.queuePosition(dir);
     const usage = await usageOf(run);
-    const reason = this.waitReasons.get(dir);
+    const reason = this.admissions.waitReason(dir);
     return { run, dir, ...(position === undefined ? {} : { queuePosition: position }), ...(usage ? { usage } : {}), ...(reason ? { waitReason: reason } : {}) };
   }
 
   async list(query: { project?: string; statuses?: RunStatus[]; limit?: number }): Promise<ListedRun[]> {
     const rows = await listRuns(this.store.runIndex(), query, (d) => this.refresh(d), (d) => this.queuePosition(d));
     return rows.map((row) => {
-      const reason = this.waitReasons.get(row.runDir);
+      const reason = this.admissions.waitReason(row.runDir);
       return reason === undefined ? row : { ...row, waitReason: reason };
     });
   }
@@ -279,7 +261,7 @@ export class Supervisor {
     this.options.log.info('taking-over', { dir });
     try {
       const run = this.store.read(dir);
-      for (const admission of this.admissions) admission.restore?.(dir, run);
+      this.admissions.restore(dir, run);
     } catch (error) {
       this.options.log.warn('restore-failed', { dir, message: (error as Error).message });
     }
@@ -331,27 +313,16 @@ export class Supervisor {
     }
   }
 
-  /** Asks every admission rule; 'wait' keeps the run queued, 'gone' when a rule cancelled it. */
+  /** Asks the admission rules about a queued run; 'wait' keeps it queued, 'gone' when a rule cancelled it. */
   private admit(dir: string): 'wait' | 'gone' | ((run: Run) => Run) | undefined {
-    if (this.admissions.length === 0) return undefined;
-    const run = this.queuedRecord(dir);
+    const run = this.admissions.empty ? undefined : this.queuedRecord(dir);
     if (run === undefined) return undefined;
-    const patches: ((run: Run) => Run)[] = [];
-    for (const admission of this.admissions) {
-      const decision = admission.admit(dir, run);
-      if ('wait' in decision) {
-        this.waitReasons.set(dir, decision.wait);
-        return 'wait';
-      }
-      if ('cancel' in decision) {
-        this.waitReasons.delete(dir);
-        void this.cancelQueued(dir, decision.cancel);
-        return 'gone';
-      }
-      if (decision.patch) patches.push(decision.patch);
+    const decision = this.admissions.admit(dir, run);
+    if (typeof decision === 'object' && 'cancel' in decision) {
+      void this.cancelQueued(dir, decision.cancel);
+      return 'gone';
     }
-    this.waitReasons.delete(dir);
-    return patches.length === 0 ? undefined : (r: Run) => patches.reduce((acc, patch) => patch(acc), r);
+    return decision;
   }
 
   /** Ends a queued run that an admission rule says will never start. */
@@ -409,20 +380,10 @@ export class Supervisor {
 
   private ended(dir: string, run: Run): void {
     this.supervised.delete(dir);
-    this.release(dir, run);
+    this.admissions.release(dir, run);
     this.options.log.info('ended', { runId: run.id, status: run.status, exitCode: run.exitCode, signal: run.signal });
     this.notifyEnd(dir, run);
     this.pump();
-  }
-
-  private release(dir: string, run: Run): void {
-    for (const admission of this.admissions) {
-      try {
-        admission.release?.(dir, run);
-      } catch (error) {
-        this.options.log.error('admission-release-failed', { dir, message: (error as Error).message });
-      }
-    }
   }
 
   private notifyEnd(dir: string, run: Run): void {

@@ -8,6 +8,7 @@
  * for a session cookie (HttpOnly, SameSite=Strict) and is then spent.
  * Requests naming another Host are refused (DNS rebinding).
  */
+import { localWorkflows } from './ui-workflows.js';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { userInfo } from 'node:os';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
@@ -65,7 +66,7 @@ class Sessions {
 export interface LocalUiOptions {
   /** 0: any free port. */
   port: number;
-  /** Where workflows come from (none until they are wired: GET /v1/workflows/:id is then 404). */
+  /** Where workflows come from (default: this user's workflow records, server/ui-workflows.ts). */
   workflows?: WorkflowLookup;
   /** A look for run changes that failed (tried again at the next). */
   onError?: (error: Error) => void;
@@ -79,7 +80,7 @@ export async function startLocalUi(options: LocalUiOptions): Promise<LocalUi> {
     store,
     user,
     openService: () => openRunService(store),
-    ...(options.workflows ? { workflows: options.workflows } : {}),
+    workflows: options.workflows ?? localWorkflows(store),
     ...(options.onError ? { onError: options.onError } : {}),
   });
   const streams = new SseStreams();

@@ -15,7 +15,7 @@ import { qwex, qwexJson, sandbox, until, type Sandbox } from './helpers.js';
 
 const WORKFLOW = '01a23300-0000-7000-8000-00000000f100';
 
-describe('the workflow page (with a fake workflow source, until workflows are merged)', () => {
+describe('the workflow page (with a fake workflow source: a graph with a waiting stage)', () => {
   let sb: Sandbox;
   let ui: { url: string; close(): Promise<void> } | undefined;
   let browser: import('playwright-core').Browser;
@@ -99,5 +99,47 @@ describe('the workflow page (with a fake workflow source, until workflows are me
     });
     expect(answer.status).toBe(404);
     expect(answer.body.error).toMatchObject({ code: 'QWEX_NOT_FOUND', message: 'no workflow not-a-workflow' });
+  });
+});
+
+describe('the workflow page of a real workflow (qwex workflow run, then qwex ui)', () => {
+  let sb: Sandbox;
+  let ui: { url: string; close(): Promise<void> } | undefined;
+  let browser: import('playwright-core').Browser;
+  let workflowId = '';
+
+  beforeAll(async () => {
+    if (chromiumUnavailable()) return;
+    sb = sandbox();
+    Object.assign(process.env, sb.env);
+    const { writeFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    writeFileSync(join(sb.project, 'qwex.yaml'), 'stages:\n  - name: make\n    command: sh -c "mkdir -p out; echo 41 > out/n"\n  - name: use\n    command: sh -c "cat inputs/make/out/n"\n');
+    const run = await qwex(sb, ['workflow', 'run', '--json', '-q']);
+    expect(run.exitCode, String(run.stderr)).toBe(0);
+    workflowId = (JSON.parse(String(run.stdout)) as { id: string }).id;
+    const { startLocalUi } = await import('../server/ui-local.js');
+    ui = await startLocalUi({ port: 0 });
+    browser = await launchBrowser();
+  }, 180_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await ui?.close();
+    await qwex(sb, ['daemon', 'stop']);
+    await sb?.cleanup();
+  });
+
+  beforeEach((ctx) => requireChromium(ctx));
+
+  it('shows each stage with its run and state, from the workflow record and the stage runs', async () => {
+    const page = await (await browser.newContext()).newPage();
+    await page.goto(ui!.url);
+    await page.getByRole('heading', { name: 'Runs' }).waitFor();
+    const answer = await page.evaluate(async (id) => (await (await fetch(`/v1/workflows/${id}`)).json()) as WorkflowView, workflowId);
+    expect(answer).toMatchObject({ id: workflowId, status: 'succeeded', stages: [{ name: 'make', status: 'succeeded', needs: [] }, { name: 'use', status: 'succeeded', needs: ['make'] }] });
+    expect(answer.stages.every((s) => typeof s.runId === 'string')).toBe(true);
+    await page.goto(new URL(`/workflows/${workflowId}`, ui!.url).href);
+    await page.getByRole('link', { name: 'stage use: succeeded; open its run' }).waitFor();
   });
 });

@@ -212,8 +212,8 @@ describe('qwex ui', () => {
     const row = page.locator(`tr[data-run-id="${id}"]`);
     await expect.poll(async () => (await row.textContent()) ?? '', { timeout: 30_000 }).toContain(`Kueue LocalQueue ${TEST_QUEUE} #1: Pending`);
     const listed = await page.evaluate(async (runId) => (await (await fetch(`/v1/runs/${runId}`)).json()) as CloudRun, id);
-    // Submitted to the cluster, the run is `running` in qwex's terms while its workload waits for Kueue.
-    expect(listed).toMatchObject({ status: 'running', queue: TEST_QUEUE, waiting: { phase: 'queued', reason: 'Pending', position: 1, where: `Kueue LocalQueue ${TEST_QUEUE}` } });
+    // A run waiting for Kueue's admission is `pending`, with what it waits for (the one rule of every backend).
+    expect(listed).toMatchObject({ status: 'pending', queue: TEST_QUEUE, waiting: { phase: 'queued', reason: 'Pending', position: 1, where: `Kueue LocalQueue ${TEST_QUEUE}` } });
     await row.getByRole('link', { name: 'queued-in-kueue' }).click();
     await expect.poll(async () => (await page.getByRole('status').first().textContent()) ?? '').toMatch(/Waiting: Kueue LocalQueue .* #1: Pending: couldn't assign flavors/);
     await screenshot(page, 'local-run-waiting');
@@ -222,9 +222,9 @@ describe('qwex ui', () => {
     expect(await page.getByRole('status').count()).toBe(0);
   }, 120_000);
 
-  it('answers the workflow page with a clear 404 while this machine has no workflows', async () => {
+  it('answers the page of a workflow that does not exist with a clear 404', async () => {
     await page.goto(`${base}/workflows/01a0000000000000`);
-    await expect.poll(() => page.getByRole('alert').textContent()).toMatch(/no workflows yet/);
+    await expect.poll(() => page.getByRole('alert').textContent()).toMatch(/no workflow 01a0000000000000/);
     expect(await page.evaluate(async () => (await fetch('/v1/workflows/01a0000000000000')).status)).toBe(404);
   });
 

@@ -102,6 +102,7 @@ function isAlive(pid: number): boolean {
     process.kill(pid, 0);
     return true;
   } catch {
+    // ESRCH: gone (EPERM cannot happen: qwexd is this user's).
     return false;
   }
 }
@@ -110,6 +111,7 @@ function lastLines(path: string, count: number): string {
   try {
     return readFileSync(path, 'utf8').trimEnd().split('\n').slice(-count).join('\n');
   } catch {
+    // No log yet: the hint says where it will be.
     return '';
   }
 }

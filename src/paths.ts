@@ -44,6 +44,7 @@ function isDir(path: string): boolean {
   try {
     return statSync(path).isDirectory();
   } catch {
+    // Not there, or not reachable (EACCES): either way not a project marker.
     return false;
   }
 }

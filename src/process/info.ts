@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
+import { errnoCode } from '../errors.js';
 
 /**
  * A token for when a process started, so that a pid recorded earlier can be
@@ -16,14 +17,17 @@ export function processStartTime(pid: number): string | undefined {
       // A zombie has exited and only waits to be reaped: it is not running.
       if (fields[0] === 'Z' || fields[0] === 'X') return undefined;
       return fields[19];
-    } catch {
-      return undefined;
+    } catch (error) {
+      // ENOENT/ESRCH: no such process (any more). Anything else is not a question of the process.
+      if (isNoProcess(error)) return undefined;
+      throw error;
     }
   }
   try {
     const out = execFileSync('ps', ['-o', 'lstart=', '-p', String(pid)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
     return out === '' ? undefined : out;
   } catch {
+    // ps exits 1 when no process has this pid.
     return undefined;
   }
 }
@@ -60,8 +64,10 @@ export function isGroupAlive(pgid: number): boolean {
   try {
     process.kill(-pgid, 0);
     return true;
-  } catch {
-    return false;
+  } catch (error) {
+    // ESRCH: no process left in it; EPERM: the group belongs to someone else, so it is not ours.
+    if (isNoProcess(error) || errnoCode(error) === 'EPERM') return false;
+    throw error;
   }
 }
 
@@ -70,7 +76,13 @@ export function signalGroup(pgid: number, signal: NodeJS.Signals): boolean {
   try {
     process.kill(-pgid, signal);
     return true;
-  } catch {
-    return false;
+  } catch (error) {
+    if (isNoProcess(error) || errnoCode(error) === 'EPERM') return false;
+    throw error;
   }
+}
+
+function isNoProcess(error: unknown): boolean {
+  const code = errnoCode(error);
+  return code === 'ESRCH' || code === 'ENOENT';
 }

@@ -11,6 +11,7 @@ import { DaemonLock } from './lock.js';
 import { DaemonLog } from './log.js';
 import { RpcServer } from './server.js';
 import { Supervisor } from '../src/run/supervisor.js';
+import { attachNotifications, type Notifications } from '../src/notify/index.js';
 
 const GC_INTERVAL_MS = 24 * 60 * 60 * 1000;
 
@@ -34,6 +35,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   const store = new RunStore();
   let supervisor: Supervisor | undefined;
   let server: RpcServer | undefined;
+  let notifications: Notifications | undefined;
   let stopping: Promise<void> | undefined;
   let gcTimer: NodeJS.Timeout | undefined;
   let stopped!: () => void;
@@ -44,6 +46,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       log.info('stopping', { reason });
       if (gcTimer) clearInterval(gcTimer);
       await server?.close();
+      await notifications?.close();
       supervisor?.close();
       store.close();
       rmSync(socket, { force: true });
@@ -61,6 +64,11 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     rmSync(socket, { force: true });
     // qwexd supervises its runs in-process, and takes over any whose supervisor died.
     supervisor = new Supervisor(store, { concurrency: options.concurrency, log });
+    // Before recover(): ends of runs it adopts are told too. A journal that cannot be opened costs notifications, not the daemon.
+    notifications = await attachNotifications(supervisor, store, (level, event, fields) => log.write(level, event, fields)).catch((error: unknown) => {
+      log.error('notify-unavailable', { message: toQwexError(error).message });
+      return undefined;
+    });
     await supervisor.recover();
     server = new RpcServer({ socketPath: socket, store, supervisor, log, onShutdown: () => void stop('daemon.shutdown') });
     const umask = process.umask(0o077); // the socket is created 0600: no window where others could connect

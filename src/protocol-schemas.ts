@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { Waiting } from './backends/types.js';
 import type { ArtifactSettings, Job, Provenance, Run } from './run/model.js';
+import { notifySpecSchema } from './notify/spec-schema.js';
 import { RUN_STATUSES } from './run/model.js';
 import type { RunSummary } from './store/run-index.js';
 
@@ -99,6 +100,7 @@ const jobShape = z.strictObject({
       }),
     })
     .optional(),
+  notify: notifySpecSchema().optional(),
 });
 
 /** Typed as the interface, so that inferred types say `Job` (jobShape is checked against it below). */

@@ -21,6 +21,7 @@ interface RunOptions extends ContainerFlags {
   json?: boolean;
   snapshot?: boolean;
   inPlace?: boolean;
+  notify?: string[];
 }
 
 export default async function run(ctx: Context, args: string[], options: RunOptions): Promise<number> {
@@ -40,6 +41,7 @@ export default async function run(ctx: Context, args: string[], options: RunOpti
       ...(options.grace === undefined ? {} : { killGraceMs: parseDuration(options.grace, '--grace') }),
       ...(timeoutMs === undefined ? {} : { timeoutMs }),
       ...(options.name === undefined ? {} : { name: options.name }),
+      ...(options.notify && options.notify.length > 0 ? { notify: options.notify } : {}),
     },
     config,
     ctx.cwd,
@@ -48,7 +50,8 @@ export default async function run(ctx: Context, args: string[], options: RunOpti
 
   const mode = workspaceMode({ snapshot: options.snapshot, inPlace: options.inPlace }, config, !options.detach);
   const [provenance] = await prepareWorkspaces([job], ctx.project, config, mode);
-  const service = await ctx.service();
+  // Notifications are sent by qwexd: a run that asks for them starts it, as `qwex submit` does.
+  const service = await ctx.service({ startDaemon: job.notify !== undefined });
   const [submitted] = await service.submit({ project: ctx.project, jobs: [job], provenance: [provenance] });
   const ref = { id: submitted!.id, dir: runDir(ctx.project, submitted!.id) };
   if (options.detach) {

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { FileConfig } from './file.js';
 import { LOCAL_CONFIG_FILE, PROJECT_CONFIG_FILE } from '../paths.js';
 import type { ArtifactSettings } from '../run/model.js';
+import type { NotifySection } from '../notify/config.js';
 
 /**
  * Configuration comes from two files with the same schema:
@@ -21,6 +22,8 @@ export interface QwexConfig {
   env: Record<string, string>;
   artifacts: ArtifactSettings;
   backends: Record<string, Record<string, unknown>>;
+  /** Who is told when runs end (docs/notifications.md). */
+  notify?: NotifySection;
 }
 
 export const DEFAULT_IGNORE = ['*.tmp', '*.log', '__pycache__', '.git'];
@@ -55,6 +58,10 @@ export async function loadConfig(projectRoot: string): Promise<LoadedConfig> {
     const parsed = readConfigFile(path);
     if (parsed === undefined) continue;
     config = applyFile(config, parsed);
+    if (parsed.notify !== undefined) {
+      const { mergeNotifySections, readNotifySection } = await import('../notify/config.js');
+      config.notify = mergeNotifySections(config.notify, readNotifySection(parsed.notify, projectRoot, `${path}: notify`));
+    }
     sources.push(path);
   }
   return { config, sources };
@@ -73,5 +80,6 @@ function applyFile(base: QwexConfig, file: FileConfig): QwexConfig {
       maxFileSizeMb: file.artifacts?.max_file_size_mb ?? base.artifacts.maxFileSizeMb,
     },
     backends: { ...base.backends, ...(file.backends as Record<string, Record<string, unknown>> | undefined) },
+    ...(base.notify === undefined ? {} : { notify: base.notify }),
   };
 }

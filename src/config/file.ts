@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { BACKEND_NAMES, BACKENDS } from '../backends/registry.js';
 import { parseMount, parseResources } from './container.js';
 import { ErrorCode, QwexError, errnoCode } from '../errors.js';
+import { notifySectionSchema, type NotifySectionFile } from '../notify/config.js';
 
 /** Reading and validating one configuration file (see config.ts for how files combine). */
 const relativeDir = z
@@ -29,6 +30,7 @@ const fileSchema = z.strictObject({
     .optional(),
   // Each backend's section is its descriptor's own schema.
   backends: z.strictObject(backendSections).optional(),
+  notify: notifySectionSchema.optional(),
 });
 
 export interface FileConfig {
@@ -39,6 +41,7 @@ export interface FileConfig {
   env?: Record<string, string>;
   artifacts?: { watch?: string[]; ignore?: string[]; max_file_size_mb?: number };
   backends?: Record<string, Record<string, unknown> | undefined>;
+  notify?: NotifySectionFile;
 }
 
 /** Reads and validates one file; undefined when it does not exist. */

@@ -1,4 +1,5 @@
 import type { ContainerConfig } from '../config/container.js';
+import type { NotifySpec } from '../notify/spec.js';
 import { ErrorCode, QwexError } from '../errors.js';
 
 /**
@@ -34,6 +35,8 @@ export interface Job {
   workspace?: WorkspaceSpec;
   /** Image, user, mounts and resources, for the container backends. */
   container?: ContainerConfig;
+  /** Who is told when the run ends (or waits too long), resolved from the configuration and --notify at submission. */
+  notify?: NotifySpec;
 }
 
 export interface WorkspaceSpec {

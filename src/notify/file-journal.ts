@@ -45,6 +45,8 @@ export class FileJournal {
       if (!options.readonly) {
         database.pragma('journal_mode = WAL');
         database.pragma('synchronous = NORMAL');
+        // Deleted secrets are overwritten, not left in free pages.
+        database.pragma('secure_delete = ON');
       }
     } catch (error) {
       throw new QwexError(ErrorCode.StateUnwritable, `cannot open the notification journal ${path}: ${(error as Error).message}`, {
@@ -69,8 +71,10 @@ export class FileJournal {
     return Object.fromEntries(rows.map((r) => [r.name, r.value]));
   }
 
+  /** Deletes the subject's kept values, and moves the write-ahead log into the file so that no old copy of them stays in it. */
   async forgetSecrets(subject: string): Promise<void> {
-    await this.db.deleteFrom('notify_secrets').where('subject', '=', subject).execute();
+    const deleted = await this.db.deleteFrom('notify_secrets').where('subject', '=', subject).executeTakeFirst();
+    if (Number(deleted.numDeletedRows) > 0) await sql`PRAGMA wal_checkpoint(TRUNCATE)`.execute(this.db);
   }
 
   close(): Promise<void> {

@@ -16,6 +16,8 @@ import { logRoutes } from './routes/logs.js';
 import { meRoutes } from './routes/me.js';
 import { runRoutes } from './routes/runs.js';
 import { SHARED_SCHEMAS } from './schemas.js';
+import { clusterRoutes } from './clusters-routes.js';
+import { notifyRoutes } from './notify-routes.js';
 import type { Services } from './services.js';
 
 /**
@@ -86,6 +88,8 @@ export async function buildApp(config: Pick<ServerConfig, 'limits' | 'tls' | 'tr
       await secured.register(artifactRoutes, { services });
       await secured.register(blobRoutes, { services });
       await secured.register(eventRoutes, { services });
+      if (services.clusters) await secured.register(clusterRoutes, { database: services.clusters.database, targets: services.runs.targets, monitor: services.clusters.monitor });
+      if (services.notifications) await secured.register(notifyRoutes, { services, notifications: services.notifications });
     });
   }, { prefix: API_PREFIX });
 

@@ -14,6 +14,12 @@ import type { NewRunRow, RunRow } from './db/schema.js';
 import type { Dispatcher, RunChange, RunOwner } from './dispatch.js';
 import { RunTable, toCloudRunDetail } from './run-table.js';
 import { jobFor, pickTarget, placeOf } from './targets.js';
+
+/** How the server chooses a new run's target, and what it adds to its job (the run's notification targets). */
+export interface SubmitPolicy {
+  place(principal: Principal, request: SubmitRequest): Promise<Target>;
+  prepare?(principal: Principal, request: SubmitRequest, job: Job): void;
+}
 import type { Principal } from './tokens.js';
 import { acceptWorkspace, isInsidePath } from './workspace-upload.js';
 
@@ -51,7 +57,7 @@ export class RunService {
   private closed = false;
 
   constructor(
-    private readonly options: { database: Db; dispatcher: Dispatcher; blobs: BlobStore; targets: readonly Target[]; log: Log },
+    private readonly options: { database: Db; dispatcher: Dispatcher; blobs: BlobStore; targets: readonly Target[]; log: Log; policy?: SubmitPolicy },
   ) {
     this.table = new RunTable(options.database);
   }
@@ -75,7 +81,7 @@ export class RunService {
   }
 
   async submit(principal: Principal, request: SubmitRequest): Promise<CloudRunDetail> {
-    const target = pickTarget(this.options.targets, request);
+    const target = this.options.policy ? await this.options.policy.place(principal, request) : pickTarget(this.options.targets, request);
     const owner = { user: principal.user, target: target.name };
     const project = this.options.dispatcher.projectOf(owner);
     const cwd = request.job.cwd ?? '';
@@ -83,6 +89,7 @@ export class RunService {
       throw new QwexError(ErrorCode.Usage, `job.cwd: "${cwd}" is not a relative path inside the workspace`, { hint: 'name a directory of the workspace, with no ".." parts' });
     }
     const job = jobFor(target, request.job, request.queue, project);
+    this.options.policy?.prepare?.(principal, request, job);
     const manifest = await acceptWorkspace(request.workspace ?? { files: [], symlinks: [] }, project, this.options.blobs);
     this.options.blobs.content.writeManifest(manifest);
     job.workspace = { mode: 'snapshot', manifest: manifest.id, cwd };
@@ -112,7 +119,9 @@ export class RunService {
   }
 
   async detail(principal: Principal, id: string): Promise<CloudRunDetail> {
-    return toCloudRunDetail(await this.row(principal, id));
+    const row = await this.row(principal, id);
+    const waitReason = row.status === 'pending' ? this.options.dispatcher.waitReason(row.run_dir) : undefined;
+    return { ...toCloudRunDetail(row), ...(waitReason === undefined ? {} : { waitReason }) };
   }
 
   list(principal: Principal, query: RunQuery): Promise<{ rows: RunRow[]; nextCursor: string | null }> {
@@ -247,7 +256,7 @@ export class RunService {
       user_name: owner.user,
       target: owner.target,
       backend: run.job.backend,
-      ...placeOf(run),
+      ...placeOf(run, owner.target),
       name: run.job.name ?? null,
       command: redactSecrets(displayCommand(run.job)),
       status: run.status,

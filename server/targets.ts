@@ -35,7 +35,7 @@ export function pickTarget(targets: readonly Target[], request: Pick<SubmitReque
   return fits;
 }
 
-function checkQueue(target: Target, queue: string | undefined): void {
+export function checkQueue(target: Target, queue: string | undefined): void {
   if (queue === undefined) return;
   if (!takesQueue(target.backend)) throw new QwexError(ErrorCode.Usage, `target "${target.name}" is ${target.backend}: its runs take no queue`);
   if (target.queues.length > 0 && !target.queues.includes(queue)) {
@@ -82,10 +82,16 @@ export function jobFor(target: Target, spec: CloudJobSpec, queue: string | undef
   );
 }
 
-/** The cluster and queue of a run, for its SQL row: what its backend says of where it runs. */
-export function placeOf(run: Run): { cluster: string | null; queue: string | null } {
-  const place = findBackend(run.job.backend)?.place?.(run);
-  return { cluster: place?.cluster ?? null, queue: place?.queue ?? null };
+/**
+ * The cluster and queue of a run, for its SQL row: for a cluster run, the
+ * cluster is its target's name (one server may reach several clusters whose
+ * kubeconfig contexts share a name); the queue is what its backend says.
+ */
+export function placeOf(run: Run, target?: string): { cluster: string | null; queue: string | null } {
+  const descriptor = findBackend(run.job.backend);
+  const place = descriptor?.place?.(run);
+  const cluster = descriptor?.traits.clusterScheduled && target !== undefined ? target : (place?.cluster ?? null);
+  return { cluster, queue: place?.queue ?? null };
 }
 
 /** Whether runs of this backend are admitted through a named queue. */

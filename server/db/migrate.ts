@@ -2,6 +2,7 @@ import { Migrator, type Migration, type MigrationProvider, type MigrationResultS
 import { ErrorCode, QwexError } from '../../src/errors.js';
 import type { Db } from './connect.js';
 import * as initial from './migrations/0001-initial.js';
+import * as notifyClusters from './migrations/0002-notify-clusters.js';
 
 /**
  * The migrations, in order, by name. Listed here rather than found on disk
@@ -10,6 +11,7 @@ import * as initial from './migrations/0001-initial.js';
  */
 const MIGRATIONS: Record<string, Migration> = {
   '0001-initial': initial,
+  '0002-notify-clusters': notifyClusters,
 };
 
 const provider: MigrationProvider = { getMigrations: () => Promise.resolve(MIGRATIONS) };

@@ -70,7 +70,8 @@ export class KubernetesProbe implements ClusterProbe {
       if (target.kubeconfig !== undefined) config.loadFromFile(target.kubeconfig);
       else config.loadFromDefault();
     } catch (error) {
-      throw new Error(`cannot read the kubeconfig ${target.kubeconfig ?? '(default)'}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).name}`);
+      // The library's message can quote the file: only where it is and the kind of problem.
+      throw new Error(`cannot read the kubeconfig ${target.kubeconfig ?? '(default)'}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).name}`, { cause: error });
     }
     if (target.context !== undefined) {
       if (!config.getContextObject(target.context)) throw new Error(`the kubeconfig ${target.kubeconfig ?? '(default)'} has no context "${target.context}"`);

@@ -19,6 +19,9 @@ import { KubernetesProbe } from './clusters-probe.js';
 import { ServerNotifications } from './notify.js';
 import { place } from './placement.js';
 
+/** A cluster last checked longer ago than this is checked again before a run is placed on it. */
+const FRESH_CHECK_MS = 1000;
+
 /** Where things live in the data directory. */
 export function dataLayout(data: string): { state: string; store: string; runs: string; logs: string } {
   const state = join(data, 'state');
@@ -87,11 +90,20 @@ async function assemble(config: ServerConfig, logStream?: NodeJS.WritableStream)
       policy: {
         place: async (_principal, request) => {
           const counts = await runCounts(database);
-          return place(config.targets, request, {
-            healthy: (t) => monitor.state(t.name)?.healthy !== false,
-            pending: (t, queue) => Math.max((queue === undefined ? undefined : monitor.pending(t.name, queue)) ?? 0, counts.get(t.name)?.pending ?? 0),
-            running: (t) => counts.get(t.name)?.running ?? 0,
-          });
+          const choose = (): ReturnType<typeof place> =>
+            place(config.targets, request, {
+              healthy: (t) => monitor.state(t.name)?.healthy !== false,
+              pending: (t, queue) => Math.max((queue === undefined ? undefined : monitor.pending(t.name, queue)) ?? 0, counts.get(t.name)?.pending ?? 0),
+              running: (t) => counts.get(t.name)?.running ?? 0,
+            });
+          const chosen = choose();
+          // A cluster not checked for a moment is checked now: a run sent to one that just went away would fail to start.
+          const state = monitor.state(chosen.name);
+          if (state?.healthy === true && Date.now() - Date.parse(state.checkedAt ?? '') > FRESH_CHECK_MS) {
+            await monitor.checkNow(chosen.name);
+            if (monitor.state(chosen.name)?.healthy === false) return choose();
+          }
+          return chosen;
         },
         prepare: (principal, request, job) => {
           const spec = notifications?.requestedSpec(principal.user, request.notify);

@@ -14,6 +14,8 @@ const SCAN_OVERLAP_MS = 5 * 60_000;
 /** On a first start, runs that ended this long ago at most are still notified. */
 const FIRST_SCAN_MS = 24 * 3_600_000;
 const WATERMARK = 'runs-scanned-until';
+/** The periodic scan looks at the newest runs only (the first scan after a start looks at all): an end nobody saw while qwexd ran is a direct-mode run's, which is recent. */
+const PERIODIC_SCAN_RUNS = 2000;
 
 export interface KeptSecrets {
   keepSecrets(subject: string, names: readonly string[], env: Record<string, string | undefined>): Promise<void>;
@@ -47,9 +49,9 @@ export class RunEvents {
   /** Starts: a first scan (what ended while nobody watched), then one every ENDED_SCAN_MS, and looks at pending runs every WAITING_SCAN_MS. */
   async start(): Promise<void> {
     this.options.notifier.start();
-    await this.scan(() => this.scanEnded());
+    await this.scan(() => this.scanEnded(0));
     await this.scan(() => this.scanWaiting());
-    this.timers.push(setInterval(() => void this.scan(() => this.scanEnded()), ENDED_SCAN_MS), setInterval(() => void this.scan(() => this.scanWaiting()), WAITING_SCAN_MS));
+    this.timers.push(setInterval(() => void this.scan(() => this.scanEnded(PERIODIC_SCAN_RUNS)), ENDED_SCAN_MS), setInterval(() => void this.scan(() => this.scanWaiting()), WAITING_SCAN_MS));
     for (const timer of this.timers) timer.unref();
   }
 
@@ -116,14 +118,15 @@ export class RunEvents {
     return this.scanning;
   }
 
-  private async scanEnded(): Promise<void> {
+  /** Journals the ends of runs (the newest `limit`, 0: all) that finished since the last scan and were not seen. */
+  private async scanEnded(limit: number): Promise<void> {
     const journal = this.options.notifier.journal;
     const startedAt = Date.now();
     const mark = await journal.state(WATERMARK);
     const since = (mark === undefined ? startedAt - FIRST_SCAN_MS : Date.parse(mark)) - SCAN_OVERLAP_MS;
     const rows = this.options.store
       .runIndex()
-      .list({ statuses: ['succeeded', 'failed', 'cancelled', 'lost'] })
+      .list({ statuses: ['succeeded', 'failed', 'cancelled', 'lost'], limit })
       .filter((r) => r.finishedAt !== null && Date.parse(r.finishedAt) >= since);
     const seen = await journal.seenSubjects(rows.map((r) => r.id));
     for (const row of rows) {

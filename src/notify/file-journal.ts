@@ -15,7 +15,7 @@ import { DeliveryJournal, type NotifyTables } from './journal.js';
  * the run's last delivery is settled, never longer.
  */
 export interface FileTables extends NotifyTables {
-  notify_secrets: { subject: string; name: string; value: string };
+  notify_secrets: { subject: string; name: string; value: string; kept_at: string };
 }
 
 const SCHEMA_VERSION = 1;
@@ -61,7 +61,8 @@ export class FileJournal {
 
   /** Keeps the submitter's values of `names` for the subject's deliveries (those it has). */
   async keepSecrets(subject: string, names: readonly string[], env: Record<string, string | undefined>): Promise<void> {
-    const rows = [...new Set(names)].flatMap((name) => (env[name] === undefined ? [] : [{ subject, name, value: env[name]! }]));
+    const keptAt = new Date().toISOString();
+    const rows = [...new Set(names)].flatMap((name) => (env[name] === undefined ? [] : [{ subject, name, value: env[name]!, kept_at: keptAt }]));
     if (rows.length === 0) return;
     await this.db.insertInto('notify_secrets').values(rows).onConflict((oc) => oc.columns(['subject', 'name']).doUpdateSet((eb) => ({ value: eb.ref('excluded.value') }))).execute();
   }
@@ -69,6 +70,12 @@ export class FileJournal {
   async secrets(subject: string): Promise<Record<string, string>> {
     const rows = await this.db.selectFrom('notify_secrets').select(['name', 'value']).where('subject', '=', subject).execute();
     return Object.fromEntries(rows.map((r) => [r.name, r.value]));
+  }
+
+  /** Forgets values kept longer than `before` whatever became of their runs (a run directory removed before its end was seen). */
+  async pruneSecrets(before: Date): Promise<void> {
+    const deleted = await this.db.deleteFrom('notify_secrets').where('kept_at', '<', before.toISOString()).executeTakeFirst();
+    if (Number(deleted.numDeletedRows) > 0) await sql`PRAGMA wal_checkpoint(TRUNCATE)`.execute(this.db);
   }
 
   /** Deletes the subject's kept values, and moves the write-ahead log into the file so that no old copy of them stays in it. */
@@ -126,6 +133,7 @@ async function migrate(db: Kysely<FileTables>, database: BetterSqlite3.Database)
       .addColumn('subject', 'text', (c) => c.notNull())
       .addColumn('name', 'text', (c) => c.notNull())
       .addColumn('value', 'text', (c) => c.notNull())
+      .addColumn('kept_at', 'text', (c) => c.notNull())
       .addPrimaryKeyConstraint('notify_secrets_pk', ['subject', 'name'])
       .execute();
     await sql.raw(`PRAGMA user_version = ${SCHEMA_VERSION}`).execute(trx);

@@ -4,10 +4,12 @@ import type { RunStore } from '../store/run-store.js';
 import { resolveNotify } from './resolve.js';
 import { notifyJournalPath } from './deliveries.js';
 import { FileJournal } from './file-journal.js';
-import { Notifier, type NotifyLog } from './notifier.js';
+import { KEEP_MS, Notifier, type NotifyLog } from './notifier.js';
 import { workflowPayload, type WorkflowEnd } from './payload.js';
 import { RunEvents } from './run-events.js';
-import { DEFAULT_RETRY_FOR_MS, describeTarget, type NotifySpec } from './spec.js';
+import { DEFAULT_RETRY_FOR_MS, describeTarget, type NotifyEvent, type NotifySpec } from './spec.js';
+
+const END_EVENTS: readonly NotifyEvent[] = ['succeeded', 'failed', 'cancelled', 'lost'];
 
 /**
  * Notifications on one machine: qwexd tells people when runs end (and
@@ -39,10 +41,14 @@ export async function attachNotifications(supervisor: Supervisor, store: RunStor
     journal: file.journal,
     log,
     submitterSecrets: (subject) => file.secrets(subject),
-    settled: (subject) => file.forgetSecrets(subject),
+    // Kept values serve every event of a run: they go once its end is journalled and nothing is pending.
+    settled: async (subject) => {
+      if (await file.journal.seen(subject, END_EVENTS)) await file.forgetSecrets(subject);
+    },
     cwdOf: (row) => row.owner,
   });
   const events = new RunEvents({ notifier, store, log, secrets: file });
+  await file.pruneSecrets(new Date(Date.now() - KEEP_MS)).catch((error: unknown) => log('warn', 'notify-prune-failed', { message: (error as Error).message }));
   const offSubmitted = supervisor.onSubmitted((runs, env) => void events.submitted(runs, env));
   const offEnded = supervisor.onRunEnd((_dir, run) => void events.ended(run));
   active = { journal: file, notifier };

@@ -162,8 +162,10 @@ export class DeliveryJournal {
     await this.db.insertInto('notify_seen').values({ subject, event, seen_at: now.toISOString() }).onConflict((oc) => oc.columns(['subject', 'event']).doNothing()).execute();
   }
 
-  async seen(subject: string, event: string): Promise<boolean> {
-    return (await this.db.selectFrom('notify_seen').select('subject').where('subject', '=', subject).where('event', '=', event).executeTakeFirst()) !== undefined;
+  /** Whether the subject's event (or any of these events) has been journalled. */
+  async seen(subject: string, event: string | readonly string[]): Promise<boolean> {
+    const events = typeof event === 'string' ? [event] : [...event];
+    return (await this.db.selectFrom('notify_seen').select('subject').where('subject', '=', subject).where('event', 'in', events).executeTakeFirst()) !== undefined;
   }
 
   /** Which of these subjects have any event marked, so a scan reads only the others' records. */

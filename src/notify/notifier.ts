@@ -116,7 +116,8 @@ export class Notifier {
     try {
       const room = MAX_IN_FLIGHT - this.inFlight.size;
       if (room > 0) {
-        for (const row of await this.options.journal.due(new Date(), room + this.inFlight.size)) {
+        // Rows in flight are not due (their attempt holds them until its lease ends).
+        for (const row of await this.options.journal.due(new Date(), room)) {
           if (this.closed || this.inFlight.size >= MAX_IN_FLIGHT) break;
           if (this.inFlight.has(row.id)) continue;
           const attempt = this.attempt(row).finally(() => {

@@ -19,6 +19,7 @@ const PERIODIC_SCAN_RUNS = 2000;
 
 export interface KeptSecrets {
   keepSecrets(subject: string, names: readonly string[], env: Record<string, string | undefined>): Promise<void>;
+  forgetSecrets(subject: string): Promise<void>;
 }
 
 /**
@@ -73,6 +74,12 @@ export class RunEvents {
     const event = endEvent(run.status);
     if (event === undefined) return;
     await this.fire(run, event);
+    // Nothing more will be sent for it: values kept for deliveries that will never be are forgotten now.
+    try {
+      if (this.options.secrets && run.job.notify && !(await this.options.notifier.journal.hasPending(run.id))) await this.options.secrets.forgetSecrets(run.id);
+    } catch (error) {
+      this.options.log('warn', 'notify-secrets-not-forgotten', { runId: run.id, message: (error as Error).message });
+    }
   }
 
   async close(): Promise<void> {

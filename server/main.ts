@@ -143,7 +143,7 @@ export async function startServer(config: ServerConfig, options: { logStream?: N
   try {
     monitor.start();
     await runs.start();
-    await notifications.start();
+    notifications.start();
     const address = await app.listen({ host: config.listen.host, port: config.listen.port });
     app.log.info({ event: 'ready', url: address, targets: config.targets.map((t) => `${t.name} (${t.backend})`), db: database.where, data: config.data }, 'ready');
     return { url: address, app, close: () => assembled.close() };

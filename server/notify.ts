@@ -58,12 +58,13 @@ export class ServerNotifications {
     return { targets: [], use: [...new Set(names)] };
   }
 
-  async start(): Promise<void> {
+  /** Starts delivering and listening to runs; the first scan for ends nobody journalled runs in the background. */
+  start(): void {
     this.unsubscribe = this.options.runs.onChange((row) => {
       if (isTerminal(row.status as RunStatus)) void this.ended(row);
     });
     this.notifier.start();
-    await this.scan(() => this.scanEnded());
+    void this.scan(() => this.scanEnded());
     this.timers.push(setInterval(() => void this.scan(() => this.scanEnded()), ENDED_SCAN_MS), setInterval(() => void this.scan(() => this.scanWaiting()), WAITING_SCAN_MS));
     for (const timer of this.timers) timer.unref();
   }

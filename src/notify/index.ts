@@ -52,7 +52,7 @@ export async function attachNotifications(supervisor: Supervisor, store: RunStor
   const offSubmitted = supervisor.onSubmitted((runs, env) => void events.submitted(runs, env));
   const offEnded = supervisor.onRunEnd((_dir, run) => void events.ended(run));
   active = { journal: file, notifier };
-  await events.start();
+  events.start();
   let closing: Promise<void> | undefined;
   return {
     notifier,

@@ -163,6 +163,14 @@ export class DeliveryJournal {
   }
 
   /** Whether the subject's event (or any of these events) has been journalled. */
+  async markSeenMany(marks: readonly { subject: string; event: string }[], now = new Date()): Promise<void> {
+    const at = now.toISOString();
+    for (let i = 0; i < marks.length; i += 200) {
+      const values = marks.slice(i, i + 200).map((m) => ({ ...m, seen_at: at }));
+      await this.db.insertInto('notify_seen').values(values).onConflict((oc) => oc.columns(['subject', 'event']).doNothing()).execute();
+    }
+  }
+
   async seen(subject: string, event: string | readonly string[]): Promise<boolean> {
     const events = typeof event === 'string' ? [event] : [...event];
     return (await this.db.selectFrom('notify_seen').select('subject').where('subject', '=', subject).where('event', 'in', events).executeTakeFirst()) !== undefined;

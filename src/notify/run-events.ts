@@ -1,5 +1,4 @@
 import type { Run } from '../run/model.js';
-import { isTerminal } from '../run/model.js';
 import type { RunStore } from '../store/run-store.js';
 import type { Notifier, NotifyLog } from './notifier.js';
 import { runPayload } from './payload.js';
@@ -47,11 +46,14 @@ export class RunEvents {
     },
   ) {}
 
-  /** Starts: a first scan (what ended while nobody watched), then one every ENDED_SCAN_MS, and looks at pending runs every WAITING_SCAN_MS. */
-  async start(): Promise<void> {
+  /**
+   * Starts: a first scan (what ended while nobody watched) in the
+   * background, so that a large index does not delay qwexd's start; then
+   * one every ENDED_SCAN_MS, and a look at pending runs every WAITING_SCAN_MS.
+   */
+  start(): void {
     this.options.notifier.start();
-    await this.scan(() => this.scanEnded(0));
-    await this.scan(() => this.scanWaiting());
+    void this.scan(() => this.scanEnded(0));
     this.timers.push(setInterval(() => void this.scan(() => this.scanEnded(PERIODIC_SCAN_RUNS)), ENDED_SCAN_MS), setInterval(() => void this.scan(() => this.scanWaiting()), WAITING_SCAN_MS));
     for (const timer of this.timers) timer.unref();
   }
@@ -136,17 +138,25 @@ export class RunEvents {
       .list({ statuses: ['succeeded', 'failed', 'cancelled', 'lost'], limit })
       .filter((r) => r.finishedAt !== null && Date.parse(r.finishedAt) >= since);
     const seen = await journal.seenSubjects(rows.map((r) => r.id));
-    for (const row of rows) {
+    const quiet: { subject: string; event: string }[] = [];
+    for (const [i, row] of rows.entries()) {
       if (this.closed) return;
       if (seen.has(row.id)) continue;
+      // Records are read synchronously: let qwexd answer its clients between every hundred.
+      if (i % 100 === 99) await new Promise((resolve) => setImmediate(resolve));
       let run: Run;
       try {
         run = this.options.store.read(row.runDir);
       } catch {
         continue; // unreadable or removed: nothing can be said of it
       }
-      if (isTerminal(run.status)) await this.ended(run);
+      const event = endEvent(run.status);
+      if (event === undefined) continue;
+      // Most runs ask for nothing: they are marked seen together, not one write each.
+      if (run.job.notify === undefined) quiet.push({ subject: run.id, event });
+      else await this.ended(run);
     }
+    await journal.markSeenMany(quiet);
     await journal.setState(WATERMARK, new Date(startedAt).toISOString());
   }
 

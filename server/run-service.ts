@@ -14,14 +14,14 @@ import type { NewRunRow, RunRow } from './db/schema.js';
 import type { Dispatcher, RunChange, RunOwner } from './dispatch.js';
 import { RunTable, toCloudRunDetail } from './run-table.js';
 import { jobFor, pickTarget, placeOf } from './targets.js';
+import type { Principal } from './tokens.js';
+import { acceptWorkspace, isInsidePath } from './workspace-upload.js';
 
 /** How the server chooses a new run's target, and what it adds to its job (the run's notification targets). */
 export interface SubmitPolicy {
   place(principal: Principal, request: SubmitRequest): Promise<Target>;
   prepare?(principal: Principal, request: SubmitRequest, job: Job): void;
 }
-import type { Principal } from './tokens.js';
-import { acceptWorkspace, isInsidePath } from './workspace-upload.js';
 
 export type Log = (level: 'info' | 'warn' | 'error', event: string, fields?: Record<string, unknown>) => void;
 

@@ -96,6 +96,40 @@ notify:
       }
     });
 
+    it('a run waiting in the server\'s queue longer than D fires `waiting` for its user\'s target', async () => {
+      const hook = await new HookReceiver().start();
+      const server = await startCloud({
+        db: kind,
+        args: ['--concurrency', '1'],
+        config: `targets:
+  - name: box
+    backend: local
+notify:
+  waiting_longer_than: 1s
+  users:
+    dave:
+      on: [waiting]
+      targets:
+        - webhook: ${hook.url('/dave')}
+`,
+      });
+      try {
+        const dave = server.client(await server.token('dave'));
+        const first = await dave.submit({ job: { command: ['sleep', '8'] } });
+        const queued = await dave.submit({ job: { command: ['true'] } });
+        const received = await until(() => hook.on('/dave')[0], 30_000, 'the waiting event');
+        expect(received.json).toMatchObject({ type: 'run.waiting', event: 'waiting', run: { id: queued.id, status: 'pending', owner: 'dave' } });
+        expect((await dave.get(queued.id)).status).toBe('pending');
+        await dave.cancel(queued.id);
+        await dave.cancel(first.id);
+        await sleep(1000);
+        expect(hook.on('/dave')).toHaveLength(1);
+      } finally {
+        await server.cleanup();
+        await hook.stop();
+      }
+    });
+
     it('a receiver down, then the server killed with -9 before delivering: after the restart it is delivered, once', async () => {
       const hook = new HookReceiver(TEAM_SECRET);
       hook.port = await freePort();

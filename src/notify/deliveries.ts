@@ -16,9 +16,16 @@ export function notifyJournalPath(env: NodeJS.ProcessEnv = process.env): string 
 export async function deliveriesOf(subject: string, path: string = notifyJournalPath()): Promise<DeliveryInfo[]> {
   if (!existsSync(path)) return [];
   const { FileJournal } = await import('./file-journal.js');
-  const file = await FileJournal.open(path, { readonly: true });
+  let file: Awaited<ReturnType<typeof FileJournal.open>>;
+  try {
+    file = await FileJournal.open(path, { readonly: true });
+  } catch {
+    return []; // a journal that cannot be read now (a newer qwex's, a disk error) must not stop `qwex status`
+  }
   try {
     return (await file.journal.list({ subject })).map(deliveryInfo).reverse();
+  } catch {
+    return [];
   } finally {
     await file.close();
   }

@@ -82,6 +82,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--grace <duration>', 'time between SIGTERM and SIGKILL when stopping it')
     .option('--snapshot', 'run in a snapshot of the project taken now (the default for --detach)')
     .option('--in-place', 'run in the project directory itself (the default in the foreground)')
+    .option('--notify <target>', 'also tell this target when the run ends: a name from notify.targets, an http(s) URL, or mailto:ADDRESS (repeatable)', collect, [])
     .option('-q, --quiet', 'print only the program\'s own output')
     .option('--json', 'with --detach: print the run record as JSON');
   containerOptions(runCommand)

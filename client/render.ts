@@ -4,6 +4,8 @@ import type { ListedRun, RunView } from '../src/protocol.js';
 import { findBackend } from '../src/backends/registry.js';
 import { describeRequest } from '../src/gpu/request.js';
 import { displayCommand, type Run, type RunStatus } from '../src/run/model.js';
+import type { DeliveryInfo } from '../src/notify/journal.js';
+import { publicSpec } from '../src/notify/spec.js';
 import { paint, type Colour, type Style } from './style.js';
 
 export { paint, styleFor, type Style } from './style.js';
@@ -152,9 +154,9 @@ function truncate(text: string, max: number): string {
   return flat.length <= max ? flat : `${flat.slice(0, max - 1)}…`;
 }
 
-/** The record as shown to people and in --json: env values of secret-looking names are masked. */
+/** The record as shown to people and in --json: env values of secret-looking names are masked, notification URLs shown without their secrets. */
 export function publicRun(run: Run): Run {
-  return { ...run, job: { ...run.job, env: redactEnv(run.job.env) } };
+  return { ...run, job: { ...run.job, env: redactEnv(run.job.env), ...(run.job.notify ? { notify: publicSpec(run.job.notify) } : {}) } };
 }
 
 /** What `qwex status` says of the run's recipe, attempts, workflow, dependencies and origin. */
@@ -174,7 +176,18 @@ function linkLines(view: RunView): [string, string][] {
   return lines;
 }
 
-export function statusText(view: RunView, style: Style): string {
+/** One line per delivery of the run's notifications: where, and how it went. */
+export function deliveryLines(deliveries: readonly DeliveryInfo[]): string[] {
+  return deliveries.map((d) => {
+    const attempts = `${d.attempts} attempt${d.attempts === 1 ? '' : 's'}`;
+    if (d.status === 'delivered') return `${d.event} → ${d.target}: delivered (${attempts}, ${d.deliveredAt})`;
+    const last = d.lastError ? `; last: ${d.lastError}` : '';
+    if (d.status === 'failed') return `${d.event} → ${d.target}: failed after ${attempts}${last}`;
+    return `${d.event} → ${d.target}: pending (${attempts}${d.nextAttemptAt ? `, next ${d.nextAttemptAt}` : ''}${last})`;
+  });
+}
+
+export function statusText(view: RunView, style: Style, deliveries: readonly DeliveryInfo[] = []): string {
   const { run, dir: runDir } = view;
   const lines: [string, string][] = [
     ['id', run.id],
@@ -211,6 +224,7 @@ export function statusText(view: RunView, style: Style): string {
     lines.push(['artifacts', `${run.artifacts.count} (${formatBytes(run.artifacts.bytes)})${run.artifacts.skipped ? `, ${run.artifacts.skipped} skipped` : ''}`]);
     if (run.artifacts.error) lines.push(['artifact error', run.artifacts.error]);
   }
+  for (const [i, line] of deliveryLines(deliveries).entries()) lines.push([i === 0 ? 'notified' : '', redactSecrets(line)]);
   lines.push(['run dir', runDir]);
   const width = Math.max(...lines.map(([k]) => k.length));
   return lines.map(([k, v]) => `${paint(style, 'gray', k.padEnd(width))}  ${v}`).join('\n');

@@ -13,6 +13,7 @@ import { RpcServer } from './server.js';
 import { Supervisor } from '../src/run/supervisor.js';
 import { GpuLedger, gpuLedgerSettings } from '../src/gpu/ledger.js';
 import { WorkflowManager } from '../src/workflow/manager.js';
+import { attachNotifications, notifyWorkflowEnd, type Notifications } from '../src/notify/index.js';
 
 const GC_INTERVAL_MS = 24 * 60 * 60 * 1000;
 
@@ -38,6 +39,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   let gpus: GpuLedger | undefined;
   let workflows: WorkflowManager | undefined;
   let server: RpcServer | undefined;
+  let notifications: Notifications | undefined;
   let stopping: Promise<void> | undefined;
   let gcTimer: NodeJS.Timeout | undefined;
   let stopped!: () => void;
@@ -50,6 +52,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       await server?.close();
       gpus?.close();
       workflows?.close();
+      await notifications?.close();
       supervisor?.close();
       store.close();
       rmSync(socket, { force: true });
@@ -76,6 +79,17 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     supervisor.onRunEnd((runDir) => ledger.release(runDir));
     // Workflows, dependencies and retries: an admission rule of the queue, added before it recovers.
     workflows = new WorkflowManager(supervisor, log);
+    // Before recover(): ends of runs it adopts are told too. A journal that cannot be opened costs notifications, not the daemon.
+    notifications = await attachNotifications(supervisor, store, (level, event, fields) => log.write(level, event, fields)).catch((error: unknown) => {
+      log.error('notify-unavailable', { message: toQwexError(error).message });
+      return undefined;
+    });
+    // A workflow's end goes to the project's targets that fire on `workflow` (docs/notifications.md).
+    if (notifications) {
+      workflows.onWorkflowEnd((workflow) => {
+        notifyWorkflowEnd(workflow).catch((error: unknown) => log.error('notify-workflow-failed', { workflowId: workflow.id, message: toQwexError(error).message }));
+      });
+    }
     await supervisor.recover();
     await workflows.recover();
     server = new RpcServer({ socketPath: socket, store, supervisor, workflows, log, onShutdown: () => void stop('daemon.shutdown') });

@@ -15,6 +15,8 @@ import { meRoutes } from './routes/me.js';
 import { runApiRoutes } from './routes/run-api.js';
 import { sessionRoutes } from './routes/session.js';
 import { SHARED_SCHEMAS } from './schemas.js';
+import { clusterRoutes } from './clusters-routes.js';
+import { notifyRoutes } from './notify-routes.js';
 import type { Services } from './services.js';
 import { targetInfo } from './targets.js';
 import { pageRoutes } from './ui-pages.js';
@@ -90,6 +92,8 @@ export async function buildApp(config: Pick<ServerConfig, 'limits' | 'tls' | 'tr
       await secured.register(meRoutes, { targets: () => services.runs.targets.map(targetInfo) });
       await secured.register(runApiRoutes, { services, cloud: services });
       await secured.register(blobRoutes, { services });
+      if (services.clusters) await secured.register(clusterRoutes, { database: services.clusters.database, targets: services.runs.targets, monitor: services.clusters.monitor });
+      if (services.notifications) await secured.register(notifyRoutes, { services, notifications: services.notifications });
     });
   }, { prefix: API_PREFIX });
 

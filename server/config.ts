@@ -1,10 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { BACKENDS } from '../src/backends/registry.js';
 import { ErrorCode, QwexError, errnoCode } from '../src/errors.js';
+import { notifySectionSchema, readNotifySection, type NotifySection } from '../src/notify/config.js';
 
 /**
  * qwexcloud's configuration: built-in defaults < the config file (YAML,
@@ -74,7 +75,18 @@ export interface ServerConfig {
   trustProxy: boolean;
   limits: Limits;
   logLevel: string;
+  /** Who is told when runs end: the team's targets (every run) and each user's own (docs/notifications.md). */
+  notify: ServerNotify;
+  /** How often each cluster target's API is checked (health, Kueue's queues). */
+  clusterCheckMs: number;
 }
+
+export interface ServerNotify {
+  team: NotifySection | undefined;
+  users: Record<string, NotifySection>;
+}
+
+export const DEFAULT_CLUSTER_CHECK_MS = 10_000;
 
 export const DEFAULT_LIMITS: Limits = {
   bodyBytes: 1024 * 1024,
@@ -118,6 +130,12 @@ const fileSchema = z.strictObject({
     })
     .optional(),
   targets: z.array(targetSchema).optional(),
+  cluster_check_seconds: z.number().positive().optional(),
+  notify: notifySectionSchema
+    .extend({
+      users: z.record(z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'expected a user name'), notifySectionSchema.pick({ on: true, targets: true, waiting_longer_than: true })).optional(),
+    })
+    .optional(),
 });
 
 type FileConfig = z.infer<typeof fileSchema>;
@@ -168,6 +186,20 @@ export function loadServerConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = pr
       rateWindowMs: limits.rate_window_seconds === undefined ? DEFAULT_LIMITS.rateWindowMs : limits.rate_window_seconds * 1000,
     },
     logLevel: file.log_level ?? 'info',
+    notify: readServerNotify(file.notify, flags.config),
+    clusterCheckMs: file.cluster_check_seconds === undefined ? DEFAULT_CLUSTER_CHECK_MS : file.cluster_check_seconds * 1000,
+  };
+}
+
+/** The team's section and each user's; a user's email targets use the team's SMTP server unless they name their own. */
+function readServerNotify(file: FileConfig['notify'], configPath: string | undefined): ServerNotify {
+  if (file === undefined) return { team: undefined, users: {} };
+  const { users = {}, ...team } = file;
+  const root = configPath === undefined ? process.cwd() : dirname(resolve(configPath));
+  const where = `${configPath ?? 'the configuration'}: notify`;
+  return {
+    team: readNotifySection(team, root, where),
+    users: Object.fromEntries(Object.entries(users).map(([user, section]) => [user, readNotifySection({ ...section, ...(team.smtp ? { smtp: team.smtp } : {}) }, root, `${where}.users.${user}`)])),
   };
 }
 

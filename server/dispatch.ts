@@ -50,6 +50,10 @@ export interface Dispatcher {
   /** Asks the run to stop (SIGTERM, SIGKILL after `graceMs`); QWEX_RUN_NOT_ACTIVE if it already ended. Resolves with the record as it is now. */
   cancel(dir: string, graceMs: number): Promise<Run>;
   onChange(listener: (change: RunChange) => void): () => void;
+  /** Why a queued run has not started yet (its cluster is unhealthy...), when something holds it back. */
+  waitReason(dir: string): string | undefined;
+  /** Looks at the queue again: what held runs back may have changed (a cluster came back). */
+  poke(): void;
   recover(): Promise<void>;
   /** Stops supervising; runs go on and are re-adopted by the next `recover()`. */
   close(): Promise<void>;
@@ -64,6 +68,8 @@ export interface DispatchOptions {
   concurrency: number;
   /** Structured events of the supervision (started, exited, recovered...). */
   log: (level: 'info' | 'warn' | 'error', event: string, fields: Record<string, unknown>) => void;
+  /** Why runs of this owner's target may not start now (its cluster is unhealthy), or undefined; `poke()` when that changes. */
+  holdBack?: (owner: RunOwner) => string | undefined;
 }
 
 export function createDispatcher(options: DispatchOptions): Dispatcher {
@@ -120,6 +126,17 @@ class SupervisorDispatcher implements Dispatcher {
     this.log = new ForwardingLog(options.logFile, options.log);
     // Every run is supervised in this process, which also takes over any whose supervisor died.
     this.supervisor = new Supervisor(this.store, { concurrency: options.concurrency, log: this.log });
+    const holdBack = options.holdBack;
+    if (holdBack) {
+      // A run sent to a cluster that cannot be reached waits for it, with the reason, instead of failing to start.
+      this.supervisor.addAdmission({
+        admit: (dir) => {
+          const owner = this.ownerOf(dir);
+          const reason = owner && holdBack(owner);
+          return reason ? { wait: reason } : { start: true };
+        },
+      });
+    }
   }
 
   projectOf(owner: RunOwner): string {
@@ -147,6 +164,14 @@ class SupervisorDispatcher implements Dispatcher {
   onChange(listener: (change: RunChange) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  waitReason(dir: string): string | undefined {
+    return this.supervisor.waitReason(dir);
+  }
+
+  poke(): void {
+    this.supervisor.poke();
   }
 
   async recover(): Promise<void> {

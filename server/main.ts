@@ -15,6 +15,13 @@ import { RunService } from './run-service.js';
 import { SqlRunsSource } from './runs-source-sql.js';
 import { SseStreams } from './sse.js';
 import { TokenStore } from './tokens.js';
+import { ClusterMonitor, runCounts } from './clusters.js';
+import { KubernetesProbe } from './clusters-probe.js';
+import { ServerNotifications } from './notify.js';
+import { place } from './placement.js';
+
+/** A cluster last checked longer ago than this is checked again before a run is placed on it. */
+const FRESH_CHECK_MS = 1000;
 
 /** Where things live in the data directory. */
 export function dataLayout(data: string): { state: string; store: string; runs: string; logs: string } {
@@ -33,6 +40,8 @@ interface Assembled {
   app: FastifyInstance;
   runs: RunService;
   database: Db;
+  monitor: ClusterMonitor;
+  notifications: ServerNotifications;
   close(): Promise<void>;
 }
 
@@ -58,15 +67,55 @@ async function assemble(config: ServerConfig, logStream?: NodeJS.WritableStream)
       app?.log[level]({ event, ...fields }, event);
     };
     const blobs = new BlobStore(new ContentStore(layout.store), database);
+    const monitor = new ClusterMonitor({ targets: config.targets, probe: new KubernetesProbe(), intervalMs: config.clusterCheckMs, database, log });
+    closers.push(() => monitor.close());
     const dispatcher = createDispatcher({
       runsRoot: layout.runs,
       indexFile: join(layout.state, 'index.db'),
       logFile: join(layout.logs, 'dispatch.log'),
       concurrency: config.concurrency,
       log,
+      holdBack: (owner) => monitor.holdBack(owner.target),
     });
-    const runs = new RunService({ database, dispatcher, blobs, targets: config.targets, log });
+    // Runs held back for a cluster start as soon as it answers again.
+    monitor.onChange((_name, state) => {
+      if (state.healthy) dispatcher.poke();
+    });
+    let notifications: ServerNotifications | undefined = undefined;
+    const runs = new RunService({
+      database,
+      dispatcher,
+      blobs,
+      targets: config.targets,
+      log,
+      policy: {
+        place: async (_principal, request) => {
+          const counts = await runCounts(database);
+          const choose = (): ReturnType<typeof place> =>
+            place(config.targets, request, {
+              healthy: (t) => monitor.state(t.name)?.healthy !== false,
+              pending: (t, queue) => Math.max((queue === undefined ? undefined : monitor.pending(t.name, queue)) ?? 0, counts.get(t.name)?.pending ?? 0),
+              running: (t) => counts.get(t.name)?.running ?? 0,
+            });
+          const chosen = choose();
+          // A cluster not checked for a moment is checked now: a run sent to one that just went away would fail to start.
+          const state = monitor.state(chosen.name);
+          if (state?.healthy === true && Date.now() - Date.parse(state.checkedAt ?? '') > FRESH_CHECK_MS) {
+            await monitor.checkNow(chosen.name);
+            if (monitor.state(chosen.name)?.healthy === false) return choose();
+          }
+          return chosen;
+        },
+        prepare: (principal, request, job) => {
+          const spec = notifications?.requestedSpec(principal.user, request.notify);
+          if (spec) job.notify = spec;
+        },
+      },
+    });
     closers.push(() => runs.close());
+    notifications = new ServerNotifications({ database, runs, config: config.notify, log });
+    const notifier = notifications;
+    closers.push(() => notifier.close());
     const watchers = new LogWatchers();
     closers.push(() => watchers.close());
     const streams = new SseStreams();
@@ -74,11 +123,11 @@ async function assemble(config: ServerConfig, logStream?: NodeJS.WritableStream)
     const source = new SqlRunsSource(runs, blobs);
     const feed = new ChangeFeed(source);
     closers.push(() => feed.close());
-    app = await buildApp(config, { runs, source, blobs, tokens: new TokenStore(database), streams, watchers, feed, limits: config.limits }, logStream);
+    app = await buildApp(config, { runs, source, blobs, tokens: new TokenStore(database), streams, watchers, feed, limits: config.limits, clusters: { monitor, database }, notifications }, logStream);
     const built = app;
     closers.push(() => built.close());
     let closing: Promise<void> | undefined;
-    return { app, runs, database, close: () => (closing ??= closeAll()) };
+    return { app, runs, database, monitor, notifications, close: () => (closing ??= closeAll()) };
   } catch (error) {
     await closeAll();
     throw error;
@@ -92,9 +141,11 @@ async function assemble(config: ServerConfig, logStream?: NodeJS.WritableStream)
  */
 export async function startServer(config: ServerConfig, options: { logStream?: NodeJS.WritableStream } = {}): Promise<RunningServer> {
   const assembled = await assemble(config, options.logStream);
-  const { app, runs, database } = assembled;
+  const { app, runs, database, monitor, notifications } = assembled;
   try {
+    monitor.start();
     await runs.start();
+    notifications.start();
     const address = await app.listen({ host: config.listen.host, port: config.listen.port });
     app.log.info({ event: 'ready', url: address, targets: config.targets.map((t) => `${t.name} (${t.backend})`), db: database.where, data: config.data }, 'ready');
     return { url: address, app, close: () => assembled.close() };

@@ -6,6 +6,7 @@
  *   qwexcloud serve [--listen HOST:PORT] [--data DIR] [--db URL] [--target BACKEND|NAME=BACKEND ...] [--config FILE] [--tls-cert F --tls-key F]
  *   qwexcloud migrate [--data DIR] [--db URL] [--config FILE]
  *   qwexcloud token create --user NAME [--admin] | token list [--json] | token revoke ID|USER
+ *   qwexcloud clusters [--json]
  *   qwexcloud openapi
  */
 import { Command, Option } from 'commander';
@@ -59,6 +60,13 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     });
   });
+
+  common(program.command('clusters').description('each cluster: health (reason, since when), Kueue\'s queues, pending and running runs; removed ones kept in the history'))
+    .option('--json', 'as JSON')
+    .action(async (options) => {
+      const { clustersCommand } = await import('./clusters-command.js');
+      result = clustersCommand(options);
+    });
 
   const token = program.command('token').description('create, list and revoke API tokens');
   common(token.command('create').description('create a token (and the user, if new); prints the token alone on stdout, once'))

@@ -14,9 +14,16 @@ import type { NewRunRow, RunRow } from './db/schema.js';
 import type { Dispatcher, RunChange, RunOwner } from './dispatch.js';
 import { RunTable, toCloudRunDetail } from './run-table.js';
 import { SubmissionTable, fingerprintOf } from './submissions.js';
-import { jobFor, pickTarget, placeOf } from './targets.js';
+import { firstFit } from './placement.js';
+import { jobFor, placeOf } from './targets.js';
 import type { Principal } from './tokens.js';
 import { acceptWorkspace, isInsidePath } from './workspace-upload.js';
+
+/** How the server chooses a new run's target, and what it adds to its job (the run's notification targets). */
+export interface SubmitPolicy {
+  place(principal: Principal, request: SubmitRequest): Promise<Target>;
+  prepare?(principal: Principal, request: SubmitRequest, job: Job): void;
+}
 
 export type Log = (level: 'info' | 'warn' | 'error', event: string, fields?: Record<string, unknown>) => void;
 
@@ -55,7 +62,7 @@ export class RunService {
   private closed = false;
 
   constructor(
-    private readonly options: { database: Db; dispatcher: Dispatcher; blobs: BlobStore; targets: readonly Target[]; log: Log },
+    private readonly options: { database: Db; dispatcher: Dispatcher; blobs: BlobStore; targets: readonly Target[]; log: Log; policy?: SubmitPolicy },
   ) {
     this.table = new RunTable(options.database);
     this.submissions = new SubmissionTable(options.database);
@@ -148,7 +155,7 @@ export class RunService {
 
   /** `onCreated` is awaited as soon as the run is recorded (before it is mirrored into SQL). */
   async submit(principal: Principal, request: SubmitRequest, onCreated?: (runId: string) => Promise<void>): Promise<CloudRunDetail> {
-    const target = pickTarget(this.options.targets, request);
+    const target = this.options.policy ? await this.options.policy.place(principal, request) : firstFit(this.options.targets, request);
     const owner = { user: principal.user, target: target.name };
     const project = this.options.dispatcher.projectOf(owner);
     const cwd = request.job.cwd ?? '';
@@ -156,6 +163,7 @@ export class RunService {
       throw new QwexError(ErrorCode.Usage, `job.cwd: "${cwd}" is not a relative path inside the workspace`, { hint: 'name a directory of the workspace, with no ".." parts' });
     }
     const job = jobFor(target, request.job, request.queue, project);
+    this.options.policy?.prepare?.(principal, request, job);
     const manifest = await acceptWorkspace(request.workspace ?? { files: [], symlinks: [] }, project, this.options.blobs);
     this.options.blobs.content.writeManifest(manifest);
     job.workspace = { mode: 'snapshot', manifest: manifest.id, cwd };
@@ -185,7 +193,9 @@ export class RunService {
   }
 
   async detail(principal: Principal, id: string): Promise<CloudRunDetail> {
-    return toCloudRunDetail(await this.row(principal, id));
+    const row = await this.row(principal, id);
+    const waitReason = row.status === 'pending' ? this.options.dispatcher.waitReason(row.run_dir) : undefined;
+    return { ...toCloudRunDetail(row), ...(waitReason === undefined ? {} : { waitReason }) };
   }
 
   list(principal: Principal, query: RunQuery): Promise<{ rows: RunRow[]; nextCursor: string | null }> {
@@ -321,7 +331,7 @@ export class RunService {
       user_name: owner.user,
       target: owner.target,
       backend: run.job.backend,
-      ...placeOf(run),
+      ...placeOf(run, owner.target),
       name: run.job.name ?? null,
       command: redactSecrets(displayCommand(run.job)),
       status: run.status,

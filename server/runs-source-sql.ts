@@ -5,7 +5,7 @@ import type { Run } from '../src/run/model.js';
 import type { BlobStore } from './blob-store.js';
 import type { RunRow } from './db/schema.js';
 import type { RunService } from './run-service.js';
-import { toCloudRun, toCloudRunDetail } from './run-table.js';
+import { toCloudRun } from './run-table.js';
 import { runExtras, type RunsSource } from './runs-source.js';
 import type { Principal } from './tokens.js';
 
@@ -33,7 +33,7 @@ export class SqlRunsSource implements RunsSource {
   }
 
   async detail(principal: Principal, id: string): Promise<CloudRunDetail> {
-    return withExtras(toCloudRunDetail(await this.runs.row(principal, id)));
+    return withExtras(await this.runs.detail(principal, id));
   }
 
   async cancel(principal: Principal, id: string, graceMs?: number): Promise<CloudRunDetail> {

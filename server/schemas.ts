@@ -52,7 +52,11 @@ export const SHARED_SCHEMAS = [
     type: 'object',
     description: 'A run with its full record (run.json; secret-looking variables redacted).',
     required: ['id', 'user', 'target', 'backend', 'status', 'createdAt', 'updatedAt', 'record'],
-    properties: { ...runProperties(), record: { type: 'object', additionalProperties: true, description: 'run.json as qwex writes it' } },
+    properties: {
+      ...runProperties(),
+      record: { type: 'object', additionalProperties: true, description: 'run.json as qwex writes it' },
+      waitReason: { type: 'string', description: 'why a pending run has not started (its cluster is unhealthy...)' },
+    },
   },
   {
     $id: 'RunPage',
@@ -69,10 +73,12 @@ export const SHARED_SCHEMAS = [
     additionalProperties: false,
     required: ['job'],
     properties: {
-      target: { type: 'string', maxLength: 63, description: 'a target by name; else the first that fits backend, cluster and queue' },
+      target: { type: 'string', maxLength: 63, description: 'a target by name; else the best that fits backend, cluster, queue and labels' },
       backend: { type: 'string', enum: [...TARGET_BACKENDS] },
-      cluster: { type: 'string', minLength: 1, maxLength: 253, description: 'the Kubernetes context of a cluster target: a run for that cluster' },
       queue: { type: 'string', minLength: 1, maxLength: 253, description: 'kueue: one of the target\'s LocalQueues' },
+      cluster: { type: 'string', minLength: 1, maxLength: 253, description: 'a cluster: a cluster target\'s name, or the Kubernetes context of one or more targets' },
+      labels: { type: 'object', maxProperties: 64, additionalProperties: { type: 'string', maxLength: 256 }, description: 'labels the run needs (e.g. {"gpu": "a100"}): only targets that have them all' },
+      notify: { type: 'array', maxItems: 16, items: { type: 'string', minLength: 1, maxLength: 128 }, description: 'notification targets of the server\'s configuration to tell when the run ends, by name' },
       job: {
         type: 'object',
         additionalProperties: false,

@@ -1,4 +1,7 @@
 import type { BlobStore } from './blob-store.js';
+import type { ClusterMonitor } from './clusters.js';
+import type { Db } from './db/connect.js';
+import type { ServerNotifications } from './notify.js';
 import type { ChangeFeed } from './change-feed.js';
 import type { Limits } from './config.js';
 import type { LogWatchers } from './log-tail.js';
@@ -16,4 +19,7 @@ export interface Services extends ApiServices {
   watchers: LogWatchers;
   feed: ChangeFeed;
   limits: Limits;
+  /** Cluster health and notifications (absent in an app built without them). */
+  clusters?: { monitor: ClusterMonitor; database: Db };
+  notifications?: ServerNotifications;
 }

@@ -1,5 +1,5 @@
 import { backendDescriptor, findBackend } from '../src/backends/registry.js';
-import type { CloudJobSpec, SubmitRequest, TargetInfo } from '../src/cloud/api.js';
+import type { CloudJobSpec, TargetInfo } from '../src/cloud/api.js';
 import { DEFAULT_CONFIG, type QwexConfig } from '../src/config/config.js';
 import { ErrorCode, QwexError } from '../src/errors.js';
 import { buildJob } from '../src/config/job.js';
@@ -7,47 +7,12 @@ import type { Job, Run } from '../src/run/model.js';
 import type { Target } from './config.js';
 
 /**
- * Which target a run goes to, and the qwex Job it becomes there. A run
- * names a target, or gets the first whose backend and queues fit it. The
- * target's settings are the server's: a run may choose resources, an image
- * (where the target allows) and a queue among the target's, never mounts,
- * networks, users, contexts or kubeconfigs.
+ * The Job a run becomes on its target (placement.ts chooses the target).
+ * The target's settings are the server's: a run may choose resources, an
+ * image (where the target allows) and a queue among the target's, never
+ * mounts, networks, users, contexts or kubeconfigs.
  */
-export function pickTarget(targets: readonly Target[], request: Pick<SubmitRequest, 'target' | 'backend' | 'cluster' | 'queue'>): Target {
-  const names = targets.map((t) => t.name).join(', ') || 'none';
-  if (targets.length === 0) {
-    throw new QwexError(ErrorCode.BackendUnavailable, 'this server has no targets configured', { hint: 'start it with --target local (a one-machine trial) or list targets in its config file' });
-  }
-  if (request.target !== undefined) {
-    const target = targets.find((t) => t.name === request.target);
-    if (!target) throw new QwexError(ErrorCode.Usage, `no target "${request.target}" on this server`, { hint: `targets: ${names}` });
-    if (request.backend !== undefined && request.backend !== target.backend) {
-      throw new QwexError(ErrorCode.Usage, `target "${target.name}" runs on ${target.backend}, not ${request.backend}`, { hint: `targets: ${names}` });
-    }
-    if (request.cluster !== undefined && request.cluster !== target.context) {
-      throw new QwexError(ErrorCode.Usage, `target "${target.name}" is not on cluster ${request.cluster}`, { hint: `targets: ${described(targets)}` });
-    }
-    checkQueue(target, request.queue);
-    return target;
-  }
-  const fits = targets.find(
-    (t) =>
-      (request.backend === undefined || t.backend === request.backend) &&
-      (request.cluster === undefined || t.context === request.cluster) &&
-      (request.queue === undefined || t.queues.includes(request.queue)),
-  );
-  if (!fits) {
-    const wanted = [request.backend && `backend ${request.backend}`, request.cluster && `cluster ${request.cluster}`, request.queue && `queue ${request.queue}`].filter(Boolean).join(' and ');
-    throw new QwexError(ErrorCode.Usage, `no target on this server has ${wanted}`, { hint: `targets: ${described(targets)}` });
-  }
-  return fits;
-}
-
-function described(targets: readonly Target[]): string {
-  return targets.map((t) => `${t.name} (${t.backend}${t.context ? ` on ${t.context}` : ''}${t.queues.length ? `: ${t.queues.join(', ')}` : ''})`).join(', ');
-}
-
-function checkQueue(target: Target, queue: string | undefined): void {
+export function checkQueue(target: Target, queue: string | undefined): void {
   if (queue === undefined) return;
   if (!takesQueue(target.backend)) throw new QwexError(ErrorCode.Usage, `target "${target.name}" is ${target.backend}: its runs take no queue`);
   if (target.queues.length > 0 && !target.queues.includes(queue)) {
@@ -94,10 +59,16 @@ export function jobFor(target: Target, spec: CloudJobSpec, queue: string | undef
   );
 }
 
-/** The cluster and queue of a run, for its SQL row: what its backend says of where it runs. */
-export function placeOf(run: Run): { cluster: string | null; queue: string | null } {
-  const place = findBackend(run.job.backend)?.place?.(run);
-  return { cluster: place?.cluster ?? null, queue: place?.queue ?? null };
+/**
+ * The cluster and queue of a run, for its SQL row: for a cluster run, the
+ * cluster is its target's name (one server may reach several clusters whose
+ * kubeconfig contexts share a name); the queue is what its backend says.
+ */
+export function placeOf(run: Run, target?: string): { cluster: string | null; queue: string | null } {
+  const descriptor = findBackend(run.job.backend);
+  const place = descriptor?.place?.(run);
+  const cluster = descriptor?.traits.clusterScheduled && target !== undefined ? target : (place?.cluster ?? null);
+  return { cluster, queue: place?.queue ?? null };
 }
 
 /** Whether runs of this backend are admitted through a named queue. */

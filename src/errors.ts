@@ -201,11 +201,12 @@ export function isSecretName(name: string): boolean {
   return SECRET_NAME.test(name);
 }
 
-/** Replaces the values of secret-looking env assignments and URL passwords in free text. */
+/** Replaces the values of secret-looking env assignments, URL passwords and webhook URLs whose path is the secret (Slack's) in free text. */
 export function redactSecrets(text: string): string {
   return text
     .replace(/\b([A-Za-z_][A-Za-z0-9_]*)=(\S+)/g, (whole, name: string) => (isSecretName(name) ? `${name}=***` : whole))
-    .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@]+:)[^\s@/]+@/gi, '$1***@');
+    .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@]+:)[^\s@/]+@/gi, '$1***@')
+    .replace(/(\bhooks\.slack(?:-gov)?\.com\/)[^\s"'<>]+/gi, '$1***');
 }
 
 /** Returns a copy of an env map with secret-looking values replaced, for listings and errors. */

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { Waiting } from './backends/types.js';
 import type { ArtifactSettings, Job, Provenance, Run } from './run/model.js';
+import { notifySpecSchema } from './notify/spec-schema.js';
 import { RUN_STATUSES } from './run/model.js';
 import type { RunSummary } from './store/run-index.js';
 import { WORKFLOW_STATUSES, type StagePlan, type WorkflowView } from './workflow/types.js';
@@ -112,6 +113,7 @@ const jobShape = z.strictObject({
   after: z.strictObject({ runs: z.array(runId()).min(1).max(Bounds.list), require: z.enum(['success', 'end']) }).optional(),
   workflow: z.strictObject({ id: runId(), stage: text() }).optional(),
   rerunOf: runId().optional(),
+  notify: notifySpecSchema().optional(),
 });
 
 /** Typed as the interface, so that inferred types say `Job` (jobShape is checked against it below). */

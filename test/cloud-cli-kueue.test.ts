@@ -68,22 +68,22 @@ describe('a cloud run to a kueue target', () => {
       const [row] = await qwexJson<ListedRun[]>(user, ['ps']);
       return row?.waiting?.reason ? row : undefined;
     }, 60_000, 'the run to wait in Kueue\'s queue');
-    // Running on the server (its Job exists) while Kueue holds it, as a local kueue run would be.
-    expect(waiting).toMatchObject({ id, status: 'running', waiting: { phase: 'queued', where: expect.stringMatching(/^qwexcloud 127\.0\.0\.1:\d+: Kueue LocalQueue qwex-test$/) } });
+    // Pending while Kueue holds it (its Job exists, no pod runs), as a local kueue run is.
+    expect(waiting).toMatchObject({ id, status: 'pending', waiting: { phase: 'queued', where: expect.stringMatching(/^qwexcloud 127\.0\.0\.1:\d+: Kueue LocalQueue qwex-test$/) } });
     const details = user.record(id).backend as CloudDetails;
     expect(details).toMatchObject({ target: 'queued', serverBackend: 'kueue', queue: TEST_QUEUE });
     const status = await qwex(user, ['status', id]);
     expect(status.stdout).toMatch(/waiting +queued in qwexcloud .*Kueue LocalQueue qwex-test/);
-    expect(status.stdout).toMatch(/target +queued \(kueue, cluster fake, queue qwex-test\)/);
+    expect(status.stdout).toMatch(/target +queued \(kueue, queue qwex-test\)/);
 
     cluster!.fake!.setKueueQuota(1);
     const [final] = await qwexJson<Run[]>(user, ['wait', id]);
     expect(final).toMatchObject({ status: 'succeeded', exitCode: 0 });
     expect(readFileSync(join(user.runDir(id), 'stdout.log'), 'utf8')).toBe('the workspace');
-    expect(user.record(id).backend).toMatchObject({ cluster: 'fake', serverStatus: 'succeeded', waiting: null });
+    expect(user.record(id).backend).toMatchObject({ cluster: 'queued', serverStatus: 'succeeded', waiting: null });
 
     const elsewhere = await qwex(user, ['run', '--backend', 'cloud', '--cluster', 'nowhere', '--', 'true']);
     expect(elsewhere.exitCode).toBe(1);
-    expect(elsewhere.stderr).toMatch(/no target on this server has cluster nowhere/);
+    expect(elsewhere.stderr).toMatch(/no cluster "nowhere" on this server/);
   });
 });

@@ -86,7 +86,7 @@ describe('stages', () => {
       key: 'workflows.w.stages.0.params',
     });
     expect(await refused(['workflows:', '  w:', '    stages:', '      - { name: a, command: x, queue: gpu }'])).toEqual({
-      message: 'qwex.yaml: workflows.w.stages.0.queue: expected a key of a local stage, got queue (a key of kueue stages)',
+      message: 'qwex.yaml: workflows.w.stages.0.queue: expected a key of a local stage, got queue (a key of kueue and cloud stages)',
       key: 'workflows.w.stages.0.queue',
     });
     const none = await config(['backend: local']);

@@ -32,6 +32,7 @@ interface RunOptions extends ContainerFlags {
   grid: string[];
   after?: string;
   afterAny?: string;
+  notify?: string[];
 }
 
 export default async function run(ctx: Context, args: string[], options: RunOptions): Promise<number> {
@@ -49,6 +50,7 @@ export default async function run(ctx: Context, args: string[], options: RunOpti
     ...(options.grace === undefined ? {} : { killGraceMs: parseDuration(options.grace, '--grace') }),
     ...(timeoutMs === undefined ? {} : { timeoutMs }),
     ...(options.name === undefined ? {} : { name: options.name }),
+    ...(options.notify && options.notify.length > 0 ? { notify: options.notify } : {}),
   };
   let jobs: Job[];
   if (options.job !== undefined) {
@@ -72,10 +74,11 @@ export default async function run(ctx: Context, args: string[], options: RunOpti
   // qwexd is what holds a run until its dependencies ended, queues a sweep, creates retries and hands out
   // this machine's GPUs: it is started when a run needs it.
   const wantsGpus = jobs.some((job) => job.gpus !== undefined);
-  const needsDaemon = sweep || wantsGpus || jobs.some((job) => job.after !== undefined || job.retry !== undefined);
-  const why = wantsGpus && !sweep ? ' to hand out GPUs' : '';
+  const wantsNotify = jobs.some((job) => job.notify !== undefined);
+  const needsDaemon = sweep || wantsGpus || wantsNotify || jobs.some((job) => job.after !== undefined || job.retry !== undefined);
+  const why = wantsGpus && !sweep ? ' to hand out GPUs' : wantsNotify && !sweep ? ' to send notifications' : '';
   const service = await ctx.service(needsDaemon ? { startDaemon: (pid) => void (options.quiet || process.stderr.write(`started qwexd (pid ${pid})${why}\n`)) } : {});
-  if (needsDaemon && service.via !== 'qwexd' && !wantsGpus) {
+  if (needsDaemon && service.via !== 'qwexd' && !wantsGpus && !wantsNotify) {
     throw new QwexError(ErrorCode.DaemonUnavailable, '--after, --grid and retries are handled by qwexd, and QWEX_NO_DAEMON=1 is set', { hint: 'unset QWEX_NO_DAEMON' });
   }
   const submitted = await service.submit({ project: ctx.project, jobs, provenance });

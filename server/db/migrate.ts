@@ -3,6 +3,7 @@ import { ErrorCode, QwexError } from '../../src/errors.js';
 import type { Db } from './connect.js';
 import * as initial from './migrations/0001-initial.js';
 import * as submissions from './migrations/0002-submissions.js';
+import * as notifyClusters from './migrations/0003-notify-clusters.js';
 
 /**
  * The migrations, in order, by name. Listed here rather than found on disk
@@ -12,6 +13,7 @@ import * as submissions from './migrations/0002-submissions.js';
 const MIGRATIONS: Record<string, Migration> = {
   '0001-initial': initial,
   '0002-submissions': submissions,
+  '0003-notify-clusters': notifyClusters,
 };
 
 const provider: MigrationProvider = { getMigrations: () => Promise.resolve(MIGRATIONS) };

@@ -1,4 +1,5 @@
 import type { Insertable, Selectable } from 'kysely';
+import type { NotifyTables } from '../../src/notify/journal.js';
 
 /**
  * The one typed description of qwexcloud's tables, for both SQLite and
@@ -7,13 +8,27 @@ import type { Insertable, Selectable } from 'kysely';
  * are 0/1 integers for the same reason. Migrations (db/migrations/) create
  * exactly this.
  */
-export interface Database {
+export interface Database extends NotifyTables {
   users: UsersTable;
   tokens: TokensTable;
   runs: RunsTable;
   artifacts: ArtifactsTable;
   blobs: BlobsTable;
   submissions: SubmissionsTable;
+  cluster_status: ClusterStatusTable;
+}
+
+/** The last health check of each cluster target (kept after it leaves the configuration). */
+export interface ClusterStatusTable {
+  name: string;
+  healthy: number;
+  /** Why it is unhealthy (null when healthy). */
+  reason: string | null;
+  /** When it became what it is now (healthy or not). */
+  since: string;
+  checked_at: string;
+  /** JSON: [{ name, pending }] — Kueue's pending workloads per LocalQueue, null where Kueue does not say. */
+  queues: string;
 }
 
 export interface UsersTable {

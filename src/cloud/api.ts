@@ -25,7 +25,7 @@ export interface CloudRun {
   /** The server's target it was sent to (a name from its configuration, kept after the target is removed). */
   target: string;
   backend: string;
-  /** The Kubernetes context of a cluster run, else null. */
+  /** The cluster a cluster run was placed on: its target's name (a kubeconfig context is unique only within one kubeconfig), else null. */
   cluster: string | null;
   /** The Kueue LocalQueue of a kueue run, else null. */
   queue: string | null;
@@ -51,6 +51,8 @@ export interface CloudRun {
 /** A run with its full record (run.json as qwex writes it; secret-looking env values redacted). */
 export interface CloudRunDetail extends CloudRun {
   record: Run;
+  /** Why a pending run has not started (its cluster is unhealthy...), when the server holds it back. */
+  waitReason?: string;
 }
 
 export interface RunPage {
@@ -109,13 +111,17 @@ export interface WorkspaceUpload {
 }
 
 export interface SubmitRequest {
-  /** A target by name; else the first that fits `backend`, `cluster` and `queue`. */
+  /** A target by name; else the best that fits `backend`, `queue`, `cluster` and `labels` (docs/cloud-clusters.md). */
   target?: string;
   backend?: string;
-  /** The Kubernetes context of a cluster target (its `context`): a run for that cluster. */
-  cluster?: string;
   /** The Kueue LocalQueue, for kueue targets (one of the target's queues). */
   queue?: string;
+  /** A cluster: a cluster target's name, or the Kubernetes context of one or more targets. */
+  cluster?: string;
+  /** Labels the run needs: only targets with all of them (e.g. { gpu: 'a100' }). */
+  labels?: Record<string, string>;
+  /** Notification targets of the server's configuration (the team's or the user's) to tell when the run ends, by name. */
+  notify?: string[];
   job: CloudJobSpec;
   /** Absent: the run starts in an empty directory. */
   workspace?: WorkspaceUpload;
@@ -154,6 +160,26 @@ export interface TargetInfo {
   backend: string;
   queues: string[];
   labels: Record<string, string>;
+}
+
+/** One cluster as GET /v1/clusters and `qwexcloud clusters` show it. */
+export interface ClusterInfo {
+  name: string;
+  /** null for a cluster only the history knows (removed from the configuration). */
+  backend: string | null;
+  configured: boolean;
+  health: 'healthy' | 'unhealthy' | 'unknown';
+  /** Why it is unhealthy. */
+  reason: string | null;
+  /** Since when it is what `health` says. */
+  since: string | null;
+  checkedAt: string | null;
+  labels: Record<string, string>;
+  weight: number | null;
+  /** Kueue's pending workloads per LocalQueue (null where Kueue does not say). */
+  queues: { name: string; pending: number | null }[];
+  /** This server's runs there. */
+  runs: { pending: number; running: number; total: number };
 }
 
 export interface ApiErrorBody {

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { FileConfig, StageFile, TaskFile } from './file.js';
 import { LOCAL_CONFIG_FILE, PROJECT_CONFIG_FILE } from '../paths.js';
 import type { ArtifactSettings } from '../run/model.js';
+import type { NotifySection } from '../notify/config.js';
 
 /**
  * Configuration comes from two files with the same schema:
@@ -29,6 +30,8 @@ export interface QwexConfig {
   stages?: Defined<StageFile[]>;
   /** Named workflows (`workflows.<name>.stages`). */
   workflows: Record<string, Defined<StageFile[]>>;
+  /** Who is told when runs end (docs/notifications.md). */
+  notify?: NotifySection;
 }
 
 /** A definition as written, and the file it came from (errors about it name the file). */
@@ -72,6 +75,10 @@ export async function loadConfig(projectRoot: string): Promise<LoadedConfig> {
     const parsed = readConfigFile(path);
     if (parsed === undefined) continue;
     config = applyFile(config, parsed, path);
+    if (parsed.notify !== undefined) {
+      const { mergeNotifySections, readNotifySection } = await import('../notify/config.js');
+      config.notify = mergeNotifySections(config.notify, readNotifySection(parsed.notify, projectRoot, `${path}: notify`));
+    }
     sources.push(path);
   }
   return { config, sources };
@@ -96,5 +103,6 @@ function applyFile(base: QwexConfig, file: FileConfig, path: string): QwexConfig
     jobs: { ...base.jobs, ...Object.fromEntries(Object.entries(file.jobs ?? {}).map(([name, value]) => [name, { value, file: path }])) },
     ...(stages ? { stages } : {}),
     workflows: { ...base.workflows, ...Object.fromEntries(Object.entries(file.workflows ?? {}).map(([name, w]) => [name, { value: w.stages, file: path }])) },
+    ...(base.notify === undefined ? {} : { notify: base.notify }),
   };
 }

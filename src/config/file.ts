@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { BACKEND_NAMES, BACKENDS } from '../backends/registry.js';
 import { parseGpus, parseMount, parseResources } from './container.js';
 import { ErrorCode, QwexError, errnoCode } from '../errors.js';
+import { notifySectionSchema, type NotifySectionFile } from '../notify/config.js';
 
 /** Reading and validating one configuration file (see config.ts for how files combine). */
 const relativeDir = z
@@ -75,6 +76,7 @@ const fileSchema = z.strictObject({
   jobs: z.record(stageName, z.strictObject(taskShape)).optional(),
   stages: z.array(stageSchema).min(1).optional(),
   workflows: z.record(stageName, z.strictObject({ stages: z.array(stageSchema).min(1) })).optional(),
+  notify: notifySectionSchema.optional(),
 });
 
 /** A named job (`jobs.<name>`), and a stage (`stages:`, `workflows.<name>.stages`), as written (checked in src/workflow/definition.ts). */
@@ -122,6 +124,7 @@ export interface FileConfig {
   jobs?: Record<string, TaskFile>;
   stages?: StageFile[];
   workflows?: Record<string, { stages: StageFile[] }>;
+  notify?: NotifySectionFile;
 }
 
 /** Reads and validates one file; undefined when it does not exist. */

@@ -4,6 +4,7 @@ import type { QwexConfig } from './config.js';
 import { definedOnly, parseGpus, type ContainerSpec } from './container.js';
 import { BACKENDS, backendDescriptor, backendsWhere, type BackendDescriptor } from '../backends/registry.js';
 import { ErrorCode, QwexError } from '../errors.js';
+import { resolveNotify } from '../notify/resolve.js';
 import type { Job } from '../run/model.js';
 
 /**
@@ -38,6 +39,8 @@ export interface JobSpec {
   cluster?: ClusterSpec;
   /** Other options of the backend (keys of its descriptor's `optionKeys`), as its flags set them. */
   options?: Record<string, unknown>;
+  /** Notification targets asked for besides the configuration's (`--notify`: a target's name, a URL, mailto:ADDRESS). */
+  notify?: string[];
 }
 
 export interface ClusterSpec {
@@ -74,6 +77,7 @@ export function buildJob(spec: JobSpec, config: QwexConfig, callerCwd: string, p
     });
   }
   const resolved = backend.resolveJob({ config: config.backends[backend.name] ?? {}, options, container, cwd, project });
+  const notify = resolveNotify(config.notify, spec.notify);
   return {
     ...commandSpec(args, { shell: spec.shell === true }),
     cwd,
@@ -87,6 +91,7 @@ export function buildJob(spec: JobSpec, config: QwexConfig, callerCwd: string, p
     ...(resolved.container === undefined ? {} : { container: resolved.container }),
     ...(gpus === undefined ? {} : { gpus }),
     ...(gpus === undefined && backend.optionKeys.includes('gpus') && config.unrequestedGpus === 'all' ? { allGpusVisible: true } : {}),
+    ...(notify === undefined ? {} : { notify }),
   };
 }
 
@@ -165,7 +170,7 @@ export function parseJobLines(text: string, source: string): JobSpec[] {
   return specs;
 }
 
-const SPEC_KEYS = new Set(['command', 'shell', 'cwd', 'env', 'name', 'backend', 'watch', 'timeoutMs', 'killGraceMs', 'container', 'host', 'cluster', 'gpus']);
+const SPEC_KEYS = new Set(['command', 'shell', 'cwd', 'env', 'name', 'backend', 'watch', 'timeoutMs', 'killGraceMs', 'container', 'host', 'cluster', 'gpus', 'notify']);
 const CLUSTER_KEYS = new Set(['context', 'namespace', 'queue', 'sync']);
 const CONTAINER_KEYS = new Set(['image', 'pull', 'user', 'network', 'cpus', 'memory', 'gpus', 'mounts', 'env']);
 
@@ -190,6 +195,7 @@ function checkSpec(value: unknown, where: string): JobSpec {
     bad('env: expected an object of strings');
   }
   if (spec.gpus !== undefined && typeof spec.gpus !== 'string' && typeof spec.gpus !== 'number') bad('gpus: expected a number or a string (2, "all", "device=0,1")');
+  if (spec.notify !== undefined && !(Array.isArray(spec.notify) && spec.notify.every((t) => typeof t === 'string'))) bad('notify: expected an array of target names or URLs');
   if (spec.watch !== undefined && !(Array.isArray(spec.watch) && spec.watch.every((d) => typeof d === 'string'))) bad('watch: expected an array of strings');
   for (const key of ['timeoutMs', 'killGraceMs'] as const) {
     if (spec[key] !== undefined && !(Number.isInteger(spec[key]) && (spec[key] as number) >= 0)) bad(`${key}: expected a whole number of milliseconds`);

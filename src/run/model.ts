@@ -1,4 +1,5 @@
 import type { ContainerConfig, ResourceRequirements } from '../config/container.js';
+import type { NotifySpec } from '../notify/spec.js';
 import { ErrorCode, QwexError } from '../errors.js';
 
 /**
@@ -56,6 +57,8 @@ export interface Job {
   workflow?: WorkflowRef;
   /** The run this one replays (`qwex rerun`). */
   rerunOf?: string;
+  /** Who is told when the run ends (or waits too long), resolved from the configuration and --notify at submission. */
+  notify?: NotifySpec;
 }
 
 export interface RecipeRef {

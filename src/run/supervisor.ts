@@ -49,6 +49,7 @@ export class Supervisor {
   /** Runs supervised by another process (a direct-mode monitor): watched, to report their end and to take them over if it dies. */
   private readonly watched: WatchedRuns;
   private readonly endListeners = new Set<(dir: string, run: Run) => void>();
+  private readonly submitListeners = new Set<(runs: readonly { dir: string; run: Run }[], env: Record<string, string>) => void>();
   private readonly admissions: AdmissionRules;
   private closed = false;
 
@@ -134,6 +135,7 @@ export class Supervisor {
       ...(ids ? { ids } : {}),
     });
     if (submissionId !== undefined) this.submissions.complete(submissionId);
+    for (const listener of this.submitListeners) listener(created, env);
     for (const { dir, run } of created) {
       if (run.status === 'pending' && !this.supervised.has(dir) && readClaim(dir) === undefined) this.enqueue(dir, run);
     }
@@ -201,6 +203,12 @@ export class Supervisor {
   onRunEnd(listener: (dir: string, run: Run) => void): () => void {
     this.endListeners.add(listener);
     return () => this.endListeners.delete(listener);
+  }
+
+  /** Called with the runs of each submission as recorded (before any starts) and the submitter's environment. Returns an unsubscribe function. */
+  onSubmitted(listener: (runs: readonly { dir: string; run: Run }[], env: Record<string, string>) => void): () => void {
+    this.submitListeners.add(listener);
+    return () => this.submitListeners.delete(listener);
   }
 
   /** Stops supervising; runs go on (their shims, engines and clusters keep them) and queued runs stay queued on disk. */

@@ -197,7 +197,7 @@ function draftStage(stage: StageFile, i: number, all: readonly StageFile[], conf
     if (GENERIC_KEYS.has(option) || (CONTAINER_KEYS as readonly string[]).includes(option) || definition[option] === undefined) continue;
     if (!backend?.optionKeys.includes(option)) {
       const takers = BACKENDS.filter((b) => b.optionKeys.includes(option)).map((b) => b.name);
-      fail(`${key}.${option}`, `expected a key of a ${backendName} stage, got ${option} (a key of ${takers.join(', ')} stages)`);
+      fail(`${key}.${option}`, `expected a key of a ${backendName} stage, got ${option} (a key of ${takers.length > 1 ? `${takers.slice(0, -1).join(', ')} and ${takers.at(-1)}` : takers[0]} stages)`);
     }
   }
   const needs = stage.needs ?? (i === 0 ? [] : [all[i - 1]!.name]);

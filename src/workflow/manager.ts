@@ -8,7 +8,7 @@ import { ContentStore } from '../workspace/snapshot.js';
 import { findNextAttempt, nextAttemptJob, readNextAttempt, writeNextAttempt } from './attempts.js';
 import { afterDecision, stageDecision, type DependencyDecision } from './dependencies.js';
 import { INPUTS_DIR, InputsCache } from './inputs.js';
-import { listWorkflowIds, newestStageRuns, readWorkflow, resolveWorkflow, workflowDir, writeWorkflow } from './record.js';
+import { findRun, listWorkflowIds, newestStageRuns, readWorkflow, resolveWorkflow, workflowDir, writeWorkflow } from './record.js';
 import { willRetry } from './retry.js';
 import { deriveState, workflowView } from './state.js';
 import { Wakeups } from './wakeups.js';
@@ -50,6 +50,7 @@ export class WorkflowManager {
   private readonly retrying = new Set<string>();
   private readonly wakeups: Wakeups;
   private readonly stopListening: () => void;
+  private readonly endListeners = new Set<(workflow: WorkflowView) => void>();
   private closed = false;
 
   constructor(
@@ -65,6 +66,12 @@ export class WorkflowManager {
     supervisor.addAdmission(rule);
     this.stopListening = supervisor.onRunEnd((dir, run) => this.runEnded(dir, run));
     this.wakeups = new Wakeups(() => supervisor.poke(), (dir) => supervisor.refresh(dir), SWEEP_MS);
+  }
+
+  /** Called once when a workflow this process supervises ends (after its record says so); returns the unsubscribe. */
+  onWorkflowEnd(listener: (workflow: WorkflowView) => void): () => void {
+    this.endListeners.add(listener);
+    return () => this.endListeners.delete(listener);
   }
 
   /** After the supervisor's own recovery: picks up every unfinished workflow and every failure whose retry was not created yet. */
@@ -348,6 +355,7 @@ export class WorkflowManager {
       wf.record = { ...rest, ...state };
       writeWorkflow(wf.dir, wf.record);
       this.log.info('workflow-state', { id: record.id, status: state.status, exitCode: state.exitCode });
+      if (isWorkflowDone(state.status) && !isWorkflowDone(record.status)) for (const listener of this.endListeners) listener(this.view(wf));
     }
     if (isWorkflowDone(state.status)) {
       this.tracked.delete(record.id);
@@ -388,22 +396,9 @@ export class WorkflowManager {
 
   /** A run's record by id (in `project`, else wherever the index says); `awaited`: look at it again at the next sweep while it is active. */
   private readRun(id: string, project: string, awaited: boolean): Run | undefined {
-    let dir = runDir(project, id);
-    let run: Run;
-    try {
-      run = this.supervisor.store.read(dir);
-    } catch {
-      const row = this.supervisor.store.runIndex().get(id);
-      if (!row) return undefined;
-      dir = row.runDir;
-      try {
-        run = this.supervisor.store.read(dir);
-      } catch {
-        return undefined;
-      }
-    }
-    if (awaited && !isTerminal(run.status)) this.wakeups.awaiting(dir);
-    return run;
+    const found = findRun(this.supervisor.store, id, project);
+    if (found && awaited && !isTerminal(found.run.status)) this.wakeups.awaiting(found.dir);
+    return found?.run;
   }
 
   private workflowCancelled(run: Run): boolean {

@@ -5,7 +5,8 @@ import { writeJsonAtomic } from '../fs-atomic.js';
 import { isIdPrefix, isRunId } from '../ids.js';
 import { QWEX_DIR, runDir } from '../paths.js';
 import { readRunRecord } from '../store/run-record.js';
-import { listRunDirs } from '../store/run-store.js';
+import { listRunDirs, type RunStore } from '../store/run-store.js';
+import type { Run } from '../run/model.js';
 import type { WorkflowRecord } from './types.js';
 
 /** Where a project's workflows live: `.qwex/workflows/<id>/workflow.json`. */
@@ -84,4 +85,19 @@ export function newestStageRuns(record: Pick<WorkflowRecord, 'id' | 'project'>):
     }
   }
   return newest;
+}
+
+/** A run's record and directory by id: in `project`, else wherever the index says (a run of another project); undefined when it is not there or unreadable. */
+export function findRun(store: RunStore, id: string, project: string): { run: Run; dir: string } | undefined {
+  const read = (dir: string): { run: Run; dir: string } | undefined => {
+    try {
+      return { run: store.read(dir), dir };
+    } catch {
+      return undefined; // not there, or unreadable: nothing can be said of it
+    }
+  };
+  const here = read(runDir(project, id));
+  if (here) return here;
+  const row = store.runIndex().get(id);
+  return row ? read(row.runDir) : undefined;
 }

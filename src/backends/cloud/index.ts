@@ -111,7 +111,7 @@ function describe(run: Run): [string, string][] {
   if (server) lines.push(['server', `${server}${d.user ? ` (as ${d.user})` : ''}`]);
   if (d.serverRunId) lines.push(['server run', `${d.serverRunId}${d.serverStatus && d.serverStatus !== run.status ? ` (${d.serverStatus} there)` : ''}`]);
   if (d.target) {
-    const where = [d.serverBackend, d.cluster && `cluster ${d.cluster}`, d.queue && `queue ${d.queue}`].filter(Boolean).join(', ');
+    const where = [d.serverBackend, d.cluster && d.cluster !== d.target && `cluster ${d.cluster}`, d.queue && `queue ${d.queue}`].filter(Boolean).join(', ');
     lines.push(['target', `${d.target}${where ? ` (${where})` : ''}`]);
   }
   if (d.uploaded) lines.push(['uploaded', d.uploaded.files === 0 ? 'nothing (the server had every file)' : `${d.uploaded.files} file(s), ${d.uploaded.bytes} bytes`]);
@@ -135,7 +135,7 @@ export const cloud: BackendDescriptor = {
   traits: { container: true, remote: true, outputNeedsSupervisor: true, clusterScheduled: true },
   flags: [
     { flags: '--target <name>', description: 'cloud: the server\'s target to run on (default: the first that fits)', key: 'target' },
-    { flags: '--cluster <name>', description: 'cloud: run on the server\'s target for this cluster (a Kubernetes context)', key: 'cluster' },
+    { flags: '--cluster <name>', description: 'cloud: run on this cluster of the server (a target name or a Kubernetes context)', key: 'cluster' },
     { flags: '--queue <name>', description: 'the Kueue LocalQueue of a queued Kubernetes run', key: 'queue' },
   ],
   optionKeys: ['target', 'cluster', 'queue'],

@@ -14,7 +14,7 @@ import { writer } from '../context.js';
 import { backendFlagOptions, containerSpec, parseDuration, parseEnv, parseWatch, type ContainerFlags } from '../parse.js';
 import { publicRun, startLine, styleFor, summaryLine } from '../render.js';
 
-interface RunOptions extends ContainerFlags {
+export interface RunOptions extends ContainerFlags {
   detach?: boolean;
   backend?: string;
   watch?: string;

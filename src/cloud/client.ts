@@ -4,6 +4,7 @@ import { relative } from 'node:path';
 import { Readable } from 'node:stream';
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
 import { ErrorCode, QwexError } from '../errors.js';
+import { NO_PROGRESS, type Progress } from '../progress.js';
 import { ContentStore, snapshotWorkspace } from '../workspace/snapshot.js';
 import {
   API_PREFIX,
@@ -102,10 +103,13 @@ export class CloudClient {
   }
 
   /** Uploads a file's content under its sha256 (streamed; the server checks the hash). */
-  async uploadBlob(sha256: string, path: string): Promise<{ created: boolean; size: number }> {
+  async uploadBlob(sha256: string, path: string, onSent?: (bytes: number) => void): Promise<{ created: boolean; size: number }> {
     const size = statSync(path).size;
+    const content = Readable.toWeb(createReadStream(path)) as ReadableStream<Uint8Array>;
+    // Counted as fetch reads it: a web stream is pulled, so nothing is counted before it is sent.
+    const counted = new TransformStream<Uint8Array, Uint8Array>({ transform: (chunk, controller) => (onSent?.(chunk.byteLength), controller.enqueue(chunk)) });
     const response = await this.send('PUT', `/blobs/${sha256}`, {
-      body: Readable.toWeb(createReadStream(path)) as ReadableStream,
+      body: onSent === undefined ? content : content.pipeThrough(counted),
       headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
     });
     return (await response.json()) as { created: boolean; size: number };
@@ -124,24 +128,32 @@ export class CloudClient {
   async submitProject(
     project: string,
     spec: CloudJobSpec & { target?: string; backend?: string; queue?: string },
-    options: { store?: ContentStore; maxBytes?: number } = {},
+    options: { store?: ContentStore; maxBytes?: number; progress?: Progress } = {},
   ): Promise<SubmitProjectResult> {
     const store = options.store ?? new ContentStore();
     const { target, backend, queue, ...job } = spec;
     const cwd = job.cwd ?? '';
     const exclude = (job.watch ?? ['out']).map((w) => relative(project, `${project}/${cwd}/${w}`).split('\\').join('/'));
-    const manifest = await snapshotWorkspace(project, store, { exclude, ...(options.maxBytes === undefined ? {} : { maxBytes: options.maxBytes }) });
+    const progress = options.progress ?? NO_PROGRESS;
+    const manifest = await snapshotWorkspace(project, store, { exclude, progress, ...(options.maxBytes === undefined ? {} : { maxBytes: options.maxBytes }) });
     const missing = new Set(await this.missingBlobs(manifest.files.map((f) => f.sha256)));
     const sizes = new Map(manifest.files.map((f) => [f.sha256, f.size]));
     const queueOf = [...missing];
     let bytes = 0;
+    const total = queueOf.reduce((n, sha) => n + (sizes.get(sha) ?? 0), 0);
+    const step = progress.step(`uploading the workspace to ${new URL(this.base).host}`, 'bytes', total);
+    let sent = 0;
     const worker = async (): Promise<void> => {
       for (let sha = queueOf.shift(); sha !== undefined; sha = queueOf.shift()) {
-        await this.uploadBlob(sha, store.objectPath(sha));
+        await this.uploadBlob(sha, store.objectPath(sha), (n) => step.set((sent += n), { detail: `${missing.size} file${missing.size === 1 ? '' : 's'}` }));
         bytes += sizes.get(sha) ?? 0;
       }
     };
-    await Promise.all(Array.from({ length: Math.min(UPLOAD_CONCURRENCY, queueOf.length) }, worker));
+    try {
+      await Promise.all(Array.from({ length: Math.min(UPLOAD_CONCURRENCY, queueOf.length) }, worker));
+    } finally {
+      step.end();
+    }
     const run = await this.submit({
       ...(target === undefined ? {} : { target }),
       ...(backend === undefined ? {} : { backend }),

@@ -21,6 +21,7 @@ import { copyHashing } from './artifacts.js';
 import { ErrorCode, QwexError, errnoCode } from '../errors.js';
 import { writeJsonAtomic } from '../fs-atomic.js';
 import { QWEX_DIR, stateDir } from '../paths.js';
+import { NO_PROGRESS, type Progress } from '../progress.js';
 
 /**
  * Workspace snapshots: the project's files as they were when a run was
@@ -57,6 +58,8 @@ export interface SnapshotOptions {
   exclude?: string[];
   /** A tree larger than this fails before the run starts (bytes). */
   maxBytes?: number;
+  /** Where the snapshot reports the files and bytes it went through so far. */
+  progress?: Progress;
 }
 
 const ALWAYS_SKIPPED = new Set(['.git', QWEX_DIR]);
@@ -180,6 +183,7 @@ export async function snapshotWorkspace(project: string, store: ContentStore, op
         nextCache[path] = [stats.size, stats.mtimeMs, stats.ino, sha256];
         files.push({ path, size: stats.size, mode: stats.mode & 0o777, sha256 });
         totalBytes += stats.size;
+        step.set(totalBytes, { detail: `${files.length} file${files.length === 1 ? '' : 's'}` });
         const top = path.includes('/') ? path.slice(0, path.indexOf('/')) : path;
         sizes.set(top, (sizes.get(top) ?? 0) + stats.size);
         if (options.maxBytes !== undefined && totalBytes > options.maxBytes) throw tooBig(options.maxBytes, sizes);
@@ -187,7 +191,12 @@ export async function snapshotWorkspace(project: string, store: ContentStore, op
       // sockets, fifos and devices are not part of a workspace
     }
   };
-  await walk('', [{ base: '', ig: rootRules }]);
+  const step = (options.progress ?? NO_PROGRESS).step('taking a snapshot of the workspace', 'bytes');
+  try {
+    await walk('', [{ base: '', ig: rootRules }]);
+  } finally {
+    step.end();
+  }
 
   const body = { files, symlinks, linked };
   const id = createHash('sha256').update(JSON.stringify(body)).digest('hex');

@@ -177,7 +177,8 @@ export async function snapshotWorkspace(project: string, store: ContentStore, op
         if (cached && cached[0] === stats.size && cached[1] === stats.mtimeMs && cached[2] === stats.ino && store.has(cached[3])) {
           sha256 = cached[3];
         } else {
-          sha256 = await hashFile(join(project, path), path);
+          // A large file reports as it is read, not only once hashed.
+          sha256 = await hashFile(join(project, path), path, (read) => step.set(totalBytes + read, { detail: `${files.length + 1} file${files.length === 0 ? '' : 's'}` }));
           await store.put(join(project, path), sha256);
         }
         nextCache[path] = [stats.size, stats.mtimeMs, stats.ino, sha256];
@@ -251,10 +252,14 @@ function addRules(ig: Ignore, file: string): void {
   }
 }
 
-async function hashFile(abs: string, rel: string): Promise<string> {
+async function hashFile(abs: string, rel: string, onRead: (bytes: number) => void): Promise<string> {
   const hash = createHash('sha256');
+  let read = 0;
   try {
-    for await (const chunk of createReadStream(abs)) hash.update(chunk as Buffer);
+    for await (const chunk of createReadStream(abs)) {
+      hash.update(chunk as Buffer);
+      onRead((read += (chunk as Buffer).length));
+    }
   } catch (error) {
     throw unreadable(rel, error);
   }

@@ -193,7 +193,9 @@ async function configNames(key: 'jobs' | 'workflows'): Promise<string[]> {
 async function readYaml(path: string): Promise<unknown> {
   if (!existsSync(path)) return undefined;
   try {
-    const { parse } = await import('yaml');
+    // yaml is CommonJS: once bundled, its functions are on the default export.
+    const yaml = await import('yaml');
+    const { parse } = (yaml as unknown as { default?: typeof yaml }).default ?? yaml;
     const value: unknown = parse(readFileSync(path, 'utf8'));
     return value && typeof value === 'object' ? value : undefined;
   } catch {

@@ -5,6 +5,7 @@ import type { BackendDescriptor, Detection } from '../../src/backends/types.js';
 import { ErrorCode, QwexError } from '../../src/errors.js';
 import { writeFileAtomic } from '../../src/fs-atomic.js';
 import { PROJECT_CONFIG_FILE } from '../../src/paths.js';
+import { stringify } from 'yaml';
 import type { Context } from '../context.js';
 import { paint, styleFor } from '../render.js';
 
@@ -41,8 +42,7 @@ export default async function init(ctx: Context, options: InitOptions): Promise<
     }
     return { backend: descriptor.name, ...detection, written };
   });
-  const { stringify } = await import('yaml');
-  writeFileAtomic(path, render(found, stringify), 0o644);
+  writeFileAtomic(path, render(found), 0o644);
   if (options.json) {
     process.stdout.write(`${JSON.stringify({ path, backends: found }, null, 2)}\n`);
     return 0;
@@ -61,7 +61,7 @@ async function detectQuietly(descriptor: BackendDescriptor): Promise<Detection> 
   }
 }
 
-function render(found: Found[], stringify: (value: unknown) => string): string {
+function render(found: Found[]): string {
   const names = BACKENDS.map((b) => b.name).join(', ');
   const remote = BACKENDS.filter((b) => b.traits.remote).map((b) => b.name).join(', ');
   const sections = found.filter((f) => f.written !== 'none').map((f) => {

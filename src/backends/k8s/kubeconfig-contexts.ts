@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { parse } from 'yaml';
 import type { Detection } from '../types.js';
 import { kubeconfigPath } from './cluster.js';
 
@@ -11,7 +12,6 @@ export async function kubeContexts(): Promise<{ path?: string; contexts: string[
   const path = kubeconfigPath();
   if (path === undefined) return { contexts: [] };
   try {
-    const { parse } = await import('yaml');
     const config = parse(readFileSync(path, 'utf8')) as { contexts?: { name?: unknown }[]; 'current-context'?: unknown } | null;
     const contexts = Array.isArray(config?.contexts) ? config.contexts.flatMap((c) => (typeof c?.name === 'string' ? [c.name] : [])) : [];
     const current = typeof config?.['current-context'] === 'string' && contexts.includes(config['current-context']) ? config['current-context'] : undefined;

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { parse } from 'yaml';
 import { LOCAL_CONFIG_FILE, PROJECT_CONFIG_FILE } from '../../paths.js';
 import type { Detection } from '../types.js';
 
@@ -30,7 +31,6 @@ export async function knownHosts(project: string): Promise<string[]> {
   const hosts = new Set<string>();
   for (const file of [join(project, PROJECT_CONFIG_FILE), join(project, LOCAL_CONFIG_FILE)]) {
     try {
-      const { parse } = await import('yaml');
       const config = parse(readFileSync(file, 'utf8')) as { backends?: { ssh?: { hosts?: unknown } } } | null;
       const named = config?.backends?.ssh?.hosts;
       if (named && typeof named === 'object') for (const name of Object.keys(named)) hosts.add(name);

@@ -82,7 +82,8 @@ describe('npm pack, then npm install -g into a prefix', () => {
     expect(String(r.stdout)).toBe('hello from project');
     const doctor = JSON.parse(String((await run('qwex', ['doctor', '--json'])).stdout)) as { setup: { label: string; value: string }[] };
     expect(doctor.setup).toContainEqual(expect.objectContaining({ label: 'run helper', value: `compiled (${join(installed, 'libexec', 'qwex-shim')})` }));
-    const artifacts = JSON.parse(String((await run('qwex', ['artifacts', '--json', (await run('qwex', ['ps', '--json'])).stdout.toString().match(/"id": "([^"]+)"/)![1]!])).stdout)) as { files: { path: string }[] };
+    const [listed] = JSON.parse(String((await run('qwex', ['ps', '--json'])).stdout)) as { id: string }[];
+    const artifacts = JSON.parse(String((await run('qwex', ['artifacts', '--json', listed!.id])).stdout)) as { files: { path: string }[] };
     expect(artifacts.files.map((f) => f.path)).toEqual(['out/result.txt']);
   });
 
@@ -101,7 +102,7 @@ describe('npm pack, then npm install -g into a prefix', () => {
     expect(readFileSync(unit.path, 'utf8')).toContain(`ExecStart="${process.execPath}" "${join(installed, 'dist', 'daemon', 'qwexd.js')}" "--foreground"`);
   });
 
-  it('qwexcloud serves from the installed package: a token, then its health and the caller\'s name over HTTP', async (ctx) => {
+  it('qwexcloud serves from the installed package: a token made with it is honoured over HTTP', async (ctx) => {
     requireComponent(ctx, 'QWEX_REQUIRE_REGISTRY', reason);
     const data = join(base, 'cloud');
     const token = String((await run('qwexcloud', ['token', 'create', '--user', 'alice', '--data', data])).stdout).trim();

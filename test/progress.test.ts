@@ -18,6 +18,7 @@ import { packFiles, tarSize } from '../src/backends/tar-transfer.js';
 import { ContentStore, snapshotWorkspace } from '../src/workspace/snapshot.js';
 import { formatProgress } from '../client/progress.js';
 import { CLI, qwex, requireComponent, sandbox, until, type Sandbox } from './helpers.js';
+import { startCloud } from './cloud.js';
 import { clusterUnavailable, startTestCluster, type TestCluster } from './kube-cluster.js';
 import { sshdUnavailable, startSshd, type TestSshd } from './sshd.js';
 
@@ -250,6 +251,39 @@ describe('on a terminal, qwex attach to a Kubernetes run whose workspace upload 
       expect(existsSync(progressFile)).toBe(false);
     } finally {
       cluster!.fake!.stallExecs(false);
+    }
+  });
+});
+
+describe('the upload to qwexcloud (a real server on 127.0.0.1)', () => {
+  it('reports taking the snapshot, then the bytes sent of what the server lacked, out of their total; a second submit sends nothing', async () => {
+    const server = await startCloud({ db: 'sqlite', targets: ['local'] });
+    const base = mkdtempSync(join(tmpdir(), 'qwex-upload-progress-'));
+    try {
+      const project = join(base, 'project');
+      mkdirSync(project);
+      writeFileSync(join(project, 'weights.bin'), Buffer.alloc(3_000_000, 3));
+      writeFileSync(join(project, 'train.sh'), 'echo ok\n');
+      const client = server.client(await server.token('alice'));
+      const seen: (ProgressState | undefined)[] = [];
+      const progress = createProgress((state) => seen.push(state), { throttleMs: 0 });
+      const store = new ContentStore(join(base, 'store'));
+      const { uploaded } = await client.submitProject(project, { command: ['sh', 'train.sh'] }, { store, progress });
+      expect(uploaded).toEqual({ files: 2, bytes: 3_000_008 });
+      expect(seen.filter((s) => s?.label === 'taking a snapshot of the workspace').at(-1)).toMatchObject({ done: 3_000_008, detail: '2 files' });
+      const sending = seen.filter((s) => s?.label === `uploading the workspace to ${new URL(server.url).host}`);
+      expect(sending[0]).toMatchObject({ done: 0, total: 3_000_008 });
+      // Counted as it went out, in more than one piece, up to the whole.
+      expect(sending.length).toBeGreaterThan(2);
+      expect(sending.at(-1)).toMatchObject({ done: 3_000_008, total: 3_000_008, detail: '2 files' });
+      expect(seen.at(-1)).toBeUndefined();
+
+      seen.length = 0;
+      await client.submitProject(project, { command: ['sh', 'train.sh'] }, { store, progress });
+      expect(seen.filter((s) => s?.label.startsWith('uploading')).map((s) => s!.total)).toEqual([0]);
+    } finally {
+      await server.cleanup();
+      rmSync(base, { recursive: true, force: true });
     }
   });
 });

@@ -70,7 +70,7 @@ function render(found: Found[]): string {
       .trimEnd()
       .split('\n')
       .map((line) => (f.written === 'active' ? `  ${line}` : `  # ${line}`));
-    const why = f.written === 'active' ? `found ${f.summary}` : f.found ? `found ${f.summary}; uncomment to use it with qwex batch instead` : `not found: ${f.summary}`;
+    const why = f.written === 'active' ? `Found: ${f.summary}` : f.found ? `Found: ${f.summary}; uncomment it (and comment out the other) for qwex batch to go there` : `Not set up: ${f.summary}`;
     return [`  # ${f.backend}: ${summary}. ${why}`, ...yaml].join('\n');
   });
   const anyActive = found.some((f) => f.written === 'active');

@@ -9,6 +9,7 @@ import { BACKENDS } from '../src/backends/registry.js';
 import { VERSION } from '../src/version.js';
 import type { Context } from './context.js';
 import { exit, reportError } from './exit.js';
+import { disableColour } from './style.js';
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
@@ -35,6 +36,21 @@ function containerOptions(command: Command): Command {
   }
   return command;
 }
+
+const EXAMPLES = `
+Examples:
+  qwex init                                  write a qwex.yaml with the backends found here
+  qwex run python train.py                   run in the foreground; output streams, exit code passes through
+  qwex run -d -- python train.py --lr 0.1    detach: prints the run id, the run goes on
+  qwex ps                                    this project's runs (qwex ps --all: every project)
+  qwex logs -f 019a                          follow a run's output (a unique id prefix is enough)
+  qwex attach 019a                           replay and stream a run; Ctrl-C detaches
+  qwex run -b docker --image python:3.12 -- python train.py
+  qwex batch python train.py                 the same run on the configured remote backend (ssh, k8s...)
+  qwex run -j train --grid lr=0.1,0.01       a named job of qwex.yaml, swept
+  qwex cancel 019a                           SIGTERM, then SIGKILL after the grace period
+  source <(qwex completion bash)             Tab completion (zsh, fish: see docs/shell-completion.md)
+`;
 
 type CommandModule<A extends unknown[]> = { default: (ctx: Context, ...args: A) => Promise<number> };
 
@@ -63,31 +79,39 @@ export async function main(argv: string[]): Promise<number> {
       result = await mod.default(ctx, ...args);
     };
 
-  const runCommand = program
-    .command('run')
-    .description('run a command; streams its output and exits with its exit code (or returns at once with --detach)')
-    .argument('[command...]', 'the program and its arguments; one quoted string with shell syntax runs through /bin/sh -c (with -j: arguments added to the job\'s command)')
-    .option('-d, --detach', 'print the run id and return at once; the run goes on')
-    .option('-j, --job <name>', 'run a named job of qwex.yaml (`qwex jobs` lists them)')
-    .option('--set <name=value>', 'a parameter of the named job (repeatable)', collect, [])
-    .option('--grid <name=v1,v2>', 'sweep a parameter: one run per value, the cross product of every --grid (repeatable)', collect, [])
-    .option('--after <runs>', 'start once these runs (comma-separated) succeeded; cancelled if one does not')
-    .option('--after-any <runs>', 'start once these runs ended, however they ended')
-    .option('-b, --backend <name>', `where to run (overrides the config): ${BACKENDS.map((b) => b.name).join(', ')}`)
-    .option('-w, --watch <dirs>', 'comma-separated directories to capture artifacts from (default: out)')
-    .option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable; KEY alone copies it from here)', collect, [])
-    .option('--shell', 'run the command line through /bin/sh -c')
-    .option('--name <name>', 'a label shown by qwex ps')
-    .option('--timeout <duration>', 'stop the run after this long (e.g. 90s, 30m, 2h)')
-    .option('--grace <duration>', 'time between SIGTERM and SIGKILL when stopping it')
-    .option('--snapshot', 'run in a snapshot of the project taken now (the default for --detach)')
-    .option('--in-place', 'run in the project directory itself (the default in the foreground)')
-    .option('--notify <target>', 'also tell this target when the run ends: a name from notify.targets, an http(s) URL, or mailto:ADDRESS (repeatable)', collect, [])
-    .option('-q, --quiet', 'print only the program\'s own output')
-    .option('--json', 'with --detach: print the run record as JSON');
-  containerOptions(runCommand)
-    .passThroughOptions()
-    .action(use(() => import('./commands/run.js')));
+  /** `run` and `batch` take the same options: `batch` is `run` on the configured remote backend. */
+  const runOptions = (command: Command): Command =>
+    containerOptions(
+      command
+        .argument('[command...]', 'the program and its arguments; one quoted string with shell syntax runs through /bin/sh -c (with -j: arguments added to the job\'s command)')
+        .option('-d, --detach', 'print the run id and return at once; the run goes on')
+        .option('-j, --job <name>', 'run a named job of qwex.yaml (`qwex jobs` lists them)')
+        .option('--set <name=value>', 'a parameter of the named job (repeatable)', collect, [])
+        .option('--grid <name=v1,v2>', 'sweep a parameter: one run per value, the cross product of every --grid (repeatable)', collect, [])
+        .option('--after <runs>', 'start once these runs (comma-separated) succeeded; cancelled if one does not')
+        .option('--after-any <runs>', 'start once these runs ended, however they ended')
+        .option('-b, --backend <name>', `where to run (overrides the config): ${BACKENDS.map((b) => b.name).join(', ')}`)
+        .option('-w, --watch <dirs>', 'comma-separated directories to capture artifacts from (default: out)')
+        .option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable; KEY alone copies it from here)', collect, [])
+        .option('--shell', 'run the command line through /bin/sh -c')
+        .option('--name <name>', 'a label shown by qwex ps')
+        .option('--timeout <duration>', 'stop the run after this long (e.g. 90s, 30m, 2h)')
+        .option('--grace <duration>', 'time between SIGTERM and SIGKILL when stopping it')
+        .option('--snapshot', 'run in a snapshot of the project taken now (the default for --detach)')
+        .option('--in-place', 'run in the project directory itself (the default in the foreground)')
+        .option('--notify <target>', 'also tell this target when the run ends: a name from notify.targets, an http(s) URL, or mailto:ADDRESS (repeatable)', collect, [])
+        .option('-q, --quiet', 'print only the program\'s own output')
+        .option('--json', 'with --detach: print the run record as JSON'),
+    ).passThroughOptions();
+
+  runOptions(program.command('run').description('run a command; streams its output and exits with its exit code (or returns at once with --detach)')).action(
+    use(() => import('./commands/run.js')),
+  );
+  runOptions(
+    program
+      .command('batch')
+      .description('run a command on another machine and stream its output back: `qwex run` on the configured remote backend (see docs/commands.md)'),
+  ).action(use(() => import('./commands/batch.js')));
 
   const submitCommand = program
     .command('submit')
@@ -266,6 +290,26 @@ export async function main(argv: string[]): Promise<number> {
     .option('--json', 'print { url, removed }')
     .action(use(() => import('./commands/logout.js')));
 
+  program
+    .command('init')
+    .description('write a commented qwex.yaml for this project, with the backends found on this machine (Docker engine, SSH hosts, kubeconfig contexts)')
+    .option('--force', 'replace an existing qwex.yaml')
+    .option('--json', 'print what was found and written as JSON')
+    .action(use(() => import('./commands/init.js')));
+
+  program
+    .command('completion')
+    .description('print the shell completion script for bash, zsh or fish (see docs/shell-completion.md)')
+    .argument('<shell>', 'bash, zsh or fish')
+    .action(use(() => import('./commands/completion.js')));
+  // What the completion scripts call on each Tab; hidden from help.
+  program
+    .command('__complete', { hidden: true })
+    .argument('[words...]')
+    .allowUnknownOption()
+    .helpOption(false)
+    .action(use(async () => ({ default: (await import('./commands/completion.js')).complete })));
+
   const daemon = program.command('daemon').description('manage qwexd, the optional per-user supervisor');
   daemon
     .command('start')
@@ -299,6 +343,17 @@ export async function main(argv: string[]): Promise<number> {
       .option('--json', 'print the result as JSON')
       .action(use(async () => ({ default: (await import('./commands/daemon.js'))[name] })));
   }
+
+  // --no-color: accepted before a command and by every command (not after a run's own command line).
+  const withNoColor = (command: Command): void => {
+    if (command.name() !== '__complete') command.option('--no-color', 'no colours in the output (also: NO_COLOR=1)');
+    for (const sub of command.commands) withNoColor(sub);
+  };
+  withNoColor(program);
+  program.hook('preAction', (_program, action) => {
+    if (program.opts().color === false || action.opts().color === false) disableColour();
+  });
+  program.addHelpText('after', EXAMPLES);
 
   try {
     await program.parseAsync(argv);

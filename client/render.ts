@@ -90,12 +90,33 @@ export function formatAge(iso: string, now = Date.now()): string {
   return iso.slice(0, 10);
 }
 
-/** Left-aligned columns; the last column is not padded. */
+/** The narrowest a shrunk column gets before a line is left to wrap. */
+const MIN_SHRUNK_WIDTH = 10;
+
+/**
+ * Left-aligned columns; the last column is not padded. On a terminal
+ * (`style.width`), the last column (a command, a reason) is cut with "…" so
+ * that each line fits; the others, the ids among them, are never cut.
+ */
 export function table(headers: string[], rows: string[][], style: Style): string {
   const widths = headers.map((h, i) => Math.max(visible(h).length, ...rows.map((r) => visible(r[i] ?? '').length)));
+  const last = headers.length - 1;
+  const before = widths.slice(0, last).reduce((sum, w) => sum + w + 2, 0);
+  const room = style.width === undefined ? undefined : Math.max(MIN_SHRUNK_WIDTH, style.width - before);
   const line = (cells: string[]): string =>
-    cells.map((c, i) => (i === cells.length - 1 ? c : c + ' '.repeat(widths[i]! - visible(c).length))).join('  ').trimEnd();
+    cells
+      .map((c, i) => (i === last ? (room === undefined ? c : fitCell(c, room)) : c + ' '.repeat(widths[i]! - visible(c).length)))
+      .join('  ')
+      .trimEnd();
   return [paint(style, 'gray', line(headers)), ...rows.map(line)].join('\n');
+}
+
+/** A cell cut to `width` visible characters; a painted cell keeps its colour (cut inside, reset after). */
+function fitCell(cell: string, width: number): string {
+  const text = visible(cell);
+  if ([...text].length <= width) return cell;
+  const cut = `${[...text].slice(0, width - 1).join('')}…`;
+  return cell === text ? cut : cell.replace(text, cut);
 }
 
 function visible(text: string): string {
@@ -136,7 +157,8 @@ export function psTable(rows: ListedRun[], style: Style, options: { showProject:
       ...(showJob ? [jobColumn(r)] : []),
       ...(showName ? [r.name ?? ''] : []),
       ...(options.showProject ? [r.project] : []),
-      truncate(r.command, 60),
+      // A terminal's width cuts the command (in table()); elsewhere a long one is cut here.
+      style.width === undefined ? truncate(r.command, 60) : r.command.replace(/\s+/g, ' '),
     ];
   });
   return table(headers, body, style);

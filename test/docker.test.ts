@@ -17,7 +17,8 @@ import { connect } from '../src/backends/docker/engine.js';
 import { ContainerLogCopy } from '../src/backends/docker/logs.js';
 import type { RunIO } from '../src/backends/types.js';
 import type { Job, Run } from '../src/run/model.js';
-import { CLI, DOCKER_TEST_IMAGE, dockerUnavailable, qwex, requireComponent, sandbox, until, type Sandbox } from './helpers.js';
+import { DOCKER_TEST_IMAGE, dockerUnavailable, qwex, requireComponent, sandbox, until, type Sandbox } from './helpers.js';
+import { AS_NOBODY, checkoutForNobody, skipUnlessCi } from './unprivileged.js';
 
 const DOCKER = ['--backend', 'docker', '--image', DOCKER_TEST_IMAGE, '--pull', 'never'];
 
@@ -159,16 +160,21 @@ describe('docker backend: errors', () => {
       console.log('skipped: needs root to run qwex as another user');
       return ctx.skip();
     }
-    const setpriv = await execa('setpriv', ['--version'], { reject: false });
-    requireComponent(ctx, 'QWEX_REQUIRE_DOCKER', setpriv.exitCode === 0 ? undefined : 'setpriv (util-linux) is not installed');
-    await execa('chmod', ['-R', 'a+rwX', join(sb.project, '..')]);
-    const r = await execa('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', process.execPath, CLI, 'run', ...DOCKER, '--', 'true'], {
-      cwd: sb.project,
-      env: { ...sb.env, HOME: sb.project, PATH: process.env.PATH ?? '/usr/bin:/bin', DOCKER_HOST: 'unix:///var/run/docker.sock', QWEX_RUNTIME_DIR: join(sb.project, '..', 'rt-nobody') },
-      reject: false,
-    });
-    expect(r.exitCode).toBe(1);
-    expect(onlyRun().error?.message).toContain('permission denied on the Docker engine\'s socket (unix:///var/run/docker.sock)');
+    // nobody must reach the qwex it runs: from a private checkout (a 0700 home), a copy is staged where it can.
+    const checkout = await checkoutForNobody();
+    if ('reason' in checkout) return skipUnlessCi(ctx, checkout.reason);
+    try {
+      await execa('chmod', ['-R', 'a+rwX', join(sb.project, '..')]);
+      const r = await execa('setpriv', [...AS_NOBODY, process.execPath, checkout.cli, 'run', ...DOCKER, '--', 'true'], {
+        cwd: sb.project,
+        env: { ...sb.env, HOME: sb.project, PATH: process.env.PATH ?? '/usr/bin:/bin', DOCKER_HOST: 'unix:///var/run/docker.sock', QWEX_RUNTIME_DIR: join(sb.project, '..', 'rt-nobody') },
+        reject: false,
+      });
+      expect(r.exitCode, String(r.stderr)).toBe(1);
+      expect(onlyRun().error?.message).toContain('permission denied on the Docker engine\'s socket (unix:///var/run/docker.sock)');
+    } finally {
+      checkout.cleanup();
+    }
   });
 });
 

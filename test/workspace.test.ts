@@ -5,7 +5,8 @@ import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Run } from '../src/run/model.js';
 import { ContentStore, snapshotWorkspace } from '../src/workspace/snapshot.js';
-import { ROOT, qwex, qwexJson, sandbox, until, type Sandbox } from './helpers.js';
+import { qwex, qwexJson, sandbox, until, type Sandbox } from './helpers.js';
+import { AS_NOBODY, checkoutForNobody, skipUnlessCi } from './unprivileged.js';
 
 let sb: Sandbox;
 beforeEach(() => {
@@ -154,24 +155,24 @@ describe('workspace snapshots', () => {
       expect(String(r.stderr)).toMatch(/secret\.txt could not be read/);
       return;
     }
-    // Permission bits do not stop root: snapshot as the unprivileged user `nobody` instead.
+    // Permission bits do not stop root: snapshot as the unprivileged user `nobody` instead, from a checkout it can
+    // reach (a private one, in a 0700 home, is staged in a copy).
+    const checkout = await checkoutForNobody();
+    if ('reason' in checkout) return skipUnlessCi(ctx, checkout.reason);
     const shared = mkdtempSync(join(tmpdir(), 'qwex-nobody-'));
     try {
       await execa('chmod', ['-R', 'a+rwX', shared]);
       await execa('cp', ['-a', join(sb.project, '.'), join(shared, 'project')]);
       await execa('chmod', ['a+rwx', join(shared, 'project')]);
       const script = `
-        const { ContentStore, snapshotWorkspace } = await import(${JSON.stringify(join(ROOT, 'dist', 'src', 'workspace.js'))});
+        const { ContentStore, snapshotWorkspace } = await import(${JSON.stringify(join(checkout.root, 'dist', 'src', 'workspace', 'snapshot.js'))});
         try { await snapshotWorkspace(${JSON.stringify(join(shared, 'project'))}, new ContentStore(${JSON.stringify(join(shared, 'store'))})); console.log('no error'); }
         catch (e) { console.log(e.code + ': ' + e.message); }`;
-      const r = await execa('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--input-type=module', '-e', script], { reject: false });
-      if (/EACCES|permission denied/i.test(r.stderr) && !r.stdout) {
-        console.log(`skipped: user nobody cannot read this checkout to run the snapshot (${r.stderr.split('\n')[0]})`);
-        ctx.skip();
-      }
-      expect(r.stdout).toMatch(/^QWEX_STATE_UNWRITABLE: cannot snapshot the workspace: secret\.txt could not be read \(EACCES\)/);
+      const r = await execa('setpriv', [...AS_NOBODY, process.execPath, '--input-type=module', '-e', script], { reject: false });
+      expect(r.stdout, String(r.stderr)).toMatch(/^QWEX_STATE_UNWRITABLE: cannot snapshot the workspace: secret\.txt could not be read \(EACCES\)/);
     } finally {
       rmSync(shared, { recursive: true, force: true });
+      checkout.cleanup();
     }
   });
 

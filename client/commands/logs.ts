@@ -5,6 +5,7 @@ import { exitCodeOf, isTerminal } from '../../src/run/model.js';
 import type { RunRef } from '../../src/service/index.js';
 import type { Context } from '../context.js';
 import { writer } from '../context.js';
+import { ProgressLine, showsProgress } from '../progress.js';
 import { styleFor, summaryLine } from '../render.js';
 
 interface LogsOptions {
@@ -40,8 +41,16 @@ export async function follow(
   const detach = new AbortController();
   const onInterrupt = (): void => detach.abort();
   process.on('SIGINT', onInterrupt);
+  // `qwex attach` shows what the run's supervisor reports while the run is pending or ending (a sync, a pull...).
+  const progress = summary && showsProgress({}) ? new ProgressLine() : undefined;
+  progress?.follow(() => ref.dir);
   try {
-    const run = await (await ctx.service()).follow(ref, { onStdout, onStderr, signal: detach.signal });
+    const run = await (await ctx.service()).follow(ref, {
+      onStdout: progress ? progress.guard(onStdout) : onStdout,
+      onStderr: progress ? progress.guard(onStderr) : onStderr,
+      signal: detach.signal,
+    });
+    progress?.close();
     if (detach.signal.aborted && !isTerminal(run.status)) {
       if (summary) process.stderr.write(`detached; run ${run.id} is still ${run.status}\n`);
       return 130;
@@ -50,5 +59,6 @@ export async function follow(
     return exitCodeOf(run);
   } finally {
     process.off('SIGINT', onInterrupt);
+    progress?.close();
   }
 }

@@ -5,6 +5,7 @@ import type { Job, Provenance } from '../../src/run/model.js';
 import { prepareWorkspaces } from '../../src/workspace/prepare.js';
 import { ContentStore } from '../../src/workspace/snapshot.js';
 import type { Context } from '../context.js';
+import { showsProgress } from '../progress.js';
 import { publicRun } from '../render.js';
 import { foreground } from './run.js';
 
@@ -46,7 +47,7 @@ export default async function rerun(ctx: Context, prefix: string, options: Rerun
     process.stdout.write(options.json ? `${JSON.stringify(publicRun(submitted!), null, 2)}\n` : `${submitted!.id}\n`);
     return 0;
   }
-  return foreground(service, old.project, submitted!, { quiet: options.quiet === true });
+  return foreground(service, old.project, submitted!, { quiet: options.quiet === true, progress: showsProgress(options) });
 }
 
 /** The job's variables, with the values of secret-looking ones from this environment (dropped, with a warning, when unset here). */

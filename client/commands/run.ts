@@ -12,9 +12,10 @@ import { willRetry } from '../../src/workflow/retry.js';
 import type { Context } from '../context.js';
 import { writer } from '../context.js';
 import { backendFlagOptions, containerSpec, parseDuration, parseEnv, parseWatch, type ContainerFlags } from '../parse.js';
+import { ProgressLine, showsProgress } from '../progress.js';
 import { publicRun, startLine, styleFor, summaryLine } from '../render.js';
 
-interface RunOptions extends ContainerFlags {
+export interface RunOptions extends ContainerFlags {
   detach?: boolean;
   backend?: string;
   watch?: string;
@@ -70,7 +71,13 @@ export default async function run(ctx: Context, args: string[], options: RunOpti
 
   const sweep = options.grid.length > 0;
   const mode = workspaceMode({ snapshot: options.snapshot, inPlace: options.inPlace }, config, !options.detach && !sweep);
-  const provenance = await prepareWorkspaces(jobs, ctx.project, config, mode);
+  const line = showsProgress(options) ? new ProgressLine() : undefined;
+  let provenance: Awaited<ReturnType<typeof prepareWorkspaces>>;
+  try {
+    provenance = await prepareWorkspaces(jobs, ctx.project, config, mode, line ? { progress: line.progress() } : {});
+  } finally {
+    line?.close();
+  }
   // qwexd is what holds a run until its dependencies ended, queues a sweep, creates retries and hands out
   // this machine's GPUs: it is started when a run needs it.
   const wantsGpus = jobs.some((job) => job.gpus !== undefined);
@@ -90,7 +97,7 @@ export default async function run(ctx: Context, args: string[], options: RunOpti
     process.stdout.write(options.json ? `${JSON.stringify(publicRun(submitted[0]!), null, 2)}\n` : `${submitted[0]!.id}\n`);
     return 0;
   }
-  return foreground(service, ctx.project, submitted[0]!, { quiet: options.quiet === true });
+  return foreground(service, ctx.project, submitted[0]!, { quiet: options.quiet === true, progress: showsProgress(options) });
 }
 
 /** --after / --after-any: the runs, resolved to full ids now (a prefix could match a later run too). */
@@ -108,13 +115,19 @@ function dependencies(ctx: Context, options: RunOptions): RunDependencies | unde
  * will be retried is followed into its next attempt. Ctrl-C cancels the run
  * (it is still recorded); a second Ctrl-C stops waiting.
  */
-export async function foreground(service: RunService, project: string, submitted: Run, options: { quiet: boolean }): Promise<number> {
+export async function foreground(service: RunService, project: string, submitted: Run, options: { quiet: boolean; progress?: boolean }): Promise<number> {
   const errStyle = styleFor(process.stderr);
+  // What the run's supervisor reports while the run is pending or ending (a sync, a pull, collecting artifacts).
+  const progress = options.progress ? new ProgressLine() : undefined;
   const say = (line: string): void => {
+    progress?.clear();
     if (!options.quiet) process.stderr.write(`${line}\n`);
   };
   let ref: RunRef = { id: submitted.id, dir: runDir(project, submitted.id) };
   say(startLine(errStyle, submitted, service.via === 'qwexd' ? 'qwexd' : undefined));
+  progress?.follow(() => ref.dir);
+  const toStdout = progress ? progress.guard(writer(process.stdout)) : writer(process.stdout);
+  const toStderr = progress ? progress.guard(writer(process.stderr)) : writer(process.stderr);
 
   const detach = new AbortController();
   let interrupts = 0;
@@ -132,7 +145,7 @@ export async function foreground(service: RunService, project: string, submitted
   process.on('SIGINT', onInterrupt);
   try {
     for (;;) {
-      const final = await service.follow(ref, { onStdout: writer(process.stdout), onStderr: writer(process.stderr), signal: detach.signal });
+      const final = await service.follow(ref, { onStdout: toStdout, onStderr: toStderr, signal: detach.signal });
       if (detach.signal.aborted && !isTerminal(final.status)) {
         say(`stopped waiting; run ${final.id} is ${final.status}`);
         return 130;
@@ -150,6 +163,7 @@ export async function foreground(service: RunService, project: string, submitted
     }
   } finally {
     process.off('SIGINT', onInterrupt);
+    progress?.close();
   }
 }
 

@@ -1,7 +1,6 @@
 import { existsSync } from 'node:fs';
 import type { ArtifactManifest } from '../workspace/artifacts.js';
-import type { ArtifactSettings } from '../run/model.js';
-import type { ExitInfo, StartedProcess } from './types.js';
+import type { ArtifactTarget, ExitInfo, StartedProcess } from './types.js';
 
 /**
  * The one follow-until-exit routine of the backends whose command runs
@@ -54,7 +53,7 @@ export interface FollowedCommand {
   /** Lets go of connections and streams (after dispose, release, or the run directory's removal); the command is not touched. Called once. */
   close(): void;
   running?: Promise<void>;
-  collectArtifacts?(target: { runId: string; cwd: string; settings: ArtifactSettings; runDir: string }): Promise<ArtifactManifest>;
+  collectArtifacts?(target: ArtifactTarget): Promise<ArtifactManifest>;
   onDetails?(listener: (patch: Record<string, unknown>) => void): () => void;
 }
 

@@ -1,8 +1,10 @@
 import { closeSync, createReadStream, mkdirSync, openSync, rmSync } from 'node:fs';
 import { dirname, join, normalize, sep } from 'node:path';
+import { pipeline, Transform } from 'node:stream';
 import { captureArtifacts, type ArtifactManifest } from '../workspace/artifacts.js';
 import { writeAll } from '../fs-atomic.js';
 import { RunFiles } from '../paths.js';
+import { NO_PROGRESS, type Progress } from '../progress.js';
 import type { ArtifactSettings } from '../run/model.js';
 import type { ContentStore, Manifest } from '../workspace/snapshot.js';
 import type * as TarStreamModule from 'tar-stream';
@@ -40,6 +42,27 @@ export async function packFiles(store: ContentStore, files: Manifest['files'], l
   return pack as unknown as NodeJS.ReadableStream;
 }
 
+/** The same stream, with `onChunk` told the size of each chunk as the reader takes it (flow and backpressure unchanged). */
+export function countBytes(source: NodeJS.ReadableStream, onChunk: (bytes: number) => void): NodeJS.ReadableStream {
+  const counter = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      onChunk(chunk.length);
+      callback(null, chunk);
+    },
+  });
+  // pipeline handles an error of either stream (the reader sees the counter end with it).
+  pipeline(source, counter, () => {});
+  return counter;
+}
+
+/** The size of the tar `packFiles` writes for these entries (ustar: a 512-byte header per entry, contents padded to 512, two zero blocks), for progress. */
+export function tarSize(files: Manifest['files'], links: Manifest['symlinks']): number {
+  const block = (n: number): number => Math.ceil(n / 512) * 512;
+  // Long names and link targets take an extra pax header and its data; counted as one header plus the padded name.
+  const header = (name: string, link = ''): number => 512 + (name.length > 100 || link.length > 100 ? 512 + block(name.length + link.length + 64) : 0);
+  return files.reduce((n, f) => n + header(f.path) + block(f.size), 0) + links.reduce((n, l) => n + header(l.path, l.target), 0) + 1024;
+}
+
 /** The whole stream in memory: for channels that must know the size before sending (`head -c N | tar -x`). */
 export async function packToBuffer(store: ContentStore, manifest: Pick<Manifest, 'files' | 'symlinks'>): Promise<Buffer> {
   const stream = await packFiles(store, manifest.files, manifest.symlinks);
@@ -57,7 +80,7 @@ export type TarSource = (write: (chunk: Buffer) => void) => Promise<void>;
  * and directories), and captures it from there with the local rules
  * (ignore patterns, size limit, sha256) into files/ and artifacts.json.
  */
-export async function receiveArtifacts(source: TarSource, target: { runId: string; settings: ArtifactSettings; runDir: string }): Promise<ArtifactManifest> {
+export async function receiveArtifacts(source: TarSource, target: { runId: string; settings: ArtifactSettings; runDir: string; progress?: Progress }): Promise<ArtifactManifest> {
   const scratch = join(target.runDir, 'remote-artifacts');
   rmSync(scratch, { recursive: true, force: true });
   mkdirSync(scratch, { recursive: true, mode: 0o700 });
@@ -95,9 +118,15 @@ export async function receiveArtifacts(source: TarSource, target: { runId: strin
       extract.on('finish', resolve);
       extract.on('error', reject);
     });
+    // Progress: the bytes of the tar that came home so far (its size is not known beforehand).
+    const step = (target.progress ?? NO_PROGRESS).step('collecting artifacts', 'bytes');
     try {
-      await source((chunk) => extract.write(chunk));
+      await source((chunk) => {
+        step.add(chunk.length);
+        extract.write(chunk);
+      });
     } finally {
+      step.end();
       (extract as unknown as { end(): void }).end();
     }
     await done;

@@ -1,5 +1,6 @@
 import type { ArtifactManifest } from '../workspace/artifacts.js';
 import type { ContainerConfig, ContainerSpec } from '../config/container.js';
+import type { Progress } from '../progress.js';
 import type { ArtifactSettings, Job, Run, RunError } from '../run/model.js';
 import type { z, ZodType } from 'zod';
 
@@ -20,6 +21,17 @@ export interface RunIO {
   env: Record<string, string>;
   /** Aborted when the run is cancelled while it starts: a pull, a sync or an upload stops at once. */
   signal: AbortSignal;
+  /** Where long work of the start (a pull, a sync, an upload) reports how far it is; absent: nobody is told. */
+  progress?: Progress;
+}
+
+/** What `collectArtifacts` is given: the run, the rules, and where to report how far it is. */
+export interface ArtifactTarget {
+  runId: string;
+  cwd: string;
+  settings: ArtifactSettings;
+  runDir: string;
+  progress?: Progress;
 }
 
 /** How a command ended. Exactly one of exitCode / signal is set, or error when it never ran, or lost. */
@@ -63,7 +75,7 @@ export interface StartedProcess {
    * Present when the run's files are not on this machine: brings the watched
    * directories home into the run directory's files/ and writes artifacts.json.
    */
-  collectArtifacts?(target: { runId: string; cwd: string; settings: ArtifactSettings; runDir: string }): Promise<ArtifactManifest>;
+  collectArtifacts?(target: ArtifactTarget): Promise<ArtifactManifest>;
   /**
    * Present when the backend learns facts while the command runs (queued in
    * a cluster and why, admitted, evicted): each patch is to be merged into
@@ -116,6 +128,18 @@ export interface BackendFlag {
   description: string;
   /** The key of the run's options it sets (`--no-sync` sets `sync: false`). */
   key: string;
+  /** Values a shell offers for it on Tab (hosts, contexts), read cheaply from files: no backend is loaded. */
+  values?(project: string): Promise<string[]>;
+}
+
+/** What `qwex init` found of a backend on this machine. */
+export interface Detection {
+  /** Whether it can be used as it was found (an engine answers, a host is configured). */
+  found: boolean;
+  /** One line: what was found, or what is missing ("Docker engine 24.0.7 at unix:///var/run/docker.sock"). */
+  summary: string;
+  /** The `backends.<name>` section for qwex.yaml (written commented out when not found). */
+  config?: Record<string, unknown>;
 }
 
 /** What the caller asked for, for `resolveJob`. */
@@ -212,6 +236,8 @@ export interface BackendDescriptor {
   processGroup?(run: Run): number | undefined;
   /** What `qwex doctor` should say of this backend's set-up on this machine (the helper program it uses, say). */
   health?(): { label: string; value: string }[];
+  /** What this machine has of the backend (an engine, SSH hosts, kubeconfig contexts), for `qwex init`: quick, and never rejects. */
+  detect?(): Promise<Detection>;
   /** Finds leftovers of runs that no active run accounts for; undefined when there is nothing to check. */
   findOrphans?(context: OrphanContext): Promise<OrphanReport[] | undefined>;
   /** Loads the implementation (lazily: `qwex ps` never loads a backend). */

@@ -4,6 +4,7 @@ import { relative } from 'node:path';
 import { Readable } from 'node:stream';
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
 import { ErrorCode, QwexError } from '../errors.js';
+import { NO_PROGRESS, type Progress } from '../progress.js';
 import { ContentStore, snapshotWorkspace, type Manifest } from '../workspace/snapshot.js';
 import {
   API_PREFIX,
@@ -103,11 +104,15 @@ export class CloudClient {
     return missing;
   }
 
-  /** Uploads a file's content under its sha256 (streamed; the server checks the hash). `signal` aborts it mid-way. */
-  async uploadBlob(sha256: string, path: string, signal?: AbortSignal): Promise<{ created: boolean; size: number }> {
+  /** Uploads a file's content under its sha256 (streamed; the server checks the hash). `signal` aborts it mid-way; `onSent` counts bytes as they go. */
+  async uploadBlob(sha256: string, path: string, options: { signal?: AbortSignal; onSent?: (bytes: number) => void } = {}): Promise<{ created: boolean; size: number }> {
+    const { signal, onSent } = options;
     const size = statSync(path).size;
+    const content = Readable.toWeb(createReadStream(path)) as ReadableStream<Uint8Array>;
+    // Counted as fetch reads it: a web stream is pulled, so nothing is counted before it is sent.
+    const counted = new TransformStream<Uint8Array, Uint8Array>({ transform: (chunk, controller) => (onSent?.(chunk.byteLength), controller.enqueue(chunk)) });
     const response = await this.send('PUT', `/blobs/${sha256}`, {
-      body: Readable.toWeb(createReadStream(path)) as ReadableStream,
+      body: onSent === undefined ? content : content.pipeThrough(counted),
       headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
       ...(signal ? { signal } : {}),
     });
@@ -119,19 +124,27 @@ export class CloudClient {
    * only those), from the local content store. `signal` aborts the uploads
    * in progress; what was uploaded stays on the server.
    */
-  async uploadMissing(store: ContentStore, manifest: Pick<Manifest, 'files'>, options: { signal?: AbortSignal } = {}): Promise<{ files: number; bytes: number }> {
+  async uploadMissing(store: ContentStore, manifest: Pick<Manifest, 'files'>, options: { signal?: AbortSignal; progress?: Progress } = {}): Promise<{ files: number; bytes: number }> {
     const missing = await this.missingBlobs(manifest.files.map((f) => f.sha256), options.signal);
     const sizes = new Map(manifest.files.map((f) => [f.sha256, f.size]));
     const queue = [...missing];
+    const total = queue.reduce((n, sha) => n + (sizes.get(sha) ?? 0), 0);
+    const step = (options.progress ?? NO_PROGRESS).step(`uploading the workspace to ${new URL(this.base).host}`, 'bytes', total);
+    const detail = `${missing.length} file${missing.length === 1 ? '' : 's'}`;
     let bytes = 0;
+    let sent = 0;
     const worker = async (): Promise<void> => {
       for (let sha = queue.shift(); sha !== undefined; sha = queue.shift()) {
         options.signal?.throwIfAborted();
-        await this.uploadBlob(sha, store.objectPath(sha), options.signal);
+        await this.uploadBlob(sha, store.objectPath(sha), { ...(options.signal ? { signal: options.signal } : {}), onSent: (n) => step.set((sent += n), { detail }) });
         bytes += sizes.get(sha) ?? 0;
       }
     };
-    await Promise.all(Array.from({ length: Math.min(UPLOAD_CONCURRENCY, queue.length) }, worker));
+    try {
+      await Promise.all(Array.from({ length: Math.min(UPLOAD_CONCURRENCY, queue.length) }, worker));
+    } finally {
+      step.end();
+    }
     return { files: missing.length, bytes };
   }
 
@@ -158,14 +171,15 @@ export class CloudClient {
   async submitProject(
     project: string,
     spec: CloudJobSpec & { target?: string; backend?: string; queue?: string },
-    options: { store?: ContentStore; maxBytes?: number } = {},
+    options: { store?: ContentStore; maxBytes?: number; progress?: Progress } = {},
   ): Promise<SubmitProjectResult> {
     const store = options.store ?? new ContentStore();
     const { target, backend, queue, ...job } = spec;
     const cwd = job.cwd ?? '';
     const exclude = (job.watch ?? ['out']).map((w) => relative(project, `${project}/${cwd}/${w}`).split('\\').join('/'));
-    const manifest = await snapshotWorkspace(project, store, { exclude, ...(options.maxBytes === undefined ? {} : { maxBytes: options.maxBytes }) });
-    const uploaded = await this.uploadMissing(store, manifest);
+    const progress = options.progress ?? NO_PROGRESS;
+    const manifest = await snapshotWorkspace(project, store, { exclude, progress, ...(options.maxBytes === undefined ? {} : { maxBytes: options.maxBytes }) });
+    const uploaded = await this.uploadMissing(store, manifest, { progress });
     const run = await this.submit({
       ...(target === undefined ? {} : { target }),
       ...(backend === undefined ? {} : { backend }),

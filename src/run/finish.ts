@@ -4,6 +4,7 @@ import type { ExitInfo, StartedProcess } from '../backends/types.js';
 import { ErrorCode } from '../errors.js';
 import { writeJsonAtomic } from '../fs-atomic.js';
 import { RunFiles } from '../paths.js';
+import type { Progress } from '../progress.js';
 import { transition, type EndReason, type Run, type RunStatus } from './model.js';
 import { execCwd, execRoot, readBaseline, removeRunCopy, type RecordWriter } from './record.js';
 import type { StopRequest } from './stop.js';
@@ -15,6 +16,8 @@ export interface FinishContext {
   isDisposed?: () => boolean;
   /** The backend started the run but its command never got to run (a Job cancelled in its queue): no start, no exit. */
   neverRan?: boolean;
+  /** Where collecting the artifacts from elsewhere reports how far it is. */
+  progress?: Progress;
 }
 
 /**
@@ -42,7 +45,7 @@ export async function finishRun(writer: RecordWriter, run: Run, dir: string, exi
   } else if (exit.lost !== undefined) {
     final = transition(ran, 'lost', { finishedAt, endReason: 'lost', error: { code: ErrorCode.RunLost, message: `run ${run.id} is lost: ${exit.lost}` } });
   } else {
-    const manifest = await artifactsOf(ran, dir, started);
+    const manifest = await artifactsOf(ran, dir, started, context.progress);
     const [status, endReason] = outcome(exit, context.stopReason);
     final = transition(ran, status, {
       finishedAt,
@@ -70,10 +73,10 @@ export async function endUnstarted(writer: RecordWriter, run: Run, dir: string, 
   return final;
 }
 
-async function artifactsOf(run: Run, dir: string, started: StartedProcess): Promise<ArtifactManifest> {
+async function artifactsOf(run: Run, dir: string, started: StartedProcess, progress: Progress | undefined): Promise<ArtifactManifest> {
   if (started.collectArtifacts) {
     return started
-      .collectArtifacts({ runId: run.id, cwd: run.job.workspace?.cwd ?? '', settings: run.job.artifacts, runDir: dir })
+      .collectArtifacts({ runId: run.id, cwd: run.job.workspace?.cwd ?? '', settings: run.job.artifacts, runDir: dir, ...(progress ? { progress } : {}) })
       .catch((error: unknown) => failedCapture(run.id, dir, error));
   }
   return captureArtifacts({

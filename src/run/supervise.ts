@@ -3,6 +3,7 @@ import { findBackend } from '../backends/registry.js';
 import type { Backend, BackendDescriptor, ExitInfo, StartedProcess } from '../backends/types.js';
 import { ErrorCode, QwexError, toQwexError } from '../errors.js';
 import { RunFiles } from '../paths.js';
+import { runProgress } from '../progress.js';
 import { endUnstarted, finishRun } from './finish.js';
 import { forgetBaseEnv, runEnvironment } from './environment.js';
 import { isTerminal, transition, type Run, type RunError } from './model.js';
@@ -66,6 +67,8 @@ export interface Supervision {
 export function supervise(writer: RecordWriter, dir: string): Supervision {
   const log = writer.log;
   const abort = new AbortController();
+  // Long work before and after the command (a pull, a sync, collecting artifacts) is shown from progress.json.
+  const progress = runProgress(dir);
   let started: StartedProcess | undefined;
   let termination: Termination | undefined;
   let stopReason: StopRequest['reason'] | undefined;
@@ -155,7 +158,7 @@ export function supervise(writer: RecordWriter, dir: string): Supervision {
     log('exited', { dir, ...exit });
     // A command that never got to run (a Job cancelled while it waited in its queue) ends its run from pending.
     const ran = run.status === 'running' || command.running === undefined || (await hasSettled(command.running));
-    return finishRun(writer, run, dir, exit, command, { stopReason, ...(resources ? { resources } : {}), isDisposed: () => disposed, neverRan: !ran });
+    return finishRun(writer, run, dir, exit, command, { stopReason, ...(resources ? { resources } : {}), isDisposed: () => disposed, neverRan: !ran, progress });
   };
 
   /**
@@ -199,6 +202,7 @@ export function supervise(writer: RecordWriter, dir: string): Supervision {
         stderrPath: join(dir, RunFiles.stderr),
         env: runEnvironment(run, dir),
         signal: abort.signal,
+        progress,
       });
     } catch (error) {
       if (disposed) throw new SupervisionDisposedError(dir);

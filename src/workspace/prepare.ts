@@ -2,19 +2,19 @@ import { isAbsolute, join, relative } from 'node:path';
 import { backendDescriptor } from '../backends/registry.js';
 import type { QwexConfig } from '../config/config.js';
 import { ErrorCode, QwexError } from '../errors.js';
+import type { Progress } from '../progress.js';
 import { gitProvenance } from './provenance.js';
 import type { Job, Provenance } from '../run/model.js';
 import { ContentStore, snapshotWorkspace } from './snapshot.js';
 
 export type WorkspaceMode = 'snapshot' | 'inplace';
 
-
 /**
  * Snapshots the project for jobs that run in snapshot mode and records which
  * snapshot each job runs. Jobs with the same artifact directories share one
  * snapshot. Returns the provenance to record with each job.
  */
-export async function prepareWorkspaces(jobs: Job[], project: string, config: QwexConfig, mode: WorkspaceMode): Promise<(Provenance | undefined)[]> {
+export async function prepareWorkspaces(jobs: Job[], project: string, config: QwexConfig, mode: WorkspaceMode, options: { progress?: Progress } = {}): Promise<(Provenance | undefined)[]> {
   // A run on another machine always gets a snapshot: it is what is sent there (unless it sends nothing).
   const remote = (job: Job): boolean => backendDescriptor(job.backend).traits.remote;
   const sent = (job: Job): boolean => remote(job) && (backendDescriptor(job.backend).sendsWorkspace?.(job) ?? true);
@@ -39,7 +39,7 @@ export async function prepareWorkspaces(jobs: Job[], project: string, config: Qw
     const key = JSON.stringify(exclude);
     let manifest = byExclude.get(key);
     if (manifest === undefined) {
-      manifest = (await snapshotWorkspace(project, store, { exclude, maxBytes: config.workspaceMaxMb * 1e6 })).id;
+      manifest = (await snapshotWorkspace(project, store, { exclude, maxBytes: config.workspaceMaxMb * 1e6, ...(options.progress ? { progress: options.progress } : {}) })).id;
       byExclude.set(key, manifest);
     }
     job.workspace = { mode: 'snapshot', manifest, cwd: cwd.split('\\').join('/') };

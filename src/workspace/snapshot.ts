@@ -21,6 +21,7 @@ import { copyHashing } from './artifacts.js';
 import { ErrorCode, QwexError, errnoCode } from '../errors.js';
 import { writeJsonAtomic } from '../fs-atomic.js';
 import { QWEX_DIR, stateDir } from '../paths.js';
+import { NO_PROGRESS, type Progress } from '../progress.js';
 
 /**
  * Workspace snapshots: the project's files as they were when a run was
@@ -57,6 +58,8 @@ export interface SnapshotOptions {
   exclude?: string[];
   /** A tree larger than this fails before the run starts (bytes). */
   maxBytes?: number;
+  /** Where the snapshot reports the files and bytes it went through so far. */
+  progress?: Progress;
 }
 
 const ALWAYS_SKIPPED = new Set(['.git', QWEX_DIR]);
@@ -174,12 +177,14 @@ export async function snapshotWorkspace(project: string, store: ContentStore, op
         if (cached && cached[0] === stats.size && cached[1] === stats.mtimeMs && cached[2] === stats.ino && store.has(cached[3])) {
           sha256 = cached[3];
         } else {
-          sha256 = await hashFile(join(project, path), path);
+          // A large file reports as it is read, not only once hashed.
+          sha256 = await hashFile(join(project, path), path, (read) => step.set(totalBytes + read, { detail: `${files.length + 1} file${files.length === 0 ? '' : 's'}` }));
           await store.put(join(project, path), sha256);
         }
         nextCache[path] = [stats.size, stats.mtimeMs, stats.ino, sha256];
         files.push({ path, size: stats.size, mode: stats.mode & 0o777, sha256 });
         totalBytes += stats.size;
+        step.set(totalBytes, { detail: `${files.length} file${files.length === 1 ? '' : 's'}` });
         const top = path.includes('/') ? path.slice(0, path.indexOf('/')) : path;
         sizes.set(top, (sizes.get(top) ?? 0) + stats.size);
         if (options.maxBytes !== undefined && totalBytes > options.maxBytes) throw tooBig(options.maxBytes, sizes);
@@ -187,7 +192,12 @@ export async function snapshotWorkspace(project: string, store: ContentStore, op
       // sockets, fifos and devices are not part of a workspace
     }
   };
-  await walk('', [{ base: '', ig: rootRules }]);
+  const step = (options.progress ?? NO_PROGRESS).step('taking a snapshot of the workspace', 'bytes');
+  try {
+    await walk('', [{ base: '', ig: rootRules }]);
+  } finally {
+    step.end();
+  }
 
   const body = { files, symlinks, linked };
   const id = createHash('sha256').update(JSON.stringify(body)).digest('hex');
@@ -242,10 +252,14 @@ function addRules(ig: Ignore, file: string): void {
   }
 }
 
-async function hashFile(abs: string, rel: string): Promise<string> {
+async function hashFile(abs: string, rel: string, onRead: (bytes: number) => void): Promise<string> {
   const hash = createHash('sha256');
+  let read = 0;
   try {
-    for await (const chunk of createReadStream(abs)) hash.update(chunk as Buffer);
+    for await (const chunk of createReadStream(abs)) {
+      hash.update(chunk as Buffer);
+      onRead((read += (chunk as Buffer).length));
+    }
   } catch (error) {
     throw unreadable(rel, error);
   }

@@ -38,7 +38,7 @@ export class CloudBackend implements Backend {
       if (!job.workspace) throw new QwexError(ErrorCode.Internal, 'a cloud run was recorded without its workspace snapshot');
       const store = new ContentStore();
       const manifest = store.readManifest(job.workspace.manifest);
-      uploaded = await retrying(() => client.uploadMissing(store, manifest, { signal: io.signal }), io.signal);
+      uploaded = await retrying(() => client.uploadMissing(store, manifest, { signal: io.signal, ...(io.progress ? { progress: io.progress } : {}) }), io.signal);
       io.signal.throwIfAborted();
       const request = submitRequest(job, options, { files: manifest.files, symlinks: manifest.symlinks });
       // Not abortable once sent: a cancel from here on is a cancel of the server's run (the supervisor asks for it).

@@ -29,7 +29,7 @@ export class DockerBackend implements Backend {
     let found = await this.find(docker, name);
     let container = docker.getContainer(name);
     if (found === 'gone') {
-      await ensureImage(docker, config, io.signal);
+      await ensureImage(docker, config, io.signal, io.progress);
       io.signal.throwIfAborted();
       try {
         container = await docker.createContainer(containerSpec(job, io, config));

@@ -28,6 +28,7 @@ export const docker: BackendDescriptor = {
     const d = run.backend as DockerDetails;
     return d.container === undefined ? [] : [['container', `${d.container}${d.engine ? ` on ${d.engine}` : ''}`]];
   },
+  detect: async () => (await import('./detect.js')).detectEngine(),
   findOrphans: async (context) => (await import('./orphans.js')).findOrphanContainers(context),
   load: async () => new (await import('./backend.js')).DockerBackend(),
 };

@@ -1,5 +1,6 @@
 import type * as k8s from '@kubernetes/client-node';
 import { ErrorCode, QwexError } from '../../errors.js';
+import { runProgress } from '../../progress.js';
 import { readRunRecord } from '../../store/run-record.js';
 import type { Job } from '../../run/model.js';
 import { untilAborted } from '../abort.js';
@@ -45,7 +46,7 @@ export class KubernetesBackend implements Backend {
       jobUid: made.metadata?.uid,
       ...(options.queue === undefined ? {} : { queue: options.queue, phase: 'queued' }),
     };
-    return followJob({ getCluster: () => Promise.resolve(cluster), details, runDir: io.dir, runId: io.runId, job, options, admission: this.admission });
+    return followJob({ getCluster: () => Promise.resolve(cluster), details, runDir: io.dir, runId: io.runId, job, options, admission: this.admission, ...(io.progress ? { progress: io.progress } : {}) });
   }
 
   adopt(details: Record<string, unknown>, dir: string): StartedProcess {
@@ -66,7 +67,8 @@ export class KubernetesBackend implements Backend {
         cluster = undefined;
         throw error;
       }));
-    return followJob({ getCluster, details, runDir: dir, runId, job, options, admission: this.admission });
+    // The upload may still be to do (its first supervisor died before it): its progress goes where the run's is read.
+    return followJob({ getCluster, details, runDir: dir, runId, job, options, admission: this.admission, progress: runProgress(dir) });
   }
 }
 

@@ -14,7 +14,7 @@ export function podExec(
   pod: string,
   container: string,
   command: string[],
-  options: { stdin?: Buffer; onStdout?: (chunk: Buffer) => void; signal?: AbortSignal } = {},
+  options: { stdin?: Buffer; onStdout?: (chunk: Buffer) => void; signal?: AbortSignal; onStdinSent?: (bytes: number) => void } = {},
 ): Promise<{ code: number; stderr: string }> {
   const { signal } = options;
   if (signal?.aborted) return Promise.reject(signal.reason as Error);
@@ -23,15 +23,20 @@ export function podExec(
   const err = new Writable({ write: (chunk: Buffer, _e, cb) => (stderr.push(chunk), cb()) });
   return new Promise((resolve, reject) => {
     let status: k8s.V1Status | undefined;
-    let socket: { close(): void } | undefined;
+    let socket: { close(): void; bufferedAmount?: number } | undefined;
+    const stdin = options.stdin ? pacedStdin(options.stdin, () => socket, options.onStdinSent) : null;
     const onAbort = (): void => {
       socket?.close();
+      stdin?.destroy();
       reject(signal!.reason as Error);
     };
     signal?.addEventListener('abort', onAbort, { once: true });
-    const done = (): void => signal?.removeEventListener('abort', onAbort);
+    const done = (): void => {
+      signal?.removeEventListener('abort', onAbort);
+      stdin?.destroy();
+    };
     new cluster.lib.Exec(cluster.config)
-      .exec(cluster.namespace, pod, container, command, out, err, options.stdin ? Readable.from([options.stdin]) : null, false, (s) => (status = s))
+      .exec(cluster.namespace, pod, container, command, out, err, stdin, false, (s) => (status = s))
       .then((ws) => {
         socket = ws;
         if (signal?.aborted) return ws.close();
@@ -49,5 +54,46 @@ export function podExec(
         done();
         reject(error as Error);
       });
+  });
+}
+
+/** What stdin hands the WebSocket at a time, and how much it lets queue there before it waits. */
+const STDIN_CHUNK = 256 * 1024;
+const STDIN_QUEUE = 1024 * 1024;
+const STDIN_WAIT_MS = 10;
+
+/**
+ * stdin for an exec, fed to the socket only as fast as it sends (the client
+ * library writes whatever it reads at once): so that `onSent` can tell how
+ * much really left (what was handed over, less what the socket still holds).
+ */
+function pacedStdin(data: Buffer, socket: () => { bufferedAmount?: number } | undefined, onSent?: (bytes: number) => void): Readable {
+  let offset = 0;
+  let timer: NodeJS.Timeout | undefined;
+  return new Readable({
+    read() {
+      const feed = (): void => {
+        timer = undefined;
+        const ws = socket();
+        const queued = ws?.bufferedAmount ?? 0;
+        if (ws !== undefined) onSent?.(Math.max(0, offset - queued));
+        if (ws === undefined || queued > STDIN_QUEUE) {
+          timer = setTimeout(feed, STDIN_WAIT_MS);
+          return;
+        }
+        if (offset >= data.length) {
+          this.push(null);
+          return;
+        }
+        const chunk = data.subarray(offset, offset + STDIN_CHUNK);
+        offset += chunk.length;
+        this.push(chunk);
+      };
+      feed();
+    },
+    destroy(error, callback) {
+      if (timer) clearTimeout(timer);
+      callback(error);
+    },
   });
 }

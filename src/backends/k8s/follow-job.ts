@@ -12,6 +12,7 @@ import { PodLogs } from './log-copy.js';
 import { DEFAULT_ARTIFACT_TIMEOUT_S, DEFAULT_PENDING_TIMEOUT_S, KEEPER_CONTAINER, LABEL_RUN_ID, type KubernetesOptions } from './manifest.js';
 import { JobWatch } from './observe.js';
 import { uploadWorkspace } from './upload.js';
+import type { Progress } from '../../progress.js';
 
 /** Between looks at a queue (its conditions and place) while the Job waits. */
 const QUEUE_POLL_MS = 2000;
@@ -33,6 +34,8 @@ export interface JobTarget {
   job: Job;
   options: KubernetesOptions;
   admission: Admission;
+  /** Where the workspace upload reports how far it is. */
+  progress?: Progress;
 }
 
 /**
@@ -125,7 +128,7 @@ export function followJob(t: JobTarget): StartedProcess {
     }
     uploading.add(pod);
     beside(
-      uploadWorkspace(cluster, pod, t.job.workspace, uploads.signal)
+      uploadWorkspace(cluster, pod, t.job.workspace, uploads.signal, t.progress)
         .then((error: RunError | undefined) => {
           if (error) endedBeside ??= { exitCode: null, signal: null, error };
           else known.synced = [...known.synced, pod];

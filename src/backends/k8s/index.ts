@@ -22,7 +22,12 @@ export interface KubernetesDetails {
 const NAMESPACE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
 const clusterFlags: BackendFlag[] = [
-  { flags: '--context <name>', description: 'the kubeconfig context of a Kubernetes run', key: 'context' },
+  {
+    flags: '--context <name>',
+    description: 'the kubeconfig context of a Kubernetes run',
+    key: 'context',
+    values: async () => (await (await import('./kubeconfig-contexts.js')).kubeContexts()).contexts,
+  },
   { flags: '--namespace <name>', description: 'the namespace of a Kubernetes run', key: 'namespace' },
   { flags: '--no-sync', description: 'Kubernetes: run the image as it is, without sending the workspace', key: 'sync' },
 ];
@@ -110,6 +115,7 @@ export const k8s: BackendDescriptor = {
   optionKeys: ['context', 'namespace', 'sync'],
   configSchema,
   resolveJob: (input) => resolveClusterJob('k8s', input, false),
+  detect: async () => (await import('./kubeconfig-contexts.js')).detectCluster(false),
   sendsWorkspace,
   place,
   waiting,
@@ -131,6 +137,7 @@ export const kueue: BackendDescriptor = {
   optionKeys: ['context', 'namespace', 'sync', 'queue'],
   configSchema,
   resolveJob: (input) => resolveClusterJob('kueue', input, true),
+  detect: async () => (await import('./kubeconfig-contexts.js')).detectCluster(true),
   sendsWorkspace,
   place,
   waiting,

@@ -3,6 +3,7 @@ import type { ArtifactSettings } from '../../run/model.js';
 import { shellQuote } from '../shell-quote.js';
 import { packWatchedCommand, receiveArtifacts } from '../tar-transfer.js';
 import type { Cluster } from './cluster.js';
+import type { ArtifactTarget } from '../types.js';
 import { podExec } from './exec.js';
 import { CONTROL_MOUNT, KEEPER_CONTAINER, WORKSPACE_MOUNT } from './manifest.js';
 
@@ -56,7 +57,7 @@ const SIGNAL_SCRIPT = [
 ].join('\n');
 
 /** Packs the watched directories in the pod and brings them into the run directory (tar-transfer.ts checks every path). */
-export async function collectOut(cluster: Cluster, pod: string, target: { runId: string; cwd: string; settings: ArtifactSettings; runDir: string }): Promise<ArtifactManifest> {
+export async function collectOut(cluster: Cluster, pod: string, target: ArtifactTarget): Promise<ArtifactManifest> {
   const cwd = target.cwd ? `${WORKSPACE_MOUNT}/${target.cwd}` : WORKSPACE_MOUNT;
   let failure: string | undefined;
   const manifest = await receiveArtifacts(async (write) => {

@@ -1,4 +1,5 @@
 import { ErrorCode } from '../../errors.js';
+import { NO_PROGRESS, type Progress } from '../../progress.js';
 import type { RunError, WorkspaceSpec } from '../../run/model.js';
 import { ContentStore } from '../../workspace/snapshot.js';
 import { abortableSleep } from '../follow-until-exit.js';
@@ -20,14 +21,15 @@ const SYNC_CUT_SHORT = 75;
  * can be (the image lacks the tools, exec is forbidden); rejects on a
  * passing failure (the next look tries again) or when `signal` aborts.
  */
-export async function uploadWorkspace(cluster: Cluster, pod: string, workspace: WorkspaceSpec, signal: AbortSignal): Promise<RunError | undefined> {
+export async function uploadWorkspace(cluster: Cluster, pod: string, workspace: WorkspaceSpec, signal: AbortSignal, progress: Progress = NO_PROGRESS): Promise<RunError | undefined> {
   const store = new ContentStore();
   const tar = await packToBuffer(store, store.readManifest(workspace.manifest));
   const cwd = workspace.cwd ? `${WORKSPACE_MOUNT}/${workspace.cwd}` : WORKSPACE_MOUNT;
   const script = syncScript(tar.length, cwd);
   for (let attempt = 1; ; attempt++) {
+    const step = progress.step(`sending the workspace to pod ${pod}`, 'bytes', tar.length);
     try {
-      const r = await podExec(cluster, pod, SYNC_CONTAINER, ['sh', '-c', script], { stdin: tar, signal });
+      const r = await podExec(cluster, pod, SYNC_CONTAINER, ['sh', '-c', script], { stdin: tar, signal, onStdinSent: (sent) => step.set(sent) });
       if (r.code === 0) return undefined;
       if (r.code !== SYNC_CUT_SHORT || attempt >= 3) {
         return { code: ErrorCode.SyncFailed, message: `the workspace could not be unpacked in pod ${pod} (the image needs sh, head and tar): ${r.stderr.trim().split('\n')[0]}` };
@@ -38,6 +40,8 @@ export async function uploadWorkspace(cluster: Cluster, pod: string, workspace: 
         return { code: ErrorCode.SyncFailed, message: `forbidden: you may not create pods/exec in namespace ${cluster.namespace}, which sending the workspace needs (or use --no-sync)` };
       }
       if (attempt >= 3) throw error;
+    } finally {
+      step.end();
     }
     await abortableSleep(RETRY_MS, signal);
   }

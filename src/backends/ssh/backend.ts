@@ -63,7 +63,7 @@ export class SshBackend implements Backend {
       if (!(await preflight(client, settings, root, remoteDir, options.keep_days ?? DEFAULT_KEEP_DAYS, io.signal)).launched) {
         const store = new ContentStore();
         const manifest = store.readManifest(job.workspace.manifest);
-        sync = await syncWorkspace(client, settings, store, manifest, `${root}/cache/${projectKey(manifest.project)}`, `${remoteDir}/workspace`, io.signal);
+        sync = await syncWorkspace(client, settings, store, manifest, `${root}/cache/${projectKey(manifest.project)}`, `${remoteDir}/workspace`, io.signal, io.progress);
         const cwd = job.workspace.cwd;
         await exec(client, `mkdir -p ${shellQuote(`${remoteDir}/workspace${cwd ? `/${cwd}` : ''}`)}`, { signal: io.signal });
         io.signal.throwIfAborted();

@@ -3,12 +3,11 @@ import { join } from 'node:path';
 import type { Client } from 'ssh2';
 import type { ArtifactManifest } from '../../workspace/artifacts.js';
 import { RunFiles } from '../../paths.js';
-import type { ArtifactSettings } from '../../run/model.js';
 import { followUntilExit } from '../follow-until-exit.js';
 import { openLogForCopy, writeAllAt } from '../log-file.js';
 import { shellQuote } from '../shell-quote.js';
 import { packWatchedCommand, receiveArtifacts } from '../tar-transfer.js';
-import type { StartedProcess } from '../types.js';
+import type { ArtifactTarget, StartedProcess } from '../types.js';
 import { connectHost, exec, resolveHost, type HostEntry } from './connection.js';
 
 /** How often a running remote command's logs and exit file are read. */
@@ -130,7 +129,7 @@ export function followRemote(details: Record<string, unknown>, runDir: string, h
 }
 
 /** Packs the watched directories on the remote and brings them home (tar-transfer.ts checks every path). */
-async function collectArtifacts(client: Client, remoteDir: string, target: { runId: string; cwd: string; settings: ArtifactSettings; runDir: string }): Promise<ArtifactManifest> {
+async function collectArtifacts(client: Client, remoteDir: string, target: ArtifactTarget): Promise<ArtifactManifest> {
   const cwd = `${remoteDir}/workspace${target.cwd ? `/${target.cwd}` : ''}`;
   let failure: string | undefined;
   const manifest = await receiveArtifacts(async (write) => {

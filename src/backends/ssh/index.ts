@@ -16,7 +16,14 @@ export const ssh: BackendDescriptor = {
   name: 'ssh',
   summary: 'another machine over SSH (needs only sh and tar there)',
   traits: { container: false, remote: true, outputNeedsSupervisor: true, clusterScheduled: false },
-  flags: [{ flags: '--host <name>', description: 'the machine of an ssh run: a host from qwex.yaml or ~/.ssh/config', key: 'host' }],
+  flags: [
+    {
+      flags: '--host <name>',
+      description: 'the machine of an ssh run: a host from qwex.yaml or ~/.ssh/config',
+      key: 'host',
+      values: async (project) => (await import('./hosts.js')).knownHosts(project),
+    },
+  ],
   optionKeys: ['host'],
   configSchema: (z) =>
     z.strictObject({
@@ -48,5 +55,6 @@ export const ssh: BackendDescriptor = {
     if (d.host === undefined) return [];
     return [['host', `${d.host} (${d.user ?? '?'}@${d.hostname ?? '?'}:${d.port ?? 22})`], ...(d.remoteDir ? [['remote dir', d.remoteDir] as [string, string]] : [])];
   },
+  detect: async () => (await import('./hosts.js')).detectHosts(),
   load: async () => new (await import('./backend.js')).SshBackend(),
 };

@@ -3,7 +3,8 @@ import { hostname } from 'node:os';
 import type { Client } from 'ssh2';
 import { ErrorCode, QwexError } from '../../errors.js';
 import { shellQuote } from '../shell-quote.js';
-import { packFiles } from '../tar-transfer.js';
+import { NO_PROGRESS, type Progress } from '../../progress.js';
+import { countBytes, packFiles, tarSize } from '../tar-transfer.js';
 import type { ContentStore, Manifest } from '../../workspace/snapshot.js';
 import { exec, type HostSettings } from './connection.js';
 
@@ -45,7 +46,16 @@ export async function preflight(client: Client, settings: HostSettings, root: st
  * `signal` cuts the transfer in progress (a cancel); the lock is let go all
  * the same.
  */
-export async function syncWorkspace(client: Client, settings: HostSettings, store: ContentStore, manifest: Manifest, cache: string, workspace: string, signal: AbortSignal): Promise<SyncStats> {
+export async function syncWorkspace(
+  client: Client,
+  settings: HostSettings,
+  store: ContentStore,
+  manifest: Manifest,
+  cache: string,
+  workspace: string,
+  signal: AbortSignal,
+  progress: Progress = NO_PROGRESS,
+): Promise<SyncStats> {
   const q = shellQuote;
   const lock = `${cache}.lock`;
   const locked = await exec(client, `mkdir -p ${q(cache)}/tree && i=0; while ! mkdir ${q(lock)} 2>/dev/null; do if [ -n "$(find ${q(lock)} -maxdepth 0 -mmin +10 2>/dev/null)" ]; then rmdir ${q(lock)}; fi; i=$((i+1)); [ $i -gt 600 ] && exit 1; sleep 0.2; done; cat ${q(cache)}/manifest.json 2>/dev/null; exit 0`, { signal });
@@ -73,9 +83,16 @@ export async function syncWorkspace(client: Client, settings: HostSettings, stor
       if (r.code !== 0) throw remoteFailure(settings, 'cannot remove deleted files from the remote copy', r.stderr);
     }
     if (send.length > 0 || sendLinks.length > 0) {
-      const tar = await packFiles(store, send, sendLinks);
-      const r = await exec(client, `cd ${q(cache)}/tree && tar -xf -`, { stdin: tar, signal });
-      if (r.code !== 0) throw remoteFailure(settings, 'the workspace could not be unpacked', r.stderr);
+      // Progress: the bytes of the tar read into the channel (ssh2 reads as the window lets it send).
+      const step = progress.step(`sending the workspace to ${settings.alias}`, 'bytes', tarSize(send, sendLinks));
+      try {
+        const detail = `${send.length} file${send.length === 1 ? '' : 's'}`;
+        const tar = countBytes(await packFiles(store, send, sendLinks), (n) => step.add(n, { detail }));
+        const r = await exec(client, `cd ${q(cache)}/tree && tar -xf -`, { stdin: tar, signal });
+        if (r.code !== 0) throw remoteFailure(settings, 'the workspace could not be unpacked', r.stderr);
+      } finally {
+        step.end();
+      }
     }
     const saved = await exec(client, `cat > ${q(cache)}/manifest.json.tmp && mv ${q(cache)}/manifest.json.tmp ${q(cache)}/manifest.json && rm -rf ${q(workspace)} && cp -R ${q(cache)}/tree ${q(workspace)}`, {
       stdin: JSON.stringify({ files: manifest.files, symlinks: manifest.symlinks }),

@@ -98,7 +98,7 @@ if (want('startup')) {
   daemon(false);
   const bigState = join(base, 'state-100k');
   // 100,000 runs in the index of another state directory, over three projects.
-  const { RunIndex } = await import(join(ROOT, 'dist', 'src', 'run-index.js'));
+  const { RunIndex } = await import(join(ROOT, 'dist', 'src', 'store', 'run-index.js'));
   const { newRunId } = await import(join(ROOT, 'dist', 'src', 'ids.js'));
   const index = RunIndex.open(join(bigState, 'index.db'));
   const now = new Date().toISOString();
@@ -316,7 +316,7 @@ if (want('snapshot')) {
     mkdirSync(join(tree, `d${d}`), { recursive: true });
     for (let f = 0; f < 100; f++) writeFileSync(join(tree, `d${d}`, `f${f}.bin`), Buffer.alloc(10_000, d * 100 + f));
   }
-  const { ContentStore, snapshotWorkspace } = await import(join(ROOT, 'dist', 'src', 'workspace.js'));
+  const { ContentStore, snapshotWorkspace } = await import(join(ROOT, 'dist', 'src', 'workspace', 'snapshot.js'));
   const store = new ContentStore(join(base, 'store'));
   const times = [];
   for (let i = 0; i < 3; i++) {

@@ -1,6 +1,5 @@
 import { close, closeSync, fsync, fsyncSync, open, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 
 /**
  * How much of a write must survive a power loss (a process crash never tears
@@ -16,6 +15,18 @@ export type Durability = 'full' | 'file' | 'none';
 
 const fsyncDisabled = process.env.QWEX_FSYNC === '0';
 
+let tmpCounter = 0;
+
+/**
+ * A temporary name beside `path`, unique to this process (pid, a counter) and
+ * unlikely to be met again after a crash (a random part); it is created
+ * exclusively all the same. Not node:crypto: loading it costs every command's start.
+ */
+function tmpName(path: string): string {
+  const random = Math.floor(Math.random() * 0x100000000).toString(16);
+  return join(dirname(path), `.${basename(path)}.${process.pid}.${(tmpCounter++).toString(36)}${random}.tmp`);
+}
+
 /**
  * Writes a file so that readers see the old content or the new, never a torn
  * mix: write a temporary file beside it, (fsync,) rename over, (fsync the directory).
@@ -23,7 +34,7 @@ const fsyncDisabled = process.env.QWEX_FSYNC === '0';
  */
 export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600, durability: Durability = 'full'): void {
   const sync = fsyncDisabled ? 'none' : durability;
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const tmp = tmpName(path);
   let fd = openSync(tmp, 'wx', mode);
   try {
     const buf = typeof data === 'string' ? Buffer.from(data) : data;
@@ -140,7 +151,7 @@ function startDirFlush(dir: string): Promise<void> {
 export async function writeFileAtomicGrouped(path: string, data: string | Uint8Array, mode = 0o600, durability: Durability = 'full'): Promise<void> {
   const sync = fsyncDisabled ? 'none' : durability;
   if (sync === 'none') return writeFileAtomic(path, data, mode, 'none');
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const tmp = tmpName(path);
   const fd = openSync(tmp, 'wx', mode);
   try {
     writeAll(fd, typeof data === 'string' ? Buffer.from(data) : data);

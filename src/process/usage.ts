@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import pidusage from 'pidusage';
+import { endianness } from 'node:os';
 import type { ResourceUsage } from '../protocol.js';
 
 /** A process group's CPU and memory: `cpuSeconds` is the CPU time its members have used, their reaped children's included. */
@@ -70,12 +70,22 @@ function scanProc(now = Date.now()): Scan {
   return lastScan;
 }
 
+/** The page size, from the kernel's auxiliary vector (AT_PAGESZ): no process to spawn for it. */
 function readPageSize(): number {
+  const AT_PAGESZ = 6n;
   try {
-    return Number(execFileSync('getconf', ['PAGESIZE'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()) || 4096;
+    const auxv = readFileSync('/proc/self/auxv');
+    const le = endianness() === 'LE';
+    // Pairs of native-word (64-bit here) type and value, up to AT_NULL.
+    for (let at = 0; at + 16 <= auxv.length; at += 16) {
+      const type = le ? auxv.readBigUInt64LE(at) : auxv.readBigUInt64BE(at);
+      if (type === 0n) break;
+      if (type === AT_PAGESZ) return Number(le ? auxv.readBigUInt64LE(at + 8) : auxv.readBigUInt64BE(at + 8));
+    }
   } catch {
-    return 4096;
+    // no /proc/self/auxv: the usual size
   }
+  return 4096;
 }
 
 /** Pids of every process in a process group (a run's whole tree, unless something left it with setsid). */
@@ -137,6 +147,7 @@ export function sampleGroup(pgid: number): Promise<GroupUsage | undefined> {
 async function samplePortably(pgid: number): Promise<GroupUsage | undefined> {
   const pids = groupMembers(pgid);
   if (pids.length === 0) return undefined;
+  const { default: pidusage } = await import('pidusage');
   const results = await Promise.allSettled(pids.map((pid) => pidusage(pid)));
   let cpuPercent = 0;
   let rssBytes = 0;

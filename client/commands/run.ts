@@ -10,7 +10,7 @@ import { parseAssignment } from '../../src/workflow/definition.js';
 import { recipeJobs } from '../../src/workflow/plan.js';
 import { willRetry } from '../../src/workflow/retry.js';
 import type { Context } from '../context.js';
-import { writer } from '../context.js';
+import { followOutput } from '../context.js';
 import { backendFlagOptions, containerSpec, parseDuration, parseEnv, parseWatch, type ContainerFlags } from '../parse.js';
 import { publicRun, startLine, styleFor, summaryLine } from '../render.js';
 
@@ -132,7 +132,7 @@ export async function foreground(service: RunService, project: string, submitted
   process.on('SIGINT', onInterrupt);
   try {
     for (;;) {
-      const final = await service.follow(ref, { onStdout: writer(process.stdout), onStderr: writer(process.stderr), signal: detach.signal });
+      const final = await service.follow(ref, { ...followOutput(), signal: detach.signal });
       if (detach.signal.aborted && !isTerminal(final.status)) {
         say(`stopped waiting; run ${final.id} is ${final.status}`);
         return 130;

@@ -451,15 +451,29 @@ if (want('docker')) {
     sections.push({ name, unit: '', rows: [], note: `skipped: no Docker engine with ${image} (run scripts/provision-docker.sh as root).` });
   } else {
     daemon(false);
+    const run = () => timed(() => sh(`${qwex(`run -q --backend docker --image ${image} --pull never -- true`)}`));
+    const direct = 'qwex run --backend docker (foreground, direct mode: a monitor process)';
+    const viaDaemon = 'qwex run --backend docker (foreground, through qwexd)';
     const res = interleave(
       {
         'docker run --rm': () => timed(() => sh(`docker run --rm ${image} true`)),
-        'qwex run --backend docker (foreground, direct mode)': () => timed(() => sh(`${qwex(`run -q --backend docker --image ${image} --pull never -- true`)}`)),
+        [direct]: () => {
+          daemon(false);
+          return run();
+        },
+        [viaDaemon]: () => {
+          daemon(true, 4);
+          const ms = run();
+          daemon(false);
+          return ms;
+        },
       },
       smoke ? 1 : 7,
     );
     const peer = res['docker run --rm'].median;
     sections.push({ name, unit: 'ms (median wall time)', rows: Object.entries(res).map(([k, v]) => ({ variant: k, value: v.median, ratio: v.median / peer, peer: 'docker run --rm' })) });
+    const r = (k) => res[k].median / peer;
+    goal('qwex run --backend docker vs docker run --rm', '≤ 1.3×', `${r(direct).toFixed(2)}× direct, ${r(viaDaemon).toFixed(2)}× through qwexd`, Math.min(r(direct), r(viaDaemon)) <= 1.3);
   }
 }
 

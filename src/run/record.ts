@@ -1,4 +1,5 @@
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { takeBaseline, type Baseline } from '../workspace/artifacts.js';
 import { ErrorCode, QwexError, errnoCode } from '../errors.js';
@@ -108,11 +109,17 @@ export function prepareCopy(run: Run, dir: string): void {
   writeFileAtomic(join(dir, RunFiles.workspaceReady), '', 0o600, 'none');
 }
 
-/** Removes what only served the running command: its copy of the workspace and the submitter's environment. */
-export function removeRunCopy(dir: string): void {
-  rmSync(workspaceDir(dir), { recursive: true, force: true });
-  rmSync(join(dir, RunFiles.workspaceReady), { force: true });
-  rmSync(join(dir, RunFiles.env), { force: true });
+/**
+ * Removes what only served the running command: its copy of the workspace
+ * and the submitter's environment. On the thread pool: a supervisor of many
+ * runs goes on meanwhile.
+ */
+export async function removeRunCopy(dir: string): Promise<void> {
+  await Promise.all([
+    rm(workspaceDir(dir), { recursive: true, force: true }),
+    rm(join(dir, RunFiles.workspaceReady), { force: true }),
+    rm(join(dir, RunFiles.env), { force: true }),
+  ]);
 }
 
 /**

@@ -8,8 +8,8 @@
 //
 // Writes bench/results/<date>-<host>.md and .json (or --out DIR).
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
-import { cpus, hostname, tmpdir, totalmem } from 'node:os';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { cpus, hostname, loadavg, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -51,6 +51,7 @@ const missing = Object.entries(peers).filter(([, ok]) => !ok).map(([name]) => na
 if (missing.length) console.error(`bench: peers missing: ${missing.join(', ')} (apt-get install task-spooler nq hyperfine); their comparisons are skipped`);
 
 const sections = [];
+const loadAtStart = loadavg();
 const goals = [];
 
 function median(xs) {
@@ -71,6 +72,65 @@ function timed(fn) {
   fn();
   return Number(process.hrtime.bigint() - t) / 1e6;
 }
+// CPU time (user + system), so that results stay comparable on a busy machine, where wall time mostly measures the
+// others' load. Linux only (/proc); NaN elsewhere. A process's own time, and with `children` the time of the children
+// it has waited for (and theirs, recursively): what the commands this script runs through `sh` cost, servers included
+// as long as they were reaped inside that tree.
+const TICKS = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+  } catch {
+    return 100;
+  }
+})();
+function cpuSeconds(pid = 'self', { own = true, children = true } = {}) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // After "pid (comm) ": state(0) ... utime(11) stime(12) cutime(13) cstime(14), in clock ticks.
+    return ((own ? Number(f[11]) + Number(f[12]) : 0) + (children ? Number(f[13]) + Number(f[14]) : 0)) / TICKS;
+  } catch {
+    return NaN;
+  }
+}
+/** Wall time and the CPU time of what `fn` ran through sh (the bench's reaped children), plus `extraCpu()`'s growth (a server's). */
+function measured(fn, extraCpu = () => 0) {
+  const c0 = cpuSeconds('self', { own: false });
+  const x0 = extraCpu();
+  const ms = timed(fn);
+  return { ms, cpu: cpuSeconds('self', { own: false }) - c0 + (extraCpu() - x0) };
+}
+/** Pids of the processes named `comm` whose environment has NAME=VALUE (a peer's server, forked off and not ours to reap). */
+function pidsByEnv(comm, name, value) {
+  const found = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/comm`, 'utf8').trim() !== comm) continue;
+      if (readFileSync(`/proc/${entry}/environ`, 'utf8').split('\0').includes(`${name}=${value}`)) found.push(Number(entry));
+    } catch {
+      // gone meanwhile, or not ours to read
+    }
+  }
+  return found;
+}
+/** Runs a tsp script (its server starts inside it), with the server's CPU counted; then stops the server. */
+function tspMeasured(script) {
+  const server = () => pidsByEnv('tsp', 'TS_SOCKET', env.TS_SOCKET).reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+  try {
+    return measured(() => sh(script), server);
+  } finally {
+    sh('tsp -K >/dev/null 2>&1 || true');
+  }
+}
+/** qwexd's CPU time so far, its reaped children (the shims, and the commands they reaped) included. */
+function daemonCpu() {
+  try {
+    return cpuSeconds(daemonPid());
+  } catch {
+    return NaN;
+  }
+}
 const qwex = (a) => `node ${JSON.stringify(CLI)} ${a}`;
 function daemon(start, concurrency, extraEnv = {}) {
   sh(`${qwex('daemon stop')} >/dev/null 2>&1 || true`);
@@ -79,11 +139,21 @@ function daemon(start, concurrency, extraEnv = {}) {
 function daemonPid() {
   return Number(readFileSync(join(env.QWEX_RUNTIME_DIR, 'qwexd.pid'), 'utf8'));
 }
-/** Runs each variant `reps` times, interleaved (A B A B ...), and returns medians in ms. */
+/**
+ * Runs each variant `reps` times, interleaved (A B A B ...), and returns medians in ms. A variant returns its wall
+ * time in ms, or { ms, cpu } with the CPU seconds it cost (then `cpu` is their median too).
+ */
 function interleave(variants, reps) {
   const times = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
-  for (let r = 0; r < reps; r++) for (const [name, fn] of Object.entries(variants)) times[name].push(fn());
-  return Object.fromEntries(Object.entries(times).map(([k, v]) => [k, { median: median(v), runs: v }]));
+  const cpus = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
+  for (let r = 0; r < reps; r++) {
+    for (const [name, fn] of Object.entries(variants)) {
+      const result = fn();
+      times[name].push(typeof result === 'number' ? result : result.ms);
+      cpus[name].push(typeof result === 'number' ? NaN : result.cpu);
+    }
+  }
+  return Object.fromEntries(Object.entries(times).map(([k, v]) => [k, { median: median(v), runs: v, cpu: median(cpus[k]) }]));
 }
 function fmt(ms) {
   return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`;
@@ -113,7 +183,7 @@ if (want('startup')) {
   }
   index.upsertMany(rows);
   index.close();
-  const run = (cmd, e = {}) => () => timed(() => sh(`${cmd} >/dev/null`, e));
+  const run = (cmd, e = {}) => () => measured(() => sh(`${cmd} >/dev/null`, e));
   const res = interleave(
     {
       'node -e 0': run('node -e 0'),
@@ -127,12 +197,14 @@ if (want('startup')) {
   sections.push({
     name: 'CLI start-up',
     unit: 'ms (median wall time)',
-    rows: Object.entries(res).map(([k, v]) => ({ variant: k, value: v.median, ratio: v.median / baseMs, peer: 'node -e 0' })),
+    cpuUnit: 'CPU ms',
+    rows: Object.entries(res).map(([k, v]) => ({ variant: k, value: v.median, ratio: v.median / baseMs, peer: 'node -e 0', cpu: v.cpu * 1000, cpuRatio: v.cpu / res['node -e 0'].cpu })),
   });
   for (const k of ['qwex --version', 'qwex ps (100k runs)']) {
     goal(`${k} vs node -e 0`, '≤ 1.3×', `${(res[k].median / baseMs).toFixed(2)}×`, res[k].median / baseMs <= 1.3);
   }
   sections.nodeMs = baseMs;
+  sections.nodeCpu = res['node -e 0'].cpu;
 }
 
 // 2. N jobs of `true`, submitted and waited for
@@ -141,31 +213,37 @@ if (want('jobs')) {
   const jobsFile = join(base, 'jobs.txt');
   writeFileSync(jobsFile, 'true\n'.repeat(n));
   const concurrency = cpus().length;
+  const submitAndWait = () => measured(() => sh(`${qwex(`submit ${jobsFile}`)} > ids && ${qwex('wait $(cat ids)')}`), daemonCpu);
   const batch = (extraEnv) => () => {
     daemon(true, concurrency, extraEnv);
-    return timed(() => sh(`${qwex(`submit ${jobsFile}`)} > ids && ${qwex('wait $(cat ids)')}`));
+    return submitAndWait();
   };
   const variants = {
     'qwex submit (batch) + wait': batch({}),
     'qwex submit (batch) + wait, QWEX_FSYNC=0': batch({ QWEX_FSYNC: '0' }),
     'qwex run -d (one process each) + wait': () => {
       daemon(true, concurrency);
-      return timed(() => sh(`: > ids; i=0; while [ $i -lt ${n} ]; do ${qwex('run -d true')} >> ids; i=$((i+1)); done; ${qwex('wait $(cat ids)')}`));
+      return measured(() => sh(`: > ids; i=0; while [ $i -lt ${n} ]; do ${qwex('run -d true')} >> ids; i=$((i+1)); done; ${qwex('wait $(cat ids)')}`), daemonCpu);
     },
   };
-  if (peers.tsp) variants[`tsp (${'1 slot, its default'})`] = () => timed(() => sh(`i=0; while [ $i -lt ${n} ]; do tsp true >/dev/null; i=$((i+1)); done; tsp -w; tsp -K`));
+  if (peers.tsp) variants[`tsp (${'1 slot, its default'})`] = () => tspMeasured(`i=0; while [ $i -lt ${n} ]; do tsp true >/dev/null; i=$((i+1)); done; tsp -w`);
+  // nq's jobs are forked off and reaped by init: only its client side could be counted, so its CPU is not shown.
   if (peers.nq) variants['nq'] = () => timed(() => sh(`rm -rf "$NQDIR"; i=0; while [ $i -lt ${n} ]; do nq -q true; i=$((i+1)); done; nq -w`));
   const res = interleave(variants, N.jobReps);
   daemon(false);
-  const peer = peers.tsp ? res[Object.keys(res).find((k) => k.startsWith('tsp'))].median : NaN;
+  const tspKey = Object.keys(res).find((k) => k.startsWith('tsp'));
+  const peer = peers.tsp ? res[tspKey].median : NaN;
+  const peerCpu = peers.tsp ? res[tspKey].cpu : NaN;
   const nodeN = (sections.nodeMs ?? NaN) * n;
-  const rows = Object.entries(res).map(([k, v]) => ({ variant: k, value: v.median, ratio: v.median / peer, peer: 'tsp' }));
-  rows.push({ variant: `${n} × node -e 0 (reference)`, value: nodeN, ratio: nodeN / peer, peer: 'tsp' });
-  sections.push({ name: `${n} jobs of \`true\`, submitted and waited for (qwexd concurrency ${concurrency})`, unit: 'ms (median)', rows });
-  const batchMs = res['qwex submit (batch) + wait'].median;
-  goal(`${n} jobs, batch submit + wait vs tsp`, '< 1.0×', `${(batchMs / peer).toFixed(2)}×`, batchMs / peer < 1);
-  const perProcess = res['qwex run -d (one process each) + wait'].median;
-  goal(`${n} jobs, one CLI process each vs ${n} × node -e 0`, '≤ 1.3×', `${(perProcess / nodeN).toFixed(2)}×`, perProcess / nodeN <= 1.3);
+  const per1000 = (cpu) => (cpu / n) * 1000;
+  const rows = Object.entries(res).map(([k, v]) => ({ variant: k, value: v.median, ratio: v.median / peer, peer: 'tsp', cpu: per1000(v.cpu), cpuRatio: v.cpu / peerCpu }));
+  const nodeCpuN = (sections.nodeCpu ?? NaN) * n;
+  rows.push({ variant: `${n} × node -e 0 (reference)`, value: nodeN, ratio: nodeN / peer, peer: 'tsp', cpu: per1000(nodeCpuN), cpuRatio: nodeCpuN / peerCpu });
+  sections.push({ name: `${n} jobs of \`true\`, submitted and waited for (qwexd concurrency ${concurrency})`, unit: 'ms (median)', cpuUnit: 'CPU s per 1,000 jobs', rows });
+  const batch0 = res['qwex submit (batch) + wait'];
+  goal(`${n} jobs, batch submit + wait vs tsp`, '< 1.0× (first step: ≤ 2×)', `${(batch0.median / peer).toFixed(2)}× (CPU ${(batch0.cpu / peerCpu).toFixed(2)}×)`, batch0.median / peer < 1);
+  const perProcess = res['qwex run -d (one process each) + wait'];
+  goal(`${n} jobs, one CLI process each vs ${n} × node -e 0`, '≤ 1.3×', `${(perProcess.median / nodeN).toFixed(2)}× (CPU ${(perProcess.cpu / nodeCpuN).toFixed(2)}×)`, perProcess.median / nodeN <= 1.3);
 }
 
 // 3. queued jobs drained with concurrency 2
@@ -173,32 +251,31 @@ if (want('drain')) {
   const n = N.drain;
   const jobsFile = join(base, 'drain.txt');
   writeFileSync(jobsFile, 'true\n'.repeat(n));
-  const variants = {
-    'qwexd (concurrency 2)': () => {
-      daemon(true, 2);
-      const ms = timed(() => sh(`${qwex(`submit ${jobsFile}`)} > ids && ${qwex('wait $(cat ids)')}`));
-      daemon(false);
-      return ms;
-    },
-    'qwexd (concurrency 2), QWEX_FSYNC=0': () => {
-      daemon(true, 2, { QWEX_FSYNC: '0' });
-      const ms = timed(() => sh(`${qwex(`submit ${jobsFile}`)} > ids && ${qwex('wait $(cat ids)')}`));
-      daemon(false);
-      return ms;
-    },
+  const drained = (extraEnv) => () => {
+    daemon(true, 2, extraEnv);
+    const result = measured(() => sh(`${qwex(`submit ${jobsFile}`)} > ids && ${qwex('wait $(cat ids)')}`), daemonCpu);
+    daemon(false);
+    return result;
   };
-  if (peers.tsp) {
-    variants['tsp -S 2'] = () =>
-      timed(() =>
-        sh(`tsp -S 2; i=0; while [ $i -lt ${n} ]; do tsp true >/dev/null; i=$((i+1)); done; while tsp | grep -Eq ' (running|queued) '; do sleep 0.01; done; tsp -K`),
-      );
-  }
+  const variants = {
+    'qwexd (concurrency 2)': drained({}),
+    'qwexd (concurrency 2), QWEX_FSYNC=0': drained({ QWEX_FSYNC: '0' }),
+  };
+  if (peers.tsp) variants['tsp -S 2'] = () => tspMeasured(`tsp -S 2; i=0; while [ $i -lt ${n} ]; do tsp true >/dev/null; i=$((i+1)); done; while tsp | grep -Eq ' (running|queued) '; do sleep 0.01; done`);
   const res = interleave(variants, N.drainReps);
-  const rows = Object.entries(res).map(([k, v]) => ({ variant: k, value: (n / v.median) * 1000, ratio: peers.tsp ? res['tsp -S 2'].median / v.median : NaN, peer: 'tsp -S 2' }));
-  sections.push({ name: `${n} queued jobs of \`true\`, enqueued and drained`, unit: 'jobs per second (higher is better; ratio = qwex/peer throughput)', rows });
+  const peerCpu = peers.tsp ? res['tsp -S 2'].cpu : NaN;
+  const rows = Object.entries(res).map(([k, v]) => ({
+    variant: k,
+    value: (n / v.median) * 1000,
+    ratio: peers.tsp ? res['tsp -S 2'].median / v.median : NaN,
+    peer: 'tsp -S 2',
+    cpu: (v.cpu / n) * 1000,
+    cpuRatio: v.cpu / peerCpu,
+  }));
+  sections.push({ name: `${n} queued jobs of \`true\`, enqueued and drained`, unit: 'jobs per second (higher is better; ratio = qwex/peer throughput)', cpuUnit: 'CPU s per 1,000 jobs', rows });
   if (peers.tsp) {
     const r = res['tsp -S 2'].median / res['qwexd (concurrency 2)'].median;
-    goal(`${n} jobs drained, concurrency 2 vs tsp -S 2`, '≥ 1.0× its jobs/s', `${r.toFixed(2)}×`, r >= 1);
+    goal(`${n} jobs drained, concurrency 2 vs tsp -S 2`, '≥ 1.0× its jobs/s (first step: ≥ 0.5×)', `${r.toFixed(2)}× (CPU ${(res['qwexd (concurrency 2)'].cpu / peerCpu).toFixed(2)}×)`, r >= 1);
   }
 }
 
@@ -270,27 +347,54 @@ if (want('attach')) {
 
 // 5. qwexd memory and CPU
 if (want('daemon')) {
-  const procStat = (pid) => {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(f[11]) + Number(f[12]); // utime + stime, in clock ticks
-  };
   const rss = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) * 1024;
-  const ticks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+  /** Resident and proportional set size (shared pages divided among their sharers), in bytes. */
+  const memory = (pid) => {
+    const rollup = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    const kb = (name) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(rollup)?.[1] ?? NaN) * 1024;
+    return { rss: kb('Rss'), pss: kb('Pss') };
+  };
   const sample = async (pid) => {
-    const t0 = procStat(pid);
+    const t0 = cpuSeconds(pid, { children: false });
     await new Promise((r) => setTimeout(r, N.sampleMs));
-    return { rss: rss(pid), cpu: ((procStat(pid) - t0) / ticks / (N.sampleMs / 1000)) * 100 };
+    return { rss: rss(pid), cpu: ((cpuSeconds(pid, { children: false }) - t0) / (N.sampleMs / 1000)) * 100 };
+  };
+  /** The shims of this benchmark's runs (the compiled one, or perl running the script), by their --run-dir. */
+  const shims = () => {
+    const found = [];
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      try {
+        const args = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+        if (args.some((a) => /qwex-shim(\.pl)?$/.test(a)) && args.some((a) => a.startsWith(join(project, '.qwex')))) found.push(Number(entry));
+      } catch {
+        // gone meanwhile
+      }
+    }
+    return found;
   };
   daemon(true, N.active);
   const pid = daemonPid();
   await new Promise((r) => setTimeout(r, 1000));
   const idle = await sample(pid);
-  writeFileSync(join(base, 'active.txt'), 'sleep 30\n'.repeat(N.active));
+  const idleMemory = memory(pid);
+  writeFileSync(join(base, 'active.txt'), 'sleep 60\n'.repeat(N.active));
   const ids = sh(`${qwex(`submit ${join(base, 'active.txt')}`)}`).trim().split('\n');
+  // Measured once every run has started (starting a hundred costs more than following them), after a settling second.
+  const startBy = Date.now() + 30_000;
+  while (shims().length < N.active && Date.now() < startBy) await new Promise((r) => setTimeout(r, 200));
   await new Promise((r) => setTimeout(r, 1500));
   const busy = await sample(pid);
-  const shimRss = sh(`ps -eo rss=,args= | grep qwex-shim.pl | grep -v grep | awk '{s+=$1} END {print s+0}'`).trim();
+  const shimMemory = shims().map((p) => {
+    try {
+      return memory(p);
+    } catch {
+      return { rss: 0, pss: 0 };
+    }
+  });
+  const shimCount = shimMemory.length;
+  const shimRss = shimMemory.reduce((sum, m) => sum + m.rss, 0);
+  const shimPss = shimMemory.reduce((sum, m) => sum + m.pss, 0);
   sh(`${qwex(`cancel --grace 0 ${ids.join(' ')}`)} >/dev/null 2>&1 || true`);
   daemon(false);
   sections.push({
@@ -298,14 +402,18 @@ if (want('daemon')) {
     unit: 'as noted',
     rows: [
       { variant: 'idle: RSS (MB)', value: idle.rss / 1e6 },
+      { variant: 'idle: PSS (MB)', value: idleMemory.pss / 1e6 },
       { variant: 'idle: CPU (% of one core)', value: idle.cpu },
       { variant: `${N.active} runs active: RSS (MB)`, value: busy.rss / 1e6 },
       { variant: `${N.active} runs active: CPU (% of one core)`, value: busy.cpu },
-      { variant: `${N.active} runs active: their shims' RSS together (MB)`, value: Number(shimRss) / 1000 },
+      { variant: `${N.active} runs active: their shims (${shimCount} found): RSS together (MB)`, value: shimRss / 1e6 },
+      { variant: `${N.active} runs active: their shims: PSS together (MB)`, value: shimPss / 1e6 },
+      { variant: 'one shim: PSS (kB)', value: shimCount ? shimPss / shimCount / 1e3 : NaN },
     ],
   });
   goal('idle qwexd RSS', '< 60 MB', `${(idle.rss / 1e6).toFixed(1)} MB`, idle.rss / 1e6 < 60);
   goal('idle qwexd CPU', '< 0.5%', `${idle.cpu.toFixed(2)}%`, idle.cpu < 0.5);
+  goal(`qwexd CPU with ${N.active} runs active`, '< 5% of a core', `${busy.cpu.toFixed(1)}%`, busy.cpu < 5);
 }
 
 // 6. workspace snapshots
@@ -343,15 +451,29 @@ if (want('docker')) {
     sections.push({ name, unit: '', rows: [], note: `skipped: no Docker engine with ${image} (run scripts/provision-docker.sh as root).` });
   } else {
     daemon(false);
+    const run = () => timed(() => sh(`${qwex(`run -q --backend docker --image ${image} --pull never -- true`)}`));
+    const direct = 'qwex run --backend docker (foreground, direct mode: a monitor process)';
+    const viaDaemon = 'qwex run --backend docker (foreground, through qwexd)';
     const res = interleave(
       {
         'docker run --rm': () => timed(() => sh(`docker run --rm ${image} true`)),
-        'qwex run --backend docker (foreground, direct mode)': () => timed(() => sh(`${qwex(`run -q --backend docker --image ${image} --pull never -- true`)}`)),
+        [direct]: () => {
+          daemon(false);
+          return run();
+        },
+        [viaDaemon]: () => {
+          daemon(true, 4);
+          const ms = run();
+          daemon(false);
+          return ms;
+        },
       },
       smoke ? 1 : 7,
     );
     const peer = res['docker run --rm'].median;
     sections.push({ name, unit: 'ms (median wall time)', rows: Object.entries(res).map(([k, v]) => ({ variant: k, value: v.median, ratio: v.median / peer, peer: 'docker run --rm' })) });
+    const r = (k) => res[k].median / peer;
+    goal('qwex run --backend docker vs docker run --rm', '≤ 1.3×', `${r(direct).toFixed(2)}× direct, ${r(viaDaemon).toFixed(2)}× through qwexd`, Math.min(r(direct), r(viaDaemon)) <= 1.3);
   }
 }
 
@@ -371,13 +493,16 @@ const meta = {
   cpuModel: cpus()[0]?.model ?? 'unknown',
   memoryGb: Math.round(totalmem() / 1e9),
   node: process.version,
+  kernel: execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim(),
+  // The 1, 5 and 15 minute load averages when it started and ended: how much else the machine was doing.
+  loadAverage: { start: loadAtStart.map((x) => Number(x.toFixed(2))), end: loadavg().map((x) => Number(x.toFixed(2))) },
   smoke,
   peers: Object.fromEntries(Object.entries(peers).map(([k, v]) => [k, v ? sh(`command -v ${k}`).trim() : null])),
 };
 const md = [
   `# qwex benchmark${smoke ? ' (smoke)' : ''}`,
   '',
-  `${meta.date} · ${meta.cpus} CPUs (${meta.cpuModel}) · ${meta.memoryGb} GB · Node ${meta.node}`,
+  `${meta.date} · ${meta.cpus} CPUs (${meta.cpuModel}) · ${meta.memoryGb} GB · Node ${meta.node} · Linux ${meta.kernel} · load average ${meta.loadAverage.start[0]} at the start, ${meta.loadAverage.end[0]} at the end`,
   '',
   '## Goals',
   '',
@@ -390,10 +515,18 @@ for (const s of sections) {
   md.push(`## ${s.name}`, '');
   if (s.note) md.push(s.note, '');
   if (s.rows.length === 0) continue;
-  md.push(`Unit: ${s.unit}`, '', '| variant | value | ratio | to |', '|---|---|---|---|');
+  const withCpu = s.cpuUnit !== undefined;
+  md.push(
+    `Unit: ${s.unit}${withCpu ? `; ${s.cpuUnit}: user + system time of every process of the variant (its server's included), so that it stays comparable on a busy machine` : ''}`,
+    '',
+    `| variant | value | ratio | to |${withCpu ? ` ${s.cpuUnit} | CPU ratio |` : ''}`,
+    `|---|---|---|---|${withCpu ? '---|---|' : ''}`,
+  );
+  const ratio = (x) => (x === undefined || Number.isNaN(x) ? '' : `${x.toFixed(2)}×`);
   for (const r of s.rows) {
     const value = s.unit.startsWith('ms') ? fmt(r.value) : `${Number(r.value).toFixed(r.value < 10 ? 2 : 1)}${r.unitNote ? ` ${r.unitNote}` : ''}`;
-    md.push(`| ${r.variant} | ${value} | ${r.ratio === undefined || Number.isNaN(r.ratio) ? '' : `${r.ratio.toFixed(2)}×`} | ${r.peer ?? ''} |`);
+    const cpu = withCpu ? ` ${r.cpu === undefined || Number.isNaN(r.cpu) ? 'n/a' : r.cpu.toFixed(r.cpu < 10 ? 2 : 1)} | ${ratio(r.cpuRatio)} |` : '';
+    md.push(`| ${r.variant} | ${value} | ${ratio(r.ratio)} | ${r.peer ?? ''} |${cpu}`);
   }
   md.push('');
 }

@@ -1,3 +1,4 @@
+import { writeSync } from 'node:fs';
 import { findProjectRoot } from '../src/paths.js';
 import { openRunService, type OpenOptions, type RunService } from '../src/service/index.js';
 import { RunStore, type ResolvedRun } from '../src/store/run-store.js';
@@ -59,4 +60,38 @@ export function writer(stream: NodeJS.WriteStream): (chunk: Buffer | string) => 
       stream.on('close', done);
       stream.on('error', done);
     });
+}
+
+/**
+ * Writes straight to a file descriptor with blocking writes: the chunk is
+ * in the kernel when the promise settles, so the caller may use its buffer
+ * again (a synchronous log follower does). Drops output once the reader has
+ * gone (EPIPE); waits a moment when the descriptor is non-blocking and full.
+ */
+export function fdWriter(fd: number): (chunk: Buffer) => Promise<void> {
+  let broken = false;
+  return async (chunk) => {
+    let at = 0;
+    while (!broken && at < chunk.length) {
+      try {
+        at += writeSync(fd, chunk, at, chunk.length - at);
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code === 'EAGAIN') await new Promise((resolve) => setTimeout(resolve, 1));
+        else broken = true; // EPIPE: the reader is gone, as writer() above
+      }
+    }
+  };
+}
+
+/**
+ * Where a run's followed output goes. On Linux, where Node's own stdout and
+ * stderr write synchronously too (so qwex's messages keep their order), the
+ * logs are read synchronously into reused buffers and written with blocking
+ * writes: about twice the replay speed, and no thread-pool hop per chunk.
+ * Elsewhere, through the streams.
+ */
+export function followOutput(): { onStdout: (chunk: Buffer) => Promise<void>; onStderr: (chunk: Buffer) => Promise<void>; synchronous: boolean } {
+  if (process.platform === 'linux') return { onStdout: fdWriter(1), onStderr: fdWriter(2), synchronous: true };
+  return { onStdout: writer(process.stdout), onStderr: writer(process.stderr), synchronous: false };
 }

@@ -1,5 +1,5 @@
-import Database from 'better-sqlite3';
 import { ErrorCode, QwexError } from '../src/errors.js';
+import { openSqlite, type SqlDatabase } from '../src/store/sqlite.js';
 
 /**
  * One qwexd per user. The lock is an exclusive SQLite lock (an fcntl lock
@@ -8,13 +8,15 @@ import { ErrorCode, QwexError } from '../src/errors.js';
  * stale lock behind and two daemons starting at once cannot both win.
  */
 export class DaemonLock {
-  private constructor(private readonly db: Database.Database) {}
+  private released = false;
+
+  private constructor(private readonly db: SqlDatabase) {}
 
   static acquire(path: string): DaemonLock {
-    const db = new Database(path, { timeout: 0 });
+    const db = openSqlite(path, 0);
     try {
-      db.pragma('journal_mode = MEMORY');
-      db.pragma('locking_mode = EXCLUSIVE');
+      db.exec('PRAGMA journal_mode = MEMORY');
+      db.exec('PRAGMA locking_mode = EXCLUSIVE');
       db.exec('CREATE TABLE IF NOT EXISTS holder (pid INTEGER, since TEXT)');
       db.exec('BEGIN EXCLUSIVE');
       db.prepare('DELETE FROM holder').run();
@@ -33,6 +35,8 @@ export class DaemonLock {
   }
 
   release(): void {
-    if (this.db.open) this.db.close();
+    if (this.released) return;
+    this.released = true;
+    this.db.close();
   }
 }

@@ -34,7 +34,8 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   ensureRuntimeDir(dir);
   const lock = DaemonLock.acquire(join(dir, 'qwexd.lock'));
   const log = new DaemonLog(daemonLogPath(), options.logToStderr);
-  const store = new RunStore();
+  // Group commit: many runs' records are flushed together, off the event loop (see RunStore).
+  const store = new RunStore({ groupCommit: true });
   let supervisor: Supervisor | undefined;
   let gpus: GpuLedger | undefined;
   let workflows: WorkflowManager | undefined;

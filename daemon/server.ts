@@ -147,9 +147,11 @@ export class RpcServer {
         }
         return { protocolVersion: PROTOCOL_VERSION, daemonVersion: VERSION, pid: process.pid };
       },
-      'run.submit': (params) => {
+      'run.submit': async (params) => {
         const runs = supervisor.submit(params.project, params.jobs, params.env, params.provenance, params.submissionId);
         workflows.submitted(runs, params.env);
+        // Group commit: the new records are flushed together, and answered for only once durable.
+        await store.flushCreated();
         return { runs };
       },
       'run.cancel': async (params) => {

@@ -26,6 +26,9 @@ const common = {
   chunkNames: 'chunks/[name]-[hash]',
 };
 
+// Chunk names carry a content hash: the previous build's are removed rather than left to pile up.
+for (const dir of ['dist/client/chunks', 'dist/daemon/chunks', 'dist/server/chunks']) rmSync(dir, { recursive: true, force: true });
+
 await build({ ...common, entryPoints: ['client/cli.ts'], outdir: 'dist/client' });
 await build({ ...common, entryPoints: ['daemon/qwexd.ts', 'daemon/monitor.ts'], outdir: 'dist/daemon' });
 // The server starts once and runs for weeks: its dependencies (Fastify, Kysely, pg...) load from node_modules as

@@ -1,6 +1,5 @@
-import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { close, closeSync, fsync, fsyncSync, open, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 
 /**
  * How much of a write must survive a power loss (a process crash never tears
@@ -16,6 +15,18 @@ export type Durability = 'full' | 'file' | 'none';
 
 const fsyncDisabled = process.env.QWEX_FSYNC === '0';
 
+let tmpCounter = 0;
+
+/**
+ * A temporary name beside `path`, unique to this process (pid, a counter) and
+ * unlikely to be met again after a crash (a random part); it is created
+ * exclusively all the same. Not node:crypto: loading it costs every command's start.
+ */
+function tmpName(path: string): string {
+  const random = Math.floor(Math.random() * 0x100000000).toString(16);
+  return join(dirname(path), `.${basename(path)}.${process.pid}.${(tmpCounter++).toString(36)}${random}.tmp`);
+}
+
 /**
  * Writes a file so that readers see the old content or the new, never a torn
  * mix: write a temporary file beside it, (fsync,) rename over, (fsync the directory).
@@ -23,7 +34,7 @@ const fsyncDisabled = process.env.QWEX_FSYNC === '0';
  */
 export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600, durability: Durability = 'full'): void {
   const sync = fsyncDisabled ? 'none' : durability;
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const tmp = tmpName(path);
   let fd = openSync(tmp, 'wx', mode);
   try {
     const buf = typeof data === 'string' ? Buffer.from(data) : data;
@@ -79,4 +90,113 @@ export function writeJsonAtomic(path: string, value: unknown, durability: Durabi
 export function writeAll(fd: number, data: Uint8Array): void {
   let off = 0;
   while (off < data.length) off += writeSync(fd, data, off, data.length - off);
+}
+
+/**
+ * Group commit. Flushes run on libuv's thread pool, so the event loop goes on
+ * while the disk works, and flushes asked for together overlap (the
+ * filesystem commits them in one journal transaction where it can): a batch
+ * of records costs about one flush's wait, not one per record. Each promise
+ * settles only once what it covers is durable: nothing is acknowledged before.
+ */
+function fsyncFd(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fsync(fd, (error) => (error ? reject(error) : resolve())));
+}
+
+/** Flushes a file's content by path (written and renamed into place already). */
+function fsyncPath(path: string, flags: 'r' | 'r+' = 'r'): Promise<void> {
+  return new Promise((resolve, reject) => {
+    open(path, flags, (openError, fd) => {
+      if (openError) return reject(openError);
+      fsync(fd, (syncError) => close(fd, () => (syncError ? reject(syncError) : resolve())));
+    });
+  });
+}
+
+/** Per directory: the flush in flight, and the one queued behind it that those who ask meanwhile share. */
+const dirFlushes = new Map<string, { running: Promise<void>; waiting?: Promise<void> }>();
+
+/**
+ * Flushes a directory's entries. Callers that ask while a flush of the same
+ * directory is in flight share the next one, which starts when that one
+ * ends: it covers every entry made before any of them asked.
+ */
+export function flushDir(dir: string): Promise<void> {
+  if (fsyncDisabled) return Promise.resolve();
+  const state = dirFlushes.get(dir);
+  if (!state) return startDirFlush(dir);
+  state.waiting ??= state.running.then(() => startDirFlush(dir));
+  return state.waiting;
+}
+
+function startDirFlush(dir: string): Promise<void> {
+  const running = fsyncPath(dir).catch(() => {
+    // some filesystems refuse fsync on a directory; the rename is still atomic
+  });
+  dirFlushes.set(dir, { running });
+  void running.then(() => {
+    const state = dirFlushes.get(dir);
+    if (state?.running === running && state.waiting === undefined) dirFlushes.delete(dir);
+  });
+  return running;
+}
+
+/**
+ * As writeFileAtomic, with the flushes done by the group (see above): the
+ * content is flushed before the rename and the directory after it, as
+ * `durability` says. Readers see the new content once it is durable (at the
+ * rename). For a file with one writer at a time: a later write to the same
+ * path must not start before this one settles.
+ */
+export async function writeFileAtomicGrouped(path: string, data: string | Uint8Array, mode = 0o600, durability: Durability = 'full'): Promise<void> {
+  const sync = fsyncDisabled ? 'none' : durability;
+  if (sync === 'none') return writeFileAtomic(path, data, mode, 'none');
+  const tmp = tmpName(path);
+  const fd = openSync(tmp, 'wx', mode);
+  try {
+    writeAll(fd, typeof data === 'string' ? Buffer.from(data) : data);
+    await fsyncFd(fd);
+  } catch (error) {
+    closeSync(fd);
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // the temporary file is already gone; the original error matters
+    }
+    throw error;
+  }
+  closeSync(fd);
+  try {
+    renameSync(tmp, path);
+  } catch (error) {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // as above
+    }
+    throw error;
+  }
+  if (sync === 'full') await flushDir(dirname(path));
+}
+
+export function writeJsonAtomicGrouped(path: string, value: unknown, durability: Durability = 'full'): Promise<void> {
+  return writeFileAtomicGrouped(path, `${JSON.stringify(value, null, 2)}\n`, 0o600, durability);
+}
+
+/**
+ * Flushes files that were written into place without a flush, then their
+ * directories, all at once. For new files nobody was told of yet (a batch
+ * of records being created): until this settles, a power loss may leave
+ * them torn, and they must not be acknowledged.
+ */
+export async function flushWritten(files: readonly string[], dirs: readonly string[]): Promise<void> {
+  if (fsyncDisabled) return;
+  // A file already gone was removed by its run (the environment once the command has it): nothing of it to keep.
+  await Promise.all(files.map((file) => fsyncPath(file).catch((error: unknown) => (errnoOf(error) === 'ENOENT' ? undefined : Promise.reject(error)))));
+  await Promise.all([...new Set(dirs)].map((dir) => flushDir(dir)));
+}
+
+function errnoOf(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
 }

@@ -24,6 +24,8 @@ export interface FollowOptions extends WaitOptions {
   /** Byte offsets to start from; 0 replays the whole log. */
   stdoutOffset?: number;
   stderrOffset?: number;
+  /** Read the logs synchronously, into buffers used again (see LogFollowerOptions.synchronous): the callbacks must not keep a chunk. */
+  synchronous?: boolean;
 }
 
 export class Watcher {
@@ -102,8 +104,9 @@ export class Watcher {
    * stops following (detach) and resolves with the record as it is.
    */
   async follow(dir: string, options: FollowOptions): Promise<Run> {
-    const out = new LogFollower(join(dir, RunFiles.stdout), { offset: options.stdoutOffset ?? 0, onData: options.onStdout });
-    const err = new LogFollower(join(dir, RunFiles.stderr), { offset: options.stderrOffset ?? 0, onData: options.onStderr });
+    const synchronous = options.synchronous === true;
+    const out = new LogFollower(join(dir, RunFiles.stdout), { offset: options.stdoutOffset ?? 0, onData: options.onStdout, synchronous });
+    const err = new LogFollower(join(dir, RunFiles.stderr), { offset: options.stderrOffset ?? 0, onData: options.onStderr, synchronous });
     out.start();
     err.start();
     try {

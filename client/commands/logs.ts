@@ -4,7 +4,7 @@ import { RunFiles } from '../../src/paths.js';
 import { exitCodeOf, isTerminal } from '../../src/run/model.js';
 import type { RunRef } from '../../src/service/index.js';
 import type { Context } from '../context.js';
-import { writer } from '../context.js';
+import { followOutput } from '../context.js';
 import { ProgressLine, showsProgress } from '../progress.js';
 import { styleFor, summaryLine } from '../render.js';
 
@@ -18,12 +18,14 @@ interface LogsOptions {
 export default async function logs(ctx: Context, prefix: string, options: LogsOptions): Promise<number> {
   const ref = ctx.resolve(prefix);
   const both = !options.stdout && !options.stderr;
-  const toOut = both || options.stdout ? writer(process.stdout) : async (): Promise<void> => {};
-  const toErr = both || options.stderr ? writer(process.stderr) : async (): Promise<void> => {};
-  if (options.follow) return follow(ctx, ref, toOut, toErr, false);
+  const output = followOutput();
+  const nothing = async (): Promise<void> => {};
+  const shown = { ...output, onStdout: both || options.stdout ? output.onStdout : nothing, onStderr: both || options.stderr ? output.onStderr : nothing };
+  if (options.follow) return follow(ctx, ref, shown, false);
   ctx.store.read(ref.dir); // a clear error when the record is missing or torn
-  if (both || options.stdout) await new LogFollower(join(ref.dir, RunFiles.stdout), { onData: toOut }).finish();
-  if (both || options.stderr) await new LogFollower(join(ref.dir, RunFiles.stderr), { onData: toErr }).finish();
+  const { synchronous } = output;
+  if (both || options.stdout) await new LogFollower(join(ref.dir, RunFiles.stdout), { onData: shown.onStdout, synchronous }).finish();
+  if (both || options.stderr) await new LogFollower(join(ref.dir, RunFiles.stderr), { onData: shown.onStderr, synchronous }).finish();
   return 0;
 }
 
@@ -34,8 +36,7 @@ export default async function logs(ctx: Context, prefix: string, options: LogsOp
 export async function follow(
   ctx: Context,
   ref: RunRef,
-  onStdout: (chunk: Buffer) => Promise<void>,
-  onStderr: (chunk: Buffer) => Promise<void>,
+  output: { onStdout: (chunk: Buffer) => Promise<void>; onStderr: (chunk: Buffer) => Promise<void>; synchronous: boolean },
   summary: boolean,
 ): Promise<number> {
   const detach = new AbortController();
@@ -46,8 +47,9 @@ export async function follow(
   progress?.follow(() => ref.dir);
   try {
     const run = await (await ctx.service()).follow(ref, {
-      onStdout: progress ? progress.guard(onStdout) : onStdout,
-      onStderr: progress ? progress.guard(onStderr) : onStderr,
+      ...output,
+      onStdout: progress ? progress.guard(output.onStdout) : output.onStdout,
+      onStderr: progress ? progress.guard(output.onStderr) : output.onStderr,
       signal: detach.signal,
     });
     progress?.close();

@@ -10,7 +10,7 @@ import { parseAssignment } from '../../src/workflow/definition.js';
 import { recipeJobs } from '../../src/workflow/plan.js';
 import { willRetry } from '../../src/workflow/retry.js';
 import type { Context } from '../context.js';
-import { writer } from '../context.js';
+import { followOutput } from '../context.js';
 import { backendFlagOptions, containerSpec, parseDuration, parseEnv, parseWatch, type ContainerFlags } from '../parse.js';
 import { ProgressLine, showsProgress } from '../progress.js';
 import { publicRun, startLine, styleFor, summaryLine } from '../render.js';
@@ -126,8 +126,9 @@ export async function foreground(service: RunService, project: string, submitted
   let ref: RunRef = { id: submitted.id, dir: runDir(project, submitted.id) };
   say(startLine(errStyle, submitted, service.via === 'qwexd' ? 'qwexd' : undefined));
   progress?.follow(() => ref.dir);
-  const toStdout = progress ? progress.guard(writer(process.stdout)) : writer(process.stdout);
-  const toStderr = progress ? progress.guard(writer(process.stderr)) : writer(process.stderr);
+  const output = followOutput();
+  const toStdout = progress ? progress.guard(output.onStdout) : output.onStdout;
+  const toStderr = progress ? progress.guard(output.onStderr) : output.onStderr;
 
   const detach = new AbortController();
   let interrupts = 0;
@@ -145,7 +146,7 @@ export async function foreground(service: RunService, project: string, submitted
   process.on('SIGINT', onInterrupt);
   try {
     for (;;) {
-      const final = await service.follow(ref, { onStdout: toStdout, onStderr: toStderr, signal: detach.signal });
+      const final = await service.follow(ref, { ...output, onStdout: toStdout, onStderr: toStderr, signal: detach.signal });
       if (detach.signal.aborted && !isTerminal(final.status)) {
         say(`stopped waiting; run ${final.id} is ${final.status}`);
         return 130;

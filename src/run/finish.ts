@@ -62,14 +62,14 @@ export async function finishRun(writer: RecordWriter, run: Run, dir: string, exi
   final = await writer.saveFinal(final, dir, context.isDisposed);
   // Only now that the outcome is recorded: what served the run goes.
   await started.release();
-  removeRunCopy(dir);
+  await removeRunCopy(dir);
   return final;
 }
 
 /** Records a run that never ran (it could not start, or was cancelled first). */
 export async function endUnstarted(writer: RecordWriter, run: Run, dir: string, to: 'failed' | 'cancelled', patch: Partial<Run>): Promise<Run> {
   const final = await writer.saveFinal(transition(run, to, { endReason: to === 'cancelled' ? 'cancel' : 'error', ...patch }), dir);
-  removeRunCopy(dir);
+  await removeRunCopy(dir);
   return final;
 }
 

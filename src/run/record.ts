@@ -1,4 +1,5 @@
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { takeBaseline, type Baseline } from '../workspace/artifacts.js';
 import { ErrorCode, QwexError, errnoCode } from '../errors.js';
@@ -28,12 +29,26 @@ export class RecordWriter {
     try {
       this.store.save(run, dir, durability);
     } catch (error) {
-      if (error instanceof QwexError && error.code === ErrorCode.IndexError) {
-        this.log('index-error', { message: error.message });
-        return;
-      }
-      throw error;
+      this.indexErrorOnly(error);
     }
+  }
+
+  /** As save, with the flush shared with other runs' (RunStore.saveGrouped): the caller awaits it before writing the record again. */
+  async saveGrouped(run: Run, dir: string, durability: Durability): Promise<void> {
+    try {
+      await this.store.saveGrouped(run, dir, durability);
+    } catch (error) {
+      this.indexErrorOnly(error);
+    }
+  }
+
+  /** An index failure is logged (the record is written); anything else is thrown. */
+  private indexErrorOnly(error: unknown): void {
+    if (error instanceof QwexError && error.code === ErrorCode.IndexError) {
+      this.log('index-error', { message: error.message });
+      return;
+    }
+    throw error;
   }
 
   /**
@@ -47,7 +62,7 @@ export class RecordWriter {
     let record = run;
     for (let attempt = 1; ; attempt++) {
       try {
-        this.save(record, dir, 'full');
+        await this.saveGrouped(record, dir, 'full');
         return record;
       } catch (error) {
         const code = errnoCode(error);
@@ -89,14 +104,22 @@ export function prepareCopy(run: Run, dir: string): void {
   rmSync(root, { recursive: true, force: true });
   materializeWorkspace(store.readManifest(spec.manifest), store, run.project, root);
   mkdirSync(execCwd(run, dir), { recursive: true });
-  writeFileAtomic(join(dir, RunFiles.workspaceReady), '', 0o600, 'file');
+  // Not flushed: the copy's own files are not either (a power loss may tear them whatever the marker says); the marker
+  // only tells a supervisor taking over after a crash of its predecessor that the copy was finished.
+  writeFileAtomic(join(dir, RunFiles.workspaceReady), '', 0o600, 'none');
 }
 
-/** Removes what only served the running command: its copy of the workspace and the submitter's environment. */
-export function removeRunCopy(dir: string): void {
-  rmSync(workspaceDir(dir), { recursive: true, force: true });
-  rmSync(join(dir, RunFiles.workspaceReady), { force: true });
-  rmSync(join(dir, RunFiles.env), { force: true });
+/**
+ * Removes what only served the running command: its copy of the workspace
+ * and the submitter's environment. On the thread pool: a supervisor of many
+ * runs goes on meanwhile.
+ */
+export async function removeRunCopy(dir: string): Promise<void> {
+  await Promise.all([
+    rm(workspaceDir(dir), { recursive: true, force: true }),
+    rm(join(dir, RunFiles.workspaceReady), { force: true }),
+    rm(join(dir, RunFiles.env), { force: true }),
+  ]);
 }
 
 /**

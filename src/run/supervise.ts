@@ -124,6 +124,11 @@ export function supervise(writer: RecordWriter, dir: string): Supervision {
       if ('final' in result) return result.final;
       started = result.started;
       run = result.run;
+      // Disposed while its start was being recorded: let go of the command as dispose() would have.
+      if (disposed) {
+        started.dispose();
+        throw new SupervisionDisposedError(dir);
+      }
     }
     const command = started;
     termination = new Termination(command);
@@ -224,7 +229,8 @@ export function supervise(writer: RecordWriter, dir: string): Supervision {
     forgetBaseEnv(dir);
     run = { ...run, backend: { ...run.backend, ...command.details } };
     if (!command.running) run = transition(run, 'running', { startedAt: run.startedAt ?? calledAt });
-    writer.save(run, dir, 'file');
+    // Nothing else writes the record until this settles: the command's details and end are handled after start returns.
+    await writer.saveGrouped(run, dir, 'file');
     log('started', { dir, runId: run.id, details: command.details });
     return { started: command, run };
   };

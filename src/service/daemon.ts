@@ -11,6 +11,9 @@ import { ErrorCode, QwexError } from '../errors.js';
 import { DirectRunService } from './direct.js';
 import type { FollowOptions, RunRef, RunService, SubmitRequest } from './run-service.js';
 
+/** How often a waiter asks qwexd about a run (in between it reads the record qwexd writes). */
+const ASK_DAEMON_MS = 10_000;
+
 /** How many times a submission is sent before its error is reported (qwexd restarting meanwhile). */
 const SUBMIT_ATTEMPTS = 8;
 
@@ -25,6 +28,8 @@ export class DaemonRunService implements RunService {
   readonly via = 'qwexd' as const;
   private readonly watcher: Watcher;
   private fallback: DirectRunService | undefined;
+  private daemonGone = false;
+  private closeWatch: { dispose(): void } | undefined;
 
   constructor(
     private client: DaemonClient,
@@ -76,14 +81,38 @@ export class DaemonRunService implements RunService {
   }
 
   wait(run: RunRef, options: { signal?: AbortSignal } = {}): Promise<Run> {
-    return this.watcher.waitForEnd(run.dir, { refresh: () => this.refresh(run), ...(options.signal ? { signal: options.signal } : {}) });
+    return this.watcher.waitForEnd(run.dir, { refresh: this.watchRefresh(run), ...(options.signal ? { signal: options.signal } : {}) });
   }
 
   follow(run: RunRef, options: FollowOptions): Promise<Run> {
-    return this.watcher.follow(run.dir, { ...options, refresh: () => this.refresh(run) });
+    return this.watcher.follow(run.dir, { ...options, refresh: this.watchRefresh(run) });
+  }
+
+  /**
+   * What a waiter looks at on each change of the run's directory and each
+   * second: the record itself, which qwexd writes (it is final once it says
+   * so), and qwexd's view of it only every ASK_DAEMON_MS. qwexd watches the
+   * runs it does not supervise itself and takes over those whose supervisor
+   * died, so the question is whether qwexd is still there: a `qwex wait` of
+   * a thousand queued runs costs qwexd a few requests a second, not a
+   * thousand and more.
+   */
+  private watchRefresh(run: RunRef): () => Promise<Run> {
+    let askedAt = -Infinity;
+    // qwexd gone (its connection closed): ask at once, which moves on to reading the runs as direct mode does.
+    this.closeWatch ??= this.client.onClose(() => (this.daemonGone = true));
+    return async () => {
+      if (!this.fallback && (this.daemonGone || Date.now() - askedAt >= ASK_DAEMON_MS)) {
+        askedAt = Date.now();
+        return this.refresh(run);
+      }
+      if (this.fallback) return this.refresh(run);
+      return this.store.read(run.dir);
+    };
   }
 
   async close(): Promise<void> {
+    this.closeWatch?.dispose();
     this.client.close();
   }
 

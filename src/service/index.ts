@@ -1,8 +1,6 @@
-import { DaemonClient } from '../daemon-client.js';
-import { startDaemon } from '../daemon-process.js';
+import { existsSync } from 'node:fs';
+import { socketPath } from '../paths.js';
 import type { RunStore } from '../store/run-store.js';
-import { DaemonRunService } from './daemon.js';
-import { DirectRunService } from './direct.js';
 import type { RunService } from './run-service.js';
 
 export type { FollowOptions, RunRef, RunService, SubmitRequest } from './run-service.js';
@@ -15,15 +13,27 @@ export interface OpenOptions {
 /**
  * The run service of this process, chosen once: through qwexd when it runs
  * (or when asked to start it), direct otherwise, and always direct with
- * QWEX_NO_DAEMON=1.
+ * QWEX_NO_DAEMON=1. Each kind is loaded only when chosen, and the client of
+ * qwexd only when its socket is there: a `qwex ps` without qwexd loads
+ * neither the protocol nor the daemon's client.
  */
 export async function openRunService(store: RunStore, options: OpenOptions = {}): Promise<RunService> {
-  if (process.env.QWEX_NO_DAEMON === '1') return new DirectRunService(store);
+  if (process.env.QWEX_NO_DAEMON === '1') return direct(store);
+  if (!options.startDaemon && !existsSync(socketPath())) return direct(store);
+  const { DaemonClient } = await import('../daemon-client.js');
   let client = await DaemonClient.connectIfRunning();
   if (!client && options.startDaemon) {
+    const { startDaemon } = await import('../daemon-process.js');
     const started = await startDaemon();
     if (typeof options.startDaemon === 'function') options.startDaemon(started.pid);
     client = await DaemonClient.connect();
   }
-  return client ? new DaemonRunService(client, store) : new DirectRunService(store);
+  if (!client) return direct(store);
+  const { DaemonRunService } = await import('./daemon.js');
+  return new DaemonRunService(client, store);
+}
+
+async function direct(store: RunStore): Promise<RunService> {
+  const { DirectRunService } = await import('./direct.js');
+  return new DirectRunService(store);
 }

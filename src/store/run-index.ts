@@ -1,7 +1,6 @@
 import { mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { createRequire } from 'node:module';
-import type Database from 'better-sqlite3';
+import { openSqlite, type SqlDatabase, type SqlStatement } from './sqlite.js';
 import { ErrorCode, QwexError, errnoCode, redactSecrets } from '../errors.js';
 import { displayCommand, type Run, type RunStatus } from '../run/model.js';
 
@@ -96,11 +95,11 @@ interface Row {
  */
 export class RunIndex {
   readonly path: string;
-  private readonly db: Database.Database;
-  private readonly upsertStmt: Database.Statement;
+  private readonly db: SqlDatabase;
+  private readonly upsertStmt: SqlStatement;
   private closed = false;
 
-  private constructor(path: string, db: Database.Database) {
+  private constructor(path: string, db: SqlDatabase) {
     this.path = path;
     this.db = db;
     this.upsertStmt = db.prepare(`
@@ -129,23 +128,26 @@ export class RunIndex {
         hint: 'run `qwex doctor --reindex` to rebuild it from the run directories',
       });
     }
-    let db: Database.Database | undefined;
+    let db: SqlDatabase | undefined;
     try {
-      db = new (loadSqlite())(path, { timeout: 10_000 });
-      db.pragma('journal_mode = WAL');
-      db.pragma('synchronous = NORMAL');
-      const version = db.pragma('user_version', { simple: true }) as number;
+      db = openSqlite(path, 10_000);
+      db.exec('PRAGMA synchronous = NORMAL');
+      const version = (db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
       if (version > SCHEMA_VERSION) {
         throw new QwexError(ErrorCode.IndexError, `the run index ${path} was written by a newer qwex (schema ${version})`, {
           hint: 'upgrade qwex, or move the file away and run `qwex doctor --reindex`',
         });
       }
-      db.exec(SCHEMA);
-      // Schema 1 had no `problem` column, schema 2 none of V3_COLUMNS; CREATE TABLE IF NOT EXISTS kept the old table.
-      if (version === 1) db.exec('ALTER TABLE runs ADD COLUMN problem TEXT');
-      if (version >= 1 && version < 3) for (const column of V3_COLUMNS) db.exec(`ALTER TABLE runs ADD COLUMN ${column}`);
-      db.exec('CREATE INDEX IF NOT EXISTS runs_by_recipe ON runs(project, recipe, id) WHERE recipe IS NOT NULL');
-      db.pragma(`user_version = ${SCHEMA_VERSION}`);
+      // An index of this schema is set up already (WAL mode is kept in the file): a look at it writes nothing.
+      if (version !== SCHEMA_VERSION) {
+        db.exec('PRAGMA journal_mode = WAL');
+        db.exec(SCHEMA);
+        // Schema 1 had no `problem` column, schema 2 none of V3_COLUMNS; CREATE TABLE IF NOT EXISTS kept the old table.
+        if (version === 1) db.exec('ALTER TABLE runs ADD COLUMN problem TEXT');
+        if (version >= 1 && version < 3) for (const column of V3_COLUMNS) db.exec(`ALTER TABLE runs ADD COLUMN ${column}`);
+        db.exec('CREATE INDEX IF NOT EXISTS runs_by_recipe ON runs(project, recipe, id) WHERE recipe IS NOT NULL');
+        db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+      }
       return new RunIndex(path, db);
     } catch (error) {
       db?.close();
@@ -212,7 +214,7 @@ export class RunIndex {
         for (const project of projects) del.run(project);
         for (const { run, runDir } of runs) this.upsertStmt.run(toRow(run, runDir));
         for (const bad of unreadable) this.upsertStmt.run(problemRow(bad));
-      })(),
+      }),
     );
   }
 
@@ -221,7 +223,7 @@ export class RunIndex {
     this.guard(() =>
       this.db.transaction(() => {
         for (const { run, runDir } of runs) this.upsertStmt.run(toRow(run, runDir));
-      })(),
+      }),
     );
   }
 
@@ -242,11 +244,6 @@ export class RunIndex {
       });
     }
   }
-}
-
-/** better-sqlite3 is a native addon: loaded on first use, so commands that never open the index skip it. */
-function loadSqlite(): typeof Database {
-  return createRequire(import.meta.url)('better-sqlite3') as typeof Database;
 }
 
 function listQuery(query: ListQuery): { sql: string; params: unknown[] } {

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, QwexError, errnoCode } from '../errors.js';
-import { writeJsonAtomic, type Durability } from '../fs-atomic.js';
+import { writeJsonAtomic, writeJsonAtomicGrouped, type Durability } from '../fs-atomic.js';
 import { RunFiles } from '../paths.js';
 import { RUN_STATUSES, type Run } from '../run/model.js';
 import { isRunId } from '../ids.js';
@@ -46,4 +46,9 @@ function checkRun(value: unknown, path: string): Run {
 
 export function writeRunRecord(dir: string, run: Run, durability: Durability = 'full'): void {
   writeJsonAtomic(join(dir, RunFiles.record), run, durability);
+}
+
+/** As writeRunRecord, flushed by the group (see writeFileAtomicGrouped). */
+export function writeRunRecordGrouped(dir: string, run: Run, durability: Durability = 'full'): Promise<void> {
+  return writeJsonAtomicGrouped(join(dir, RunFiles.record), run, durability);
 }

@@ -1,16 +1,28 @@
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, QwexError, errnoCode } from '../errors.js';
 import { isIdPrefix, isRunId } from '../ids.js';
-import { indexPath, runDir as runDirOf, runsDir } from '../paths.js';
+import { RunFiles, indexPath, runDir as runDirOf, runsDir } from '../paths.js';
 import type { Run } from '../run/model.js';
 import { RunIndex } from './run-index.js';
-import { readRunRecord, writeRunRecord } from './run-record.js';
-import { writeFileAtomic, type Durability } from '../fs-atomic.js';
+import { readRunRecord, writeRunRecord, writeRunRecordGrouped } from './run-record.js';
+import { flushWritten, writeFileAtomic, type Durability } from '../fs-atomic.js';
 
 export interface ResolvedRun {
   id: string;
   dir: string;
+}
+
+export interface RunStoreOptions {
+  indexFile?: string;
+  /**
+   * Group commit, for a long-lived supervisor of many runs (qwexd): records
+   * created by createMany are flushed together by flushCreated() (which the
+   * caller awaits before it acknowledges them), and saveGrouped flushes on
+   * the thread pool, overlapping with other runs' flushes. Without it every
+   * write flushes at once, synchronously, through save().
+   */
+  groupCommit?: boolean;
 }
 
 /**
@@ -21,9 +33,13 @@ export interface ResolvedRun {
 export class RunStore {
   private index: RunIndex | undefined;
   private readonly indexFile: string;
+  private readonly groupCommit: boolean;
+  /** Files (and directories) createMany wrote without flushing them, in group-commit mode. */
+  private unflushed: { files: string[]; dirs: string[] } = { files: [], dirs: [] };
 
-  constructor(options: { indexFile?: string } = {}) {
+  constructor(options: RunStoreOptions = {}) {
     this.indexFile = options.indexFile ?? indexPath();
+    this.groupCommit = options.groupCommit === true;
   }
 
   /** The index, opened on first use. Throws QwexError if it cannot be opened. */
@@ -60,26 +76,46 @@ export class RunStore {
    * created are removed again before the error is thrown. A run whose record
    * is already there (a retried submission) is kept as it is, and returned as
    * it is now. An index failure is thrown after every record is on disk.
+   * In group-commit mode the new files are written into place unflushed and
+   * flushCreated() makes them durable (one wait for the batch): until it
+   * settles, nobody may be told of them.
    */
   createMany(runs: readonly Run[], extra: { name: string; content: string }[] = []): { run: Run; runDir: string }[] {
     const created: { run: Run; runDir: string }[] = [];
     const made: string[] = [];
+    const deferred = this.groupCommit;
+    const files: string[] = [];
+    const dirs: string[] = [];
+    // The extra files are the same for every run of the batch: written once, then hard-linked into each run's directory.
+    const firstCopy = new Map<string, string>();
     for (const run of runs) {
       const dir = runDirOf(run.project, run.id);
       try {
         if (created.length === 0 || created[created.length - 1]!.run.project !== run.project) mkdirSync(runsDir(run.project), { recursive: true });
-        const existing = this.existingRecord(dir);
-        if (existing) {
-          created.push({ run: existing, runDir: dir });
-          continue;
-        }
-        if (!existsSync(dir)) {
-          mkdirSync(dir, { mode: 0o700 });
+        if (makeDir(dir)) {
           made.push(dir);
+        } else {
+          const existing = this.existingRecord(dir);
+          if (existing) {
+            created.push({ run: existing, runDir: dir });
+            continue;
+          }
         }
         // Extra files first: the record's directory flush makes their entries durable too.
-        for (const file of extra) writeFileAtomic(join(dir, file.name), file.content, 0o600, 'file');
-        writeRunRecord(dir, run, 'full');
+        for (const file of extra) {
+          const path = join(dir, file.name);
+          const first = firstCopy.get(file.name);
+          if (first === undefined || !linked(first, path)) {
+            writeFileAtomic(path, file.content, 0o600, deferred ? 'none' : 'file');
+            firstCopy.set(file.name, path);
+          }
+          if (deferred) files.push(path);
+        }
+        writeRunRecord(dir, run, deferred ? 'none' : 'full');
+        if (deferred) {
+          files.push(join(dir, RunFiles.record));
+          dirs.push(dir, runsDir(run.project));
+        }
       } catch (error) {
         for (const partial of made) rmSync(partial, { recursive: true, force: true });
         throw new QwexError(ErrorCode.StateUnwritable, `cannot create the run directory ${dir}: ${(error as Error).message}`, {
@@ -89,8 +125,25 @@ export class RunStore {
       }
       created.push({ run, runDir: dir });
     }
+    this.unflushed.files.push(...files);
+    this.unflushed.dirs.push(...dirs);
     this.runIndex().upsertMany(created);
     return created;
+  }
+
+  /**
+   * Makes what createMany wrote so far durable, all at once (group-commit
+   * mode; settles at once otherwise, as createMany flushed already).
+   */
+  async flushCreated(): Promise<void> {
+    const { files, dirs } = this.unflushed;
+    if (files.length === 0 && dirs.length === 0) return;
+    this.unflushed = { files: [], dirs: [] };
+    try {
+      await flushWritten(files, dirs);
+    } catch (error) {
+      throw new QwexError(ErrorCode.StateUnwritable, `cannot make new run records durable: ${(error as Error).message}`, { cause: error });
+    }
   }
 
   /** The record in `dir` when a complete one is there (a submission retried after a lost answer). */
@@ -110,6 +163,18 @@ export class RunStore {
    */
   save(run: Run, dir: string, durability: Durability = 'full'): void {
     writeRunRecord(dir, run, durability);
+    this.indexRun(run, dir);
+  }
+
+  /**
+   * As save; in group-commit mode its flushes run on the thread pool and
+   * overlap with other runs' (the event loop goes on meanwhile), and the new
+   * record is visible once durable. For the run's one writer (its
+   * supervisor), which must not write the record again before this settles.
+   */
+  async saveGrouped(run: Run, dir: string, durability: Durability = 'full'): Promise<void> {
+    if (!this.groupCommit) return this.save(run, dir, durability);
+    await writeRunRecordGrouped(dir, run, durability);
     this.indexRun(run, dir);
   }
 
@@ -167,6 +232,27 @@ export class RunStore {
   close(): void {
     this.index?.close();
     this.index = undefined;
+  }
+}
+
+/** Creates a run's directory (0700); false when it exists already (a retried submission). */
+function makeDir(dir: string): boolean {
+  try {
+    mkdirSync(dir, { mode: 0o700 });
+    return true;
+  } catch (error) {
+    if (errnoCode(error) === 'EEXIST') return false;
+    throw error;
+  }
+}
+
+/** Hard-links `from` at `to`; false when it cannot (`to` exists, another filesystem): then it is written instead. */
+function linked(from: string, to: string): boolean {
+  try {
+    linkSync(from, to);
+    return true;
+  } catch {
+    return false;
   }
 }
 

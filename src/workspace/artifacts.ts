@@ -4,7 +4,7 @@ import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import ignore, { type Ignore } from 'ignore';
 import { errnoCode } from '../errors.js';
-import { writeJsonAtomic } from '../fs-atomic.js';
+import { writeJsonAtomicGrouped } from '../fs-atomic.js';
 import type { ArtifactSettings, ArtifactSummary } from '../run/model.js';
 
 /**
@@ -91,8 +91,9 @@ export async function captureArtifacts(
   }
   manifest.capturedAt = new Date().toISOString();
   try {
-    // Its directory entry is flushed with the final run.json, written next in the same directory.
-    writeJsonAtomic(ctx.manifestPath, manifest, 'file');
+    // Its directory entry is flushed with the final run.json, written next in the same directory. Flushed on the thread
+    // pool, with other runs' flushes (a supervisor of many runs goes on meanwhile).
+    await writeJsonAtomicGrouped(ctx.manifestPath, manifest, 'file');
   } catch (error) {
     manifest.error ??= `cannot write artifacts.json: ${(error as Error).message}`;
   }

@@ -1,8 +1,21 @@
 import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import type { Provenance } from '../run/model.js';
+
+/** True when git could find a repository for `dir`: a .git (directory or file) in it or above, or GIT_DIR set. */
+function mayBeInGitRepo(dir: string): boolean {
+  if (process.env.GIT_DIR) return true;
+  for (let at = resolve(dir); ; at = dirname(at)) {
+    if (existsSync(join(at, '.git'))) return true;
+    if (dirname(at) === at) return false;
+  }
+}
 
 /** The git state of a project (commit, branch, dirty), or undefined when it is not a git work tree or git is missing. */
 export function gitProvenance(project: string): Provenance['git'] | undefined {
+  // No repository around: no git process to learn it (a few milliseconds of every `qwex run -d`).
+  if (!mayBeInGitRepo(project)) return undefined;
   const git = (...args: string[]): string | undefined => {
     try {
       return execFileSync('git', ['-C', project, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 }).trim();

@@ -5,7 +5,7 @@ import { CONTAINER_WORKSPACE, type ContainerConfig, type ResourceRequirements } 
 import { ErrorCode, QwexError } from '../../errors.js';
 import type { Job } from '../../run/model.js';
 import { notStartedProcess, type RunIO, type StartedProcess } from '../types.js';
-import { engineError, engineMessage, inspectQuietly } from './engine.js';
+import { engineError, engineMessage, inspectQuietly, type EngineContainer } from './engine.js';
 
 /** Labels on every container qwex creates: how `qwex doctor` and adoption find them. */
 export const LABEL_RUN_ID = 'qwex.run-id';
@@ -61,7 +61,7 @@ export function containerSpec(job: Job, io: RunIO, config: ContainerConfig): Doc
  * when the OCI runtime could not execute the command (the shell's 127/126,
  * recorded as the run's end). Anything else the engine refuses throws.
  */
-export async function startCreated(container: Dockerode.Container, job: Job, config: ContainerConfig): Promise<StartedProcess | undefined> {
+export async function startCreated(container: EngineContainer, job: Job, config: ContainerConfig): Promise<StartedProcess | undefined> {
   try {
     await container.start();
     return undefined;

@@ -4,7 +4,7 @@ import { ErrorCode } from '../../errors.js';
 import { RunFiles } from '../../paths.js';
 import { FollowStoppedError, followUntilExit, type FollowContext } from '../follow-until-exit.js';
 import type { ExitInfo, StartedProcess } from '../types.js';
-import { inspectQuietly, statusOf } from './engine.js';
+import { inspectQuietly, statusOf, type EngineContainer } from './engine.js';
 import { ContainerLogCopy } from './logs.js';
 
 /** How long to wait before asking the engine again when a wait or a log stream failed (the engine restarted). */
@@ -16,11 +16,11 @@ const RETRY_MS = 1000;
  * already hold: exact across drops and supervisors) and learns its end.
  * `getContainer` is retried until it answers (an engine restarting).
  */
-export function followContainer(getContainer: () => Promise<Dockerode.Container>, details: Record<string, unknown>, runDir: string): StartedProcess {
+export function followContainer(getContainer: () => Promise<EngineContainer>, details: Record<string, unknown>, runDir: string): StartedProcess {
   const name = String(details.container ?? details.containerId);
   const open = new Set<{ destroy(): void }>();
 
-  const copyOutput = async (container: Dockerode.Container, ctx: FollowContext): Promise<void> => {
+  const copyOutput = async (container: EngineContainer, ctx: FollowContext): Promise<void> => {
     for (;;) {
       const before = await inspectQuietly(container);
       if (before === 'gone') return;
@@ -31,7 +31,7 @@ export function followContainer(getContainer: () => Promise<Dockerode.Container>
       let ended: 'end' | 'dropped' | 'gone';
       let failure: unknown;
       try {
-        const logs = (await container.logs({ follow: true, stdout: true, stderr: true, abortSignal: ctx.signal })) as unknown as NodeJS.ReadableStream & { destroy(): void };
+        const logs = await container.logs({ follow: true, stdout: true, stderr: true, abortSignal: ctx.signal });
         open.add(logs);
         ended = await new Promise<'end' | 'dropped'>((resolve) => {
           logs.on('data', (chunk: Buffer) => {
@@ -104,7 +104,7 @@ export function followContainer(getContainer: () => Promise<Dockerode.Container>
 }
 
 /** Waits for the container to stop and reads how it ended; retries when the engine went away meanwhile. */
-async function waitForEnd(container: Dockerode.Container, name: string, ctx: FollowContext): Promise<ExitInfo> {
+async function waitForEnd(container: EngineContainer, name: string, ctx: FollowContext): Promise<ExitInfo> {
   for (;;) {
     try {
       await container.wait({ abortSignal: ctx.signal });

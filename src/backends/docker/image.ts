@@ -1,48 +1,44 @@
-import type Dockerode from 'dockerode';
 import type { ContainerConfig } from '../../config/container.js';
 import { ErrorCode, QwexError } from '../../errors.js';
-import { NO_PROGRESS, type Progress, type ProgressStep } from '../../progress.js';
+import { NO_PROGRESS, type Progress } from '../../progress.js';
 import { untilAborted } from '../abort.js';
-import { engineError, engineMessage, statusOf } from './engine.js';
+import { engineMessage, type Engine, type PullEvent } from './engine.js';
 
 /**
- * Makes sure the run's image is on the engine, as its pull policy says. A
- * pull stops as soon as `signal` aborts (a cancel while the run starts): the
- * request to the engine is aborted, which ends the engine's pull too.
+ * The run's image, as its pull policy says. The engine is not asked
+ * beforehand whether it has the image: creating the container tells (a 404),
+ * and only then is it pulled (`missing`) or the run refused (`never`);
+ * `always` pulls first. A pull stops as soon as `signal` aborts (a cancel
+ * while the run starts): the request to the engine is aborted, which ends
+ * the engine's pull too.
  */
-export async function ensureImage(docker: Dockerode, config: ContainerConfig, signal: AbortSignal, progress: Progress = NO_PROGRESS): Promise<void> {
-  const present = await docker
-    .getImage(config.image)
-    .inspect()
-    .then(
-      () => true,
-      (error: unknown) => {
-        if (statusOf(error) === 404) return false;
-        throw engineError(error, `cannot look up the image ${config.image}`, ErrorCode.BackendUnavailable);
-      },
-    );
-  if (config.pull === 'never' && !present) {
-    throw new QwexError(ErrorCode.ImageNotFound, `the image ${config.image} is not on the Docker engine and the pull policy is "never"`, {
-      hint: `build or load it (docker build / docker load / docker pull ${config.image}), or use --pull missing`,
-    });
-  }
-  if (config.pull === 'always' || !present) {
-    const step = progress.step(`pulling ${config.image}`, 'bytes');
-    try {
-      await untilAborted(pull(docker, config.image, signal, step), signal);
-    } finally {
-      step.end();
-    }
-  }
+
+/** The refusal of a run whose image the engine lacks under the pull policy `never`. */
+export function missingImage(config: ContainerConfig): QwexError {
+  return new QwexError(ErrorCode.ImageNotFound, `the image ${config.image} is not on the Docker engine and the pull policy is "never"`, {
+    hint: `build or load it (docker build / docker load / docker pull ${config.image}), or use --pull missing`,
+  });
 }
 
-/** One event of the engine's pull stream: a layer's status, with its bytes once it downloads. */
-export interface PullEvent {
-  id?: string;
-  status?: string;
-  progressDetail?: { current?: number; total?: number };
-  error?: string;
-  errorDetail?: { message?: string };
+/** Pulls `image`, reporting its download as one step of `progress` (bytes of every layer, summed). */
+export async function pullImage(docker: Engine, image: string, signal: AbortSignal, progress: Progress = NO_PROGRESS): Promise<void> {
+  const step = progress.step(`pulling ${image}`, 'bytes');
+  const tally = pullTally();
+  const onEvent = (event: PullEvent): void => {
+    const { done, total, layers } = tally.add(event);
+    if (total > 0) step.set(done, { total, detail: `${layers} layer${layers === 1 ? '' : 's'}` });
+  };
+  const pulled = docker.pull(image, signal, onEvent).catch((error: unknown) => {
+    if (signal.aborted) throw error;
+    throw new QwexError(ErrorCode.ImagePullFailed, `cannot pull ${image}: ${engineMessage(error)}`, {
+      hint: 'check the image name and that the registry is reachable (and `docker login` for a private one); --pull never uses only local images',
+    });
+  });
+  try {
+    await untilAborted(pulled, signal);
+  } finally {
+    step.end();
+  }
 }
 
 /**
@@ -74,32 +70,4 @@ export function pullTally(): { add(event: PullEvent): { done: number; total: num
       return { done, total, layers: layers.size };
     },
   };
-}
-
-async function pull(docker: Dockerode, image: string, signal: AbortSignal, step: ProgressStep): Promise<void> {
-  const failed = (error: unknown): QwexError =>
-    new QwexError(ErrorCode.ImagePullFailed, `cannot pull ${image}: ${engineMessage(error)}`, {
-      hint: 'check the image name and that the registry is reachable (and `docker login` for a private one); --pull never uses only local images',
-    });
-  let stream: NodeJS.ReadableStream;
-  try {
-    stream = (await docker.pull(image, { abortSignal: signal })) as NodeJS.ReadableStream;
-  } catch (error) {
-    throw failed(error);
-  }
-  const tally = pullTally();
-  await new Promise<void>((resolve, reject) => {
-    docker.modem.followProgress(
-      stream,
-      (error: Error | null, events: PullEvent[]) => {
-        const last = events?.find((e) => e.error !== undefined);
-        if (error || last) reject(failed(error ?? new Error(last?.errorDetail?.message ?? last?.error)));
-        else resolve();
-      },
-      (event: PullEvent) => {
-        const { done, total, layers } = tally.add(event);
-        if (total > 0) step.set(done, { total, detail: `${layers} layer${layers === 1 ? '' : 's'}` });
-      },
-    );
-  });
 }

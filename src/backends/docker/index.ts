@@ -10,7 +10,7 @@ export interface DockerDetails {
   engine?: string;
 }
 
-/** The command in a container of the user's image on a Docker engine (dockerode), the project bind-mounted at /workspace. */
+/** The command in a container of the user's image on a Docker engine (its HTTP API over node:http), the project bind-mounted at /workspace. */
 export const docker: BackendDescriptor = {
   name: 'docker',
   summary: 'a container on a Docker engine',

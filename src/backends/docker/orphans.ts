@@ -1,10 +1,10 @@
-import type Dockerode from 'dockerode';
+import { QwexError } from '../../errors.js';
 import type { OrphanContext, OrphanReport } from '../types.js';
 import { LABEL_RUN_DIR, LABEL_RUN_ID } from './container.js';
-import { connect, engineEndpoint } from './engine.js';
+import { connect, engineEndpoint, unreachable, type Engine } from './engine.js';
 
 /** Containers qwex created on this engine, with their labels. */
-async function listQwexContainers(docker: Dockerode): Promise<{ id: string; name: string; runId: string; runDir: string | undefined; state: string }[]> {
+async function listQwexContainers(docker: Engine): Promise<{ id: string; name: string; runId: string; runDir: string | undefined; state: string }[]> {
   const found = await docker.listContainers({ all: true, filters: { label: [LABEL_RUN_ID] } });
   return found.map((c) => ({
     id: c.Id,
@@ -23,11 +23,12 @@ async function listQwexContainers(docker: Dockerode): Promise<{ id: string; name
  */
 export async function findOrphanContainers(context: OrphanContext): Promise<OrphanReport[]> {
   const report: OrphanReport = { backend: 'docker', where: engineEndpoint(), reachable: false, orphans: [] };
-  let docker: Dockerode;
+  let docker: Engine;
   try {
     docker = await connect();
+    await docker.ping();
   } catch (error) {
-    report.error = (error as Error).message;
+    report.error = (error instanceof QwexError ? error : unreachable(error)).message;
     return [report];
   }
   report.reachable = true;

@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { defineConfig } from 'vitest/config';
 
 /**
@@ -8,8 +9,14 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     pool: 'forks',
+    // Integration tests mostly wait on processes, engines and sockets: two files at once even on two cores
+    // (vitest's default there would be one), which halves the suite's time in CI.
+    maxWorkers: Math.max(2, availableParallelism() - 1),
     testTimeout: 60_000,
     hookTimeout: 60_000,
+    // expect.poll waits for what a page or a process shows: a deadline generous enough for a busy machine
+    // (vitest's default is one second), never a measure of speed.
+    expect: { poll: { timeout: 20_000, interval: 100 } },
     // The JSON report is what .ci/run counts; the default reporter is for people.
     reporters: ['default', 'json'],
     outputFile: { json: 'test-results/vitest.json' },

@@ -44,26 +44,32 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 
   } catch (error) {
     closeSync(fd);
     fd = -1;
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // the temporary file is already gone; the original error matters
-    }
+    removeQuietly(tmp);
     throw error;
   } finally {
     if (fd >= 0) closeSync(fd);
   }
+  renameInto(tmp, path);
+  if (sync === 'full') fsyncDir(dirname(path));
+}
+
+/** Removes a temporary file after a failure: the failure is what matters, not whether the file was still there. */
+function removeQuietly(tmp: string): void {
+  try {
+    unlinkSync(tmp);
+  } catch {
+    // the temporary file is already gone; the original error matters
+  }
+}
+
+/** Moves a written temporary file over `path`; a failed move leaves neither it nor a half-written `path`. */
+function renameInto(tmp: string, path: string): void {
   try {
     renameSync(tmp, path);
   } catch (error) {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // as above
-    }
+    removeQuietly(tmp);
     throw error;
   }
-  if (sync === 'full') fsyncDir(dirname(path));
 }
 
 export function fsyncDir(dir: string): void {
@@ -158,24 +164,11 @@ export async function writeFileAtomicGrouped(path: string, data: string | Uint8A
     await fsyncFd(fd);
   } catch (error) {
     closeSync(fd);
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // the temporary file is already gone; the original error matters
-    }
+    removeQuietly(tmp);
     throw error;
   }
   closeSync(fd);
-  try {
-    renameSync(tmp, path);
-  } catch (error) {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // as above
-    }
-    throw error;
-  }
+  renameInto(tmp, path);
   if (sync === 'full') await flushDir(dirname(path));
 }
 

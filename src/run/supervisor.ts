@@ -5,7 +5,7 @@ import { listRuns, usageOf } from '../store/listing.js';
 import type { RunStore } from '../store/run-store.js';
 import { isHolderAlive, readClaim, self, takeOver } from './claim.js';
 import { Runner, SupervisionDisposedError, type Supervision } from './index.js';
-import { isTerminal, type Job, type Provenance, type Run, type RunStatus } from './model.js';
+import { isTerminal, type Job, type Provenance, type Run, type RunError, type RunStatus } from './model.js';
 import { MONITOR_START_TIMEOUT_MS } from './reconcile.js';
 import { readStopRequest, writeStopRequest } from './stop.js';
 import { WatchedRuns } from './watched-runs.js';
@@ -145,8 +145,8 @@ export class Supervisor {
     return created.map(({ run }) => run);
   }
 
-  /** Stops a run: its own grace period unless `graceMs` is given. */
-  async cancel(dir: string, graceMs?: number): Promise<Run> {
+  /** Stops a run: its own grace period unless `graceMs` is given; `reason` is recorded on a run that never started. */
+  async cancel(dir: string, graceMs?: number, reason?: RunError): Promise<Run> {
     const supervision = this.supervised.get(dir);
     if (supervision) {
       const run = this.store.read(dir);
@@ -157,7 +157,7 @@ export class Supervisor {
       return this.store.read(dir);
     }
     const wasQueued = this.queued.has(dir);
-    const run = await this.runner.cancel(dir, graceMs);
+    const run = await this.runner.cancel(dir, graceMs, reason);
     if (wasQueued && isTerminal(run.status)) {
       this.dequeue(dir);
       this.notifyEnd(dir, run);

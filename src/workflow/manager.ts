@@ -370,15 +370,16 @@ export class WorkflowManager {
   }
 
   private async cancelStages(wf: Tracked): Promise<void> {
-    // Queued stage runs are cancelled by the admission rule, which records why (the workflow was cancelled);
-    // the queue asks it synchronously. What is still active then (running, or not asked: no free slot) is stopped.
-    this.supervisor.poke();
+    // Each stage run not yet ended is cancelled here; one that never started records why (whichever of this
+    // and the queue's admission rule, which says the same, claims it first). Running ones are stopped.
+    const reason = { code: ErrorCode.NotStarted, message: `workflow ${wf.record.id} was cancelled` };
     for (const run of this.currentRuns(wf).values()) {
       if (isTerminal(run.status)) continue;
-      await this.supervisor.cancel(runDir(run.project, run.id)).catch((error: unknown) => {
+      await this.supervisor.cancel(runDir(run.project, run.id), undefined, reason).catch((error: unknown) => {
         this.log.warn('workflow-cancel-stage-failed', { runId: run.id, message: (error as Error).message });
       });
     }
+    this.supervisor.poke();
   }
 
   private view(wf: Tracked): WorkflowView {

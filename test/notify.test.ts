@@ -5,7 +5,7 @@
  * a local command, a receiver down then back, and qwexd killed with -9
  * between a run's end and its delivery.
  */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { notifyWorkflowEnd } from '../src/notify/index.js';
@@ -372,6 +372,30 @@ describe('other events', () => {
       // The stage runs' own ends go nowhere: this target fires on `workflow` only.
       await sleep(1000);
       expect(hook.requests).toHaveLength(1);
+    } finally {
+      await hook.stop();
+    }
+  });
+
+  it('a workflow whose end qwexd wrote but never journalled (killed in between) is told after the restart, and only then', async () => {
+    const hook = await new HookReceiver(SECRET).start();
+    try {
+      config(['notify:', '  targets:', `    - webhook: ${hook.url('/wf')}`, '      secret_env: QWEX_WEBHOOK_SECRET', '      on: [workflow]', 'stages:', '  - name: only', '    command: [sh, -c, "echo done"]', ''].join('\n'));
+      const r = await qwex(sb, ['workflow', 'run']);
+      expect(r.exitCode, String(r.stderr)).toBe(0);
+      const first = await until(() => hook.on('/wf')[0], 20_000, 'the workflow event');
+      // qwexd stopped and its journal taken away: what a kill between writing the workflow's end and journalling it leaves.
+      expect((await qwex(sb, ['daemon', 'stop'])).exitCode).toBe(0);
+      for (const f of readdirSync(sb.state)) if (f.startsWith('notify.db')) rmSync(join(sb.state, f));
+      expect((await qwex(sb, ['daemon', 'start'])).exitCode).toBe(0);
+      const again = await until(() => hook.on('/wf')[1], 20_000, 'the workflow event, told after the restart');
+      expect(again.signature).toBe('valid');
+      expect(again.json).toMatchObject({ type: 'workflow.ended', event: 'workflow', workflow: { id: first.json.workflow.id, status: 'succeeded' } });
+      // Journalled now: another restart tells it no more.
+      expect((await qwex(sb, ['daemon', 'stop'])).exitCode).toBe(0);
+      expect((await qwex(sb, ['daemon', 'start'])).exitCode).toBe(0);
+      await sleep(1500);
+      expect(hook.on('/wf')).toHaveLength(2);
     } finally {
       await hook.stop();
     }

@@ -16,6 +16,8 @@ import { isWorkflowDone, type StagePlan, type WorkflowRecord, type WorkflowView 
 
 /** How often runs that queued runs wait for, and that this process does not supervise, are looked at again. */
 const SWEEP_MS = 2000;
+/** After a restart, workflows that ended this recently are told to the end listeners again (see onWorkflowEnd). */
+const RETELL_ENDS_MS = 24 * 3_600_000;
 
 interface Tracked {
   record: WorkflowRecord;
@@ -68,7 +70,8 @@ export class WorkflowManager {
     this.wakeups = new Wakeups(() => supervisor.poke(), (dir) => supervisor.refresh(dir), SWEEP_MS);
   }
 
-  /** Called once when a workflow this process supervises ends (after its record says so); returns the unsubscribe. */
+  /** Called when a workflow this process supervises ends (after its record says so), and by `recover()` again for the
+   * ends of the last day (a kill may have come before the listeners): a listener does nothing the second time. */
   onWorkflowEnd(listener: (workflow: WorkflowView) => void): () => void {
     this.endListeners.add(listener);
     return () => this.endListeners.delete(listener);
@@ -77,11 +80,13 @@ export class WorkflowManager {
   /** After the supervisor's own recovery: picks up every unfinished workflow and every failure whose retry was not created yet. */
   async recover(): Promise<void> {
     const index = this.supervisor.store.runIndex();
+    const retellSince = Date.now() - RETELL_ENDS_MS;
     for (const project of index.projects()) {
       for (const id of listWorkflowIds(project)) {
         try {
           const record = readWorkflow(workflowDir(project, id));
           if (!isWorkflowDone(record.status)) await this.adopt(record);
+          else if (record.finishedAt !== undefined && Date.parse(record.finishedAt) >= retellSince) this.tellEnd({ record, dir: workflowDir(project, id) });
         } catch (error) {
           this.log.warn('workflow-recover-skip', { id, message: (error as Error).message });
         }
@@ -355,7 +360,7 @@ export class WorkflowManager {
       wf.record = { ...rest, ...state };
       writeWorkflow(wf.dir, wf.record);
       this.log.info('workflow-state', { id: record.id, status: state.status, exitCode: state.exitCode });
-      if (isWorkflowDone(state.status) && !isWorkflowDone(record.status)) for (const listener of this.endListeners) listener(this.view(wf));
+      if (isWorkflowDone(state.status) && !isWorkflowDone(record.status)) this.tellEnd(wf);
     }
     if (isWorkflowDone(state.status)) {
       this.tracked.delete(record.id);
@@ -380,6 +385,11 @@ export class WorkflowManager {
       });
     }
     this.supervisor.poke();
+  }
+
+  private tellEnd(wf: Tracked): void {
+    const view = this.view(wf);
+    for (const listener of this.endListeners) listener(view);
   }
 
   private view(wf: Tracked): WorkflowView {

@@ -191,7 +191,7 @@ try {
   const pid = daemonPid();
   if (pid > 0 && alive(pid)) process.kill(pid, 'SIGTERM');
   await sleep(300);
-  if (mounted) execFileSync('umount', ['-l', project]);
+  if (mounted && !(keep && exitCode !== 0)) execFileSync('umount', ['-l', project]);
   if (keep) console.error(`torture: kept ${base}`);
   else rmSync(base, { recursive: true, force: true });
 }

@@ -12,6 +12,9 @@ import { WatchedRuns } from './watched-runs.js';
 import { AdmissionRules, type Admission } from './admissions.js';
 import { SubmissionJournal, completeCutShort } from './submissions.js';
 
+/** A supervision that failed is tried again after this, doubling up to the maximum. */
+const SUPERVISE_RETRY_MS = 1000;
+const SUPERVISE_RETRY_MAX_MS = 30_000;
 
 export type { Admission } from './admissions.js';
 
@@ -51,6 +54,8 @@ export class Supervisor {
   private readonly endListeners = new Set<(dir: string, run: Run) => void>();
   private readonly submitListeners = new Set<(runs: readonly { dir: string; run: Run }[], env: Record<string, string>) => void>();
   private readonly admissions: AdmissionRules;
+  /** Runs whose supervision failed here, and the wait before the next try. */
+  private readonly superviseRetries = new Map<string, number>();
   private closed = false;
 
   constructor(
@@ -379,8 +384,12 @@ export class Supervisor {
         this.supervised.delete(dir);
         this.running.delete(dir);
         if (error instanceof SupervisionDisposedError) return;
-        this.options.log.error('supervise-failed', { dir, message: (error as Error).message });
-        this.watched.add(dir);
+        // This process still holds the run's claim, so no other will take the run: it supervises it again a little
+        // later (a full disk, mostly; the run's shim keeps the command and its exit status meanwhile).
+        const retryMs = Math.min(SUPERVISE_RETRY_MAX_MS, (this.superviseRetries.get(dir) ?? SUPERVISE_RETRY_MS / 2) * 2);
+        this.superviseRetries.set(dir, retryMs);
+        this.options.log.error('supervise-failed', { dir, message: (error as Error).message, retryMs });
+        setTimeout(() => this.adoptOrphan(dir), retryMs).unref();
         this.pump();
       },
     );
@@ -388,6 +397,7 @@ export class Supervisor {
 
   private ended(dir: string, run: Run): void {
     this.supervised.delete(dir);
+    this.superviseRetries.delete(dir);
     this.admissions.release(dir, run);
     this.options.log.info('ended', { runId: run.id, status: run.status, exitCode: run.exitCode, signal: run.signal });
     this.notifyEnd(dir, run);

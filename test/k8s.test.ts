@@ -327,8 +327,10 @@ describe('k8s and kueue against the fake API', () => {
     expect((await qwex(sb, ['cancel', id])).exitCode).toBe(0);
     expect(readRun(id)).toMatchObject({ status: 'cancelled', endReason: 'cancel' });
     expect(readRun(id).artifacts?.error).toBeUndefined();
-    expect(k8s!.fake!.requests).toContain(`DELETE /apis/batch/v1/namespaces/default/jobs/${jobName(id)}?propagationPolicy=Background`);
-    await until(() => (k8s!.fake!.list('pods').length === 0 ? true : undefined), 20_000, 'its pod to go');
+    // The Job goes once the record is final, which is when cancel returns: a moment later, not before.
+    const deletion = `DELETE /apis/batch/v1/namespaces/default/jobs/${jobName(id)}?propagationPolicy=Background`;
+    await until(() => (k8s!.fake!.requests.includes(deletion) ? true : undefined), 20_000, 'the Job to be deleted with its pods');
+    await until(() => (k8s!.fake!.list('pods').some((p) => p.metadata.name.startsWith(`${jobName(id)}-`)) ? undefined : true), 20_000, 'its pod to go');
     const status = await qwexJson<Run>(sb, ['status', id]);
     expect(status).toMatchObject({ id, status: 'cancelled', backend: { name: 'k8s', job: jobName(id), namespace: 'default', context: 'fake' } });
   });

@@ -63,16 +63,19 @@ export class JobWatch {
       return l;
     }, selector);
     for (const verb of ['add', 'update', 'delete'] as const) inf.on(verb, () => this.onChange());
-    inf.on('error', () => {
-      // A dropped watch: start again from the last resourceVersion seen (start() relists on 410 Gone).
-      if (this.stopped) return;
+    // A dropped watch or a failed list ('error'), or a watch that could not be opened (start() rejects then, with no
+    // 'error'): start again from the last resourceVersion seen (start() relists on 410 Gone). One restart at a time.
+    let restarting = false;
+    const restart = (): void => {
+      if (this.stopped || restarting) return;
+      restarting = true;
       setTimeout(() => {
-        if (!this.stopped) inf.start().catch(() => {});
+        restarting = false;
+        if (!this.stopped) inf.start().catch(restart);
       }, RETRY_MS).unref();
-    });
-    inf.start().catch(() => {
-      // its 'error' handler restarts it
-    });
+    };
+    inf.on('error', restart);
+    inf.start().catch(restart);
     return inf;
   }
 }

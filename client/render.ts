@@ -7,6 +7,7 @@ import { displayCommand, type Run, type RunStatus } from '../src/run/model.js';
 import type { DeliveryInfo } from '../src/notify/journal.js';
 import { publicSpec } from '../src/notify/spec.js';
 import { paint, type Colour, type Style } from './style.js';
+import { formatDuration } from '../src/duration.js';
 
 export { paint, styleFor, type Style } from './style.js';
 
@@ -58,16 +59,7 @@ export function runDuration(run: Pick<Run, 'startedAt' | 'finishedAt'>, now = Da
   return Math.max(0, end - Date.parse(run.startedAt));
 }
 
-export function formatDuration(ms: number): string {
-  if (ms < 1000) return `${Math.round(ms)}ms`;
-  const s = ms / 1000;
-  if (s < 60) return `${s < 10 ? s.toFixed(1) : Math.floor(s)}s`;
-  const m = Math.floor(s / 60);
-  if (m < 60) return `${m}m ${Math.floor(s % 60)}s`;
-  const h = Math.floor(m / 60);
-  if (h < 48) return `${h}h ${String(m % 60).padStart(2, '0')}m`;
-  return `${Math.floor(h / 24)}d ${h % 24}h`;
-}
+export { formatDuration };
 
 /** Decimal units, as `ls -h --si` and most download tools show them. */
 export function formatBytes(bytes: number): string {

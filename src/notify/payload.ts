@@ -2,6 +2,7 @@ import { displayCommand, type Run, type RunStatus } from '../run/model.js';
 import { redactSecrets } from '../errors.js';
 import { shortId } from '../ids.js';
 import type { NotifyEvent } from './spec.js';
+import { formatDuration } from '../duration.js';
 
 /**
  * What an event says, as every target receives it: the webhook's JSON body
@@ -167,13 +168,4 @@ export function payloadEnv(payload: EventPayload, delivery: string): Record<stri
   return env;
 }
 
-export function formatDuration(ms: number): string {
-  if (ms < 1000) return `${Math.round(ms)}ms`;
-  const s = ms / 1000;
-  if (s < 60) return `${s < 10 ? s.toFixed(1) : Math.floor(s)}s`;
-  const m = Math.floor(s / 60);
-  if (m < 60) return `${m}m ${Math.floor(s % 60)}s`;
-  const h = Math.floor(m / 60);
-  if (h < 48) return `${h}h ${String(m % 60).padStart(2, '0')}m`;
-  return `${Math.floor(h / 24)}d ${h % 24}h`;
-}
+export { formatDuration };

@@ -194,6 +194,12 @@ export function errnoCode(error: unknown): string | undefined {
   return isErrnoException(error) ? error.code : undefined;
 }
 
+/** True when `error` (or its cause) says the disk is full: a condition that passes once space is freed. */
+export function isNoSpace(error: unknown): boolean {
+  const cause = (error as { cause?: unknown } | null)?.cause;
+  return errnoCode(error) === 'ENOSPC' || errnoCode(cause) === 'ENOSPC' || /no space left on device/i.test(String((error as Error | null)?.message ?? ''));
+}
+
 const SECRET_NAME = /(secret|token|passw(or)?d|passwd|api[_-]?key|access[_-]?key|private[_-]?key|credential|auth)/i;
 
 /** True when an environment variable's name says its value is a secret. */

@@ -150,6 +150,30 @@ describe('a full disk', () => {
     expect(record(id)).toMatchObject({ status: 'failed', exitCode: 42, endReason: 'exit' });
   });
 
+  it('a look at a run whose supervisor died while the disk is full shows the last record; the end is recorded once there is room', async (ctx) => {
+    requireComponent(ctx, 'QWEX_REQUIRE_MOUNT', await tmpfs(sb.project, '2m'));
+    expect((await qwex(sb, ['daemon', 'start'])).exitCode).toBe(0);
+    const id = String((await qwex(sb, ['run', '-d', '--in-place', '--', 'sh', '-c', 'while [ ! -e go ]; do sleep 0.1; done; exit 3'])).stdout);
+    const running = await until(() => (record(id).status === 'running' ? record(id) : undefined), 10_000, 'the run to start');
+    // qwexd dies; the command ends while nobody supervises it; then the disk fills.
+    process.kill(holder(id), 'SIGKILL');
+    writeFileSync(join(sb.project, 'go'), '');
+    await until(() => (isAlive(running.backend.shimPid as number) ? undefined : true), 10_000, 'the command and its shim to end');
+    await execa('dd', ['if=/dev/zero', `of=${join(sb.project, 'fill')}`, 'bs=64k'], { reject: false });
+    // Looking at it, with or without qwexd, cannot take the run over (no room for the claim): the look still answers.
+    const direct = await qwex(sb, ['status', id, '--json'], { env: { QWEX_NO_DAEMON: '1' } });
+    expect(direct.exitCode, String(direct.stderr)).toBe(0);
+    expect(JSON.parse(String(direct.stdout))).toMatchObject({ id, status: 'running' });
+    expect((await qwex(sb, ['daemon', 'start'])).exitCode).toBe(0);
+    const viaDaemon = await qwex(sb, ['status', id, '--json']);
+    expect(viaDaemon.exitCode, String(viaDaemon.stderr)).toBe(0);
+    expect(JSON.parse(String(viaDaemon.stdout))).toMatchObject({ id, status: 'running' });
+    rmSync(join(sb.project, 'fill'));
+    const w = await qwex(sb, ['wait', id]);
+    expect(w.exitCode, String(w.stderr)).toBe(3);
+    expect(record(id)).toMatchObject({ status: 'failed', exitCode: 3 });
+  });
+
   it('a full state directory is reported with its code, not as an internal error', async (ctx) => {
     requireComponent(ctx, 'QWEX_REQUIRE_MOUNT', await tmpfs(sb.state, '1m'));
     writeFileSync(join(sb.project, 'data.bin'), Buffer.alloc(2 * 1024 * 1024, 1)); // the snapshot does not fit

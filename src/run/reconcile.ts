@@ -1,7 +1,7 @@
 import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { findBackend } from '../backends/registry.js';
-import { ErrorCode, QwexError, errnoCode } from '../errors.js';
+import { ErrorCode, QwexError, errnoCode, isNoSpace } from '../errors.js';
 import { claim, isHolderAlive, readClaim, self, takeOver } from './claim.js';
 import { endUnstarted, finishRun } from './finish.js';
 import { isTerminal, type Run, type RunError } from './model.js';
@@ -34,13 +34,19 @@ export async function reconcile(writer: RecordWriter, dir: string, orphaned: Orp
     if (run.supervisor === 'qwexd') return run; // queued: qwexd starts it when its turn comes
     if (Date.now() - Date.parse(run.createdAt) < MONITOR_START_TIMEOUT_MS) return run; // its monitor is starting
   }
-  if (holder?.intent === 'cancel') {
-    // A cancel of a run nobody had started died before recording it: finish its work.
-    if (!takeOver(dir, self('cancel'))) return writer.store.read(dir);
-    return endUnstarted(writer, writer.store.read(dir), dir, 'cancelled', {});
+  try {
+    if (holder?.intent === 'cancel') {
+      // A cancel of a run nobody had started died before recording it: finish its work.
+      if (!takeOver(dir, self('cancel'))) return writer.store.read(dir);
+      return await endUnstarted(writer, writer.store.read(dir), dir, 'cancelled', {});
+    }
+    const ended = await endedMeanwhile(writer, dir, run);
+    if (ended) return ended;
+  } catch (error) {
+    // A full disk: the claim could not be taken (nothing was changed). A look at a run is not the place to fail; the
+    // supervisor it is handed to records the end once there is room, and the record stays as it was until then.
+    if (!isNoSpace(error)) throw error;
   }
-  const ended = await endedMeanwhile(writer, dir, run);
-  if (ended) return ended;
   handOver(dir, run, orphaned);
   return run;
 }

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { findBackend } from '../backends/registry.js';
 import type { Backend, BackendDescriptor, ExitInfo, StartedProcess } from '../backends/types.js';
-import { ErrorCode, QwexError, toQwexError } from '../errors.js';
+import { ErrorCode, QwexError, isNoSpace, toQwexError } from '../errors.js';
 import { RunFiles } from '../paths.js';
 import { runProgress } from '../progress.js';
 import { endUnstarted, finishRun } from './finish.js';
@@ -21,10 +21,6 @@ async function hasSettled(promise: Promise<unknown>): Promise<boolean> {
   return Promise.race([promise.then(() => true, () => false), new Promise<boolean>((resolve) => setImmediate(() => resolve(false)))]);
 }
 
-function isNoSpace(error: unknown): boolean {
-  const errno = (error as { code?: unknown; cause?: { code?: unknown } } | null)?.code;
-  return errno === 'ENOSPC' || (error as { cause?: { code?: unknown } } | null)?.cause?.code === 'ENOSPC' || /no space left on device/i.test(String((error as Error)?.message ?? ''));
-}
 
 /** Rejects a supervision's `done` when its supervisor stops watching (qwexd shutting down); the run goes on. */
 export class SupervisionDisposedError extends Error {

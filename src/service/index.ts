@@ -5,6 +5,9 @@ import type { RunService } from './run-service.js';
 
 export type { FollowOptions, RunRef, RunService, SubmitRequest } from './run-service.js';
 
+/** How many times qwexd is started when it goes away again before this process could say hello to it. */
+const START_ATTEMPTS = 3;
+
 export interface OpenOptions {
   /** Start qwexd when it is not running (what queues many jobs). Called with the started daemon's pid. */
   startDaemon?: boolean | ((pid: number) => void);
@@ -24,9 +27,12 @@ export async function openRunService(store: RunStore, options: OpenOptions = {})
   let client = await DaemonClient.connectIfRunning();
   if (!client && options.startDaemon) {
     const { startDaemon } = await import('../daemon-process.js');
-    const started = await startDaemon();
-    if (typeof options.startDaemon === 'function') options.startDaemon(started.pid);
-    client = await DaemonClient.connect();
+    // A qwexd that dies between its start and our hello (killed, or restarted by its service manager) is started again.
+    for (let attempt = 1; !client; attempt++) {
+      const started = await startDaemon();
+      if (!started.alreadyRunning && typeof options.startDaemon === 'function') options.startDaemon(started.pid);
+      client = attempt < START_ATTEMPTS ? await DaemonClient.connectIfRunning() : await DaemonClient.connect();
+    }
   }
   if (!client) return direct(store);
   const { DaemonRunService } = await import('./daemon.js');

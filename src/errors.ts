@@ -133,12 +133,19 @@ export interface QwexErrorOptions {
   cause?: unknown;
   /** Structured facts a renderer may show (candidates of an ambiguous prefix, a config path). */
   details?: Record<string, unknown>;
+  /**
+   * The condition may pass by itself (a cluster API, an engine or a host
+   * that does not answer, as opposed to one that said no): what failed may
+   * be tried again as it was. Not sent over the wire.
+   */
+  transient?: boolean;
 }
 
 export class QwexError extends Error {
   readonly code: ErrorCode;
   readonly hint: string | undefined;
   readonly details: Record<string, unknown> | undefined;
+  readonly transient: boolean;
 
   constructor(code: ErrorCode, message: string, options: QwexErrorOptions = {}) {
     super(redactSecrets(message), options.cause === undefined ? undefined : { cause: options.cause });
@@ -146,6 +153,7 @@ export class QwexError extends Error {
     this.code = code;
     this.hint = options.hint === undefined ? undefined : redactSecrets(options.hint);
     this.details = options.details;
+    this.transient = options.transient === true;
   }
 
   toJSON(): { code: ErrorCode; message: string; hint?: string; details?: Record<string, unknown> } {

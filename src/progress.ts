@@ -11,7 +11,7 @@ import { writeJsonAtomic } from './fs-atomic.js';
  * directory's progress.json, which `qwex run` and `qwex attach` read while
  * the run is pending or ending. Nothing here prints.
  */
-export type ProgressUnit = 'bytes' | 'files';
+export type ProgressUnit = 'bytes' | 'files' | 'tries';
 
 /** What progress.json holds: the step under way. */
 export interface ProgressState {

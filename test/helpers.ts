@@ -48,6 +48,8 @@ export function sandbox(): Sandbox {
       }
       // A run's supervisor (a monitor) may still be at work as the test ends: it is stopped, then the rest removed.
       killProcessesUnder(base);
+      // QWEX_TEST_KEEP=1 leaves the sandbox (records, logs, qwexd.log) for a look after a failure.
+      if (process.env.QWEX_TEST_KEEP === '1') return void console.log(`kept ${base}`);
       rmSync(base, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
     },
   };

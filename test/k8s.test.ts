@@ -525,6 +525,32 @@ describe('k8s and kueue against the fake API', () => {
     }
   });
 
+  it('an API server that is down when a queued run\'s turn comes: the run waits, pending and saying why, and starts once it is back', async () => {
+    use(k8s!);
+    expect((await qwex(sb, ['daemon', 'start'])).exitCode).toBe(0);
+    k8s!.fake!.outage(true);
+    let id = '';
+    try {
+      id = await detached(['--backend', 'k8s', '--', 'sh', '-c', 'echo hello from the pod']);
+      const log = join(sb.state, 'qwexd.log');
+      const line = await until(() => readFileSync(log, 'utf8').split('\n').find((l) => l.includes('start-waits-for-backend') && l.includes(runDir(id))), 20_000, 'qwexd to wait for the API');
+      expect(line).toMatch(/the Kubernetes API at .* cannot be reached/);
+      await sleep(2500); // a few tries go by
+      expect(readRun(id)).toMatchObject({ status: 'pending' });
+      expect(readRun(id).error).toBeUndefined();
+      const progress = JSON.parse(readFileSync(join(runDir(id), 'progress.json'), 'utf8')) as { label: string; unit: string; done: number };
+      expect(progress).toMatchObject({ label: expect.stringMatching(/^waiting to start: the Kubernetes API .* cannot be reached/), unit: 'tries' });
+      expect(progress.done).toBeGreaterThanOrEqual(2);
+    } finally {
+      k8s!.fake!.outage(false);
+    }
+    const w = await qwex(sb, ['wait', id]);
+    expect(w.exitCode, String(w.stderr)).toBe(0);
+    expect(readRun(id)).toMatchObject({ status: 'succeeded', exitCode: 0 });
+    expect(stdout(id)).toBe('hello from the pod\n');
+    await jobsGone(k8s!, [id], 'the run\'s Job to go');
+  });
+
   it('a supervisor whose run directory is removed stops, and says so in its own log (qwexd\'s)', async () => {
     use(k8s!);
     expect((await qwex(sb, ['daemon', 'start'])).exitCode).toBe(0);

@@ -337,6 +337,7 @@ export class CloudClient {
         hint: 'check the URL and that the server runs (GET /v1/health)',
         // No answer came: the request may be retried (unlike an answer that says no).
         details: { unreachable: true },
+        transient: true,
       });
     }
     if (response.ok) return response;

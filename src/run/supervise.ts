@@ -1,9 +1,10 @@
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { findBackend } from '../backends/registry.js';
 import type { Backend, BackendDescriptor, ExitInfo, StartedProcess } from '../backends/types.js';
 import { ErrorCode, QwexError, isNoSpace, toQwexError } from '../errors.js';
 import { RunFiles } from '../paths.js';
-import { runProgress } from '../progress.js';
+import { runProgress, type Progress } from '../progress.js';
 import { endUnstarted, finishRun } from './finish.js';
 import { forgetBaseEnv, runEnvironment } from './environment.js';
 import { isTerminal, transition, type Run, type RunError } from './model.js';
@@ -12,15 +13,31 @@ import { readStopRequest, writeStopRequest, type StopRequest } from './stop.js';
 import { Termination } from './terminate.js';
 import { trackUsage } from './usage-tracker.js';
 
-/** How long a start waits for a full disk to have room again before the run fails. */
-const NO_SPACE_WAIT_MS = 5 * 60_000;
+/** How long a start waits for a full disk to have room again, or for a backend to answer, before the run fails. */
+const START_WAIT_MS = 5 * 60_000;
 const NO_SPACE_RETRY_MS = 1000;
+/** Between starts of a run whose backend did not answer: 1 s, doubling up to 16 s. */
+const UNREACHABLE_RETRY_MS = 1000;
+const UNREACHABLE_RETRY_MAX_MS = 16_000;
+
+/** Why a start is to be tried again: the error it failed with, and whether that was a full disk. */
+interface Retry {
+  error: RunError;
+  noSpace: boolean;
+}
+
+/** Waits `ms`; false when `signal` aborted meanwhile. */
+function pause(ms: number, signal: AbortSignal): Promise<boolean> {
+  return delay(ms, undefined, { signal }).then(
+    () => true,
+    () => false,
+  );
+}
 
 /** True when `promise` has already settled (resolved): checked without waiting. */
 async function hasSettled(promise: Promise<unknown>): Promise<boolean> {
   return Promise.race([promise.then(() => true, () => false), new Promise<boolean>((resolve) => setImmediate(() => resolve(false)))]);
 }
-
 
 /** Rejects a supervision's `done` when its supervisor stops watching (qwexd shutting down); the run goes on. */
 export class SupervisionDisposedError extends Error {
@@ -164,27 +181,45 @@ export function supervise(writer: RecordWriter, dir: string): Supervision {
 
   /**
    * Starts a pending run's command (or finds the one a dead supervisor
-   * started). A full disk is waited out (up to NO_SPACE_WAIT_MS): a run is
-   * not thrown away because the disk was full for a moment when its turn came.
+   * started). A full disk is waited out (up to START_WAIT_MS), and so is a
+   * backend that does not answer (a cluster API, an engine or a host being
+   * restarted) for runs queued in qwexd, where nobody is there to try again:
+   * a run is not thrown away because its turn came at a bad moment. A
+   * direct-mode run fails at once with the error, as `docker run` would.
+   * Starting again is safe: `start` is idempotent per run.
    */
   const start = async (pending: Run, backend: Backend, descriptor: BackendDescriptor): Promise<{ final: Run } | { started: StartedProcess; run: Run }> => {
-    const giveUpAt = Date.now() + NO_SPACE_WAIT_MS;
-    for (let attempt = 1; ; attempt++) {
-      const result = await startOnce(pending, backend, descriptor);
-      if (!('noSpace' in result)) return result;
-      if (Date.now() > giveUpAt || abort.signal.aborted) return { final: await endUnstarted(writer, pending, dir, 'failed', { error: result.noSpace }) };
-      if (attempt === 1) log('start-waits-for-space', { dir, message: result.noSpace.message });
-      await new Promise((resolve) => setTimeout(resolve, NO_SPACE_RETRY_MS));
+    const giveUpAt = Date.now() + START_WAIT_MS;
+    let waiting: ReturnType<Progress['step']> | undefined;
+    try {
+      for (let attempt = 1; ; attempt++) {
+        const result = await startOnce(pending, backend, descriptor);
+        if (!('retry' in result)) return result;
+        const { error, noSpace } = result.retry;
+        const queued = pending.supervisor === 'qwexd';
+        if ((!noSpace && !queued) || Date.now() > giveUpAt) return { final: await endUnstarted(writer, pending, dir, 'failed', { error }) };
+        const delayMs = noSpace ? NO_SPACE_RETRY_MS : Math.min(UNREACHABLE_RETRY_MS * 2 ** (attempt - 1), UNREACHABLE_RETRY_MAX_MS);
+        if (attempt === 1) log(noSpace ? 'start-waits-for-space' : 'start-waits-for-backend', { dir, message: error.message });
+        waiting ??= progress.step(`waiting to start: ${error.message}`, 'tries');
+        waiting.set(attempt, { detail: `trying again in ${Math.ceil(delayMs / 1000)} s` });
+        if (!(await pause(delayMs, abort.signal))) {
+          if (disposed) throw new SupervisionDisposedError(dir);
+          log('cancelled-before-start', { dir, runId: pending.id });
+          return { final: await endUnstarted(writer, pending, dir, stopReason === 'timeout' ? 'failed' : 'cancelled', stopReason === 'timeout' ? { endReason: 'timeout' } : {}) };
+        }
+      }
+    } finally {
+      waiting?.end();
     }
   };
 
-  const startOnce = async (pending: Run, backend: Backend, descriptor: BackendDescriptor): Promise<{ final: Run } | { started: StartedProcess; run: Run } | { noSpace: RunError }> => {
+  const startOnce = async (pending: Run, backend: Backend, descriptor: BackendDescriptor): Promise<{ final: Run } | { started: StartedProcess; run: Run } | { retry: Retry }> => {
     let run = pending;
     try {
       if (!descriptor.traits.remote) prepareCopy(run, dir);
     } catch (error) {
       const qe = error instanceof QwexError ? error : new QwexError(ErrorCode.StateUnwritable, `cannot make the run's copy of the workspace: ${(error as Error).message}`);
-      if (isNoSpace(error)) return { noSpace: { code: qe.code, message: qe.message } };
+      if (isNoSpace(error)) return { retry: { error: { code: qe.code, message: qe.message }, noSpace: true } };
       return { final: await endUnstarted(writer, run, dir, 'failed', { error: { code: qe.code, message: qe.message } }) };
     }
     ensureBaseline(run, dir, descriptor.traits.remote);
@@ -212,12 +247,13 @@ export function supervise(writer: RecordWriter, dir: string): Supervision {
         return { final: await endUnstarted(writer, run, dir, stopReason === 'timeout' ? 'failed' : 'cancelled', stopReason === 'timeout' ? { endReason: 'timeout' } : {}) };
       }
       const qe = toQwexError(error);
+      if (qe.transient) return { retry: { error: { code: qe.code, message: qe.message }, noSpace: false } };
       return { final: await endUnstarted(writer, run, dir, 'failed', { error: { code: qe.code, message: qe.message } }) };
     }
     if (!command.spawned) {
       // It never started (command not found, not executable): nothing ran, so nothing to capture.
       const exit = await command.exited;
-      if (exit.error?.code === ErrorCode.StateUnwritable) return { noSpace: exit.error };
+      if (exit.error?.code === ErrorCode.StateUnwritable) return { retry: { error: exit.error, noSpace: true } };
       commandEnded();
       return { final: await endUnstarted(writer, run, dir, 'failed', { exitCode: exit.exitCode, signal: exit.signal, ...(exit.error ? { error: exit.error } : {}) }) };
     }

@@ -34,6 +34,8 @@ export class FakeKubeHttp {
   /** Exec sessions accepted but not run while execs are stalled. */
   private readonly held = new Set<WebSocket>();
   stallExecs = false;
+  /** While true, every connection is cut as it opens: an API server that is down (clients see ECONNRESET). */
+  down = false;
 
   constructor(private readonly parts: HttpParts) {}
 
@@ -45,6 +47,7 @@ export class FakeKubeHttp {
       });
     });
     this.server.on('connection', (s) => {
+      if (this.down) return void s.destroy();
       this.sockets.add(s);
       s.on('close', () => this.sockets.delete(s));
     });
@@ -52,6 +55,14 @@ export class FakeKubeHttp {
     await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
     this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
     return this.url;
+  }
+
+  /** Takes the API server down (every open connection is cut, and each new one) or brings it back. */
+  setDown(on: boolean): void {
+    this.down = on;
+    if (!on) return;
+    this.dropExecs();
+    for (const s of this.sockets) s.destroy();
   }
 
   /** Cuts every exec session (open or held). */

@@ -133,6 +133,12 @@ export class FakeKubeApi {
     this.http.dropExecs();
   }
 
+  /** While on, the API server is down: every connection is cut (watches, log streams and execs too), and each new one. */
+  outage(on: boolean): void {
+    if (on) this.store.endWatches();
+    this.http.setDown(on);
+  }
+
   /** While on, exec sessions are accepted and never run (a node that stops answering); off cuts those held. */
   stallExecs(on: boolean): void {
     this.http.stallExecs = on;

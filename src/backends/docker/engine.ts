@@ -263,5 +263,6 @@ export function unreachable(error: unknown): QwexError {
   }
   return new QwexError(ErrorCode.BackendUnavailable, `no Docker engine answers at ${where}${typeof code === 'string' ? ` (${code})` : ''}`, {
     hint: 'start it (sudo systemctl start docker, or scripts/provision-docker.sh), or set DOCKER_HOST to where it listens',
+    transient: true,
   });
 }

@@ -116,6 +116,7 @@ export function clusterError(error: unknown, cluster: Pick<Cluster, 'server' | '
     const detail = typeof cause === 'string' ? cause : String((error as Error)?.message ?? error).split('\n')[0];
     return new QwexError(ErrorCode.BackendUnavailable, `the Kubernetes API at ${cluster.server} (context ${cluster.context}) cannot be reached: ${detail}`, {
       hint: 'check that the cluster is up and that kubectl --context works',
+      transient: true,
     });
   }
   if (status === 401) {
@@ -128,5 +129,8 @@ export function clusterError(error: unknown, cluster: Pick<Cluster, 'server' | '
       hint: `ask for a Role that allows "${what.verb}" on "${what.resource}" in ${cluster.namespace}, or pass --namespace`,
     });
   }
-  return new QwexError(ErrorCode.BackendUnavailable, `cannot ${what.verb} ${what.resource} in namespace ${cluster.namespace}: ${message ?? `HTTP ${status}`}`);
+  // Too many requests, or an API server that is restarting or overloaded (5xx): an answer that says "not now".
+  return new QwexError(ErrorCode.BackendUnavailable, `cannot ${what.verb} ${what.resource} in namespace ${cluster.namespace}: ${message ?? `HTTP ${status}`}`, {
+    transient: status === 429 || status >= 500,
+  });
 }

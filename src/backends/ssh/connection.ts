@@ -255,6 +255,7 @@ function unreachable(settings: HostSettings, error: Error & { code?: string }): 
   const where = `${settings.alias}${settings.alias === settings.hostname ? '' : ` (${settings.hostname})`} port ${settings.port}`;
   return new QwexError(ErrorCode.BackendUnavailable, `cannot reach ${where}: ${error.code ?? error.message}`, {
     hint: 'check the host name and port (qwex.yaml backends.ssh.hosts or ~/.ssh/config), that sshd runs there, and the network',
+    transient: true,
   });
 }
 

@@ -133,10 +133,15 @@ describe('decide: running and the end', () => {
   });
 
   it('a failed attempt with retries left is recorded once, and is not the end', () => {
-    const failed = pod('p1', { main: ended(2, { startedAt: new Date(NOW - 3000) }) });
+    const failed = pod('p1', { main: ended(2, { startedAt: new Date(NOW - 3000) }), keeper: running });
     const first = decide(seen(job({ failed: 0 }), [failed]), known({ retries: 1 }));
-    expect(first).toEqual([{ type: 'retried', attempt: { pod: 'p1', startedAt: new Date(NOW - 3000).toISOString(), endedAt: new Date(NOW - 1000).toISOString(), reason: 'Failed', message: 'exit code 2; Kubernetes retries (retries: 1)' } }]);
-    expect(decide(seen(job({ failed: 0 }), [failed]), known({ retries: 1, attempts: [{ pod: 'p1', endedAt: '', reason: 'Failed' }] }))).toEqual([]);
+    expect(first).toEqual([{ type: 'retried', attempt: { pod: 'p1', startedAt: new Date(NOW - 3000).toISOString(), endedAt: new Date(NOW - 1000).toISOString(), reason: 'Failed', message: 'exit code 2; Kubernetes retries (retries: 1)' } }, { type: 'let-go', pod: 'p1' }]);
+    // Recorded once; while its keeper runs on (the let-go was lost), it is let go again; once the keeper is gone, nothing.
+    const recorded = known({ retries: 1, attempts: [{ pod: 'p1', endedAt: '', reason: 'Failed' }] });
+    expect(decide(seen(job({ failed: 0 }), [failed]), recorded)).toEqual([{ type: 'let-go', pod: 'p1' }]);
+    const gone = pod('p1', { main: ended(2, { startedAt: new Date(NOW - 3000) }), keeper: ended(0) });
+    expect(decide(seen(job({ failed: 0 }), [gone]), recorded)).toEqual([]);
+    expect(decide(seen(job({ failed: 0 }), [failed]), known({ ...recorded, sync: false }))).toEqual([]);
     // The last allowed attempt's exit code is the run's.
     expect(decide(seen(job({ failed: 1 }), [failed]), known({ retries: 1 }))).toContainEqual(expect.objectContaining({ type: 'end', exit: expect.objectContaining({ exitCode: 2 }) }));
   });

@@ -3,7 +3,7 @@ import { ErrorCode } from '../../errors.js';
 import type { RunError } from '../../run/model.js';
 import type { ExitInfo } from '../types.js';
 import type { QueueView } from './admission.js';
-import { MAIN_CONTAINER, SYNC_CONTAINER } from './manifest.js';
+import { KEEPER_CONTAINER, MAIN_CONTAINER, SYNC_CONTAINER } from './manifest.js';
 
 /**
  * What to do about a Kubernetes run, decided from what is observed of it:
@@ -69,8 +69,10 @@ export type Action =
   | { type: 'admitted'; pod: string }
   /** The Job ran and was suspended again: an attempt (the follower asks the queue why). */
   | { type: 'evicted'; pod: string }
-  /** A failed attempt with retries left: recorded; its log copied, its pod let go, so that the Job controller runs the next. */
+  /** A failed attempt with retries left: recorded and its log copied (its pod is let go: `let-go`), so that the Job controller runs the next. */
   | { type: 'retried'; attempt: Attempt }
+  /** Tells the pod's keeper to exit (out/ is not collected from a failed attempt); asked again while the keeper runs on. */
+  | { type: 'let-go'; pod: string }
   | { type: 'problem'; key: string; since: number }
   | { type: 'problems-cleared' }
   | { type: 'pull-error'; pod: string; message: string }
@@ -96,8 +98,11 @@ export function decide(observed: Observed, known: Known): Action[] {
     const t = main.terminated;
     // With retries left (backoffLimit), a failed attempt is not the end.
     if (t.exitCode !== 0 && !known.stopping && job && (job.status?.failed ?? 0) < known.retries) {
-      if (known.attempts.some((a) => a.pod === podName)) return [];
-      return [{ type: 'retried', attempt: { pod: podName, ...(t.startedAt ? { startedAt: isoTime(t.startedAt) } : {}), endedAt: isoTime(t.finishedAt ?? observed.now), reason: 'Failed', message: `exit code ${t.exitCode}; Kubernetes retries (retries: ${known.retries})` } }];
+      // Until its keeper exits, the pod is not over and the Job controller starts no next one: a let-go that was lost
+      // (an exec that failed) is asked for again.
+      const letGo: Action[] = known.sync && (containerRunning(pod, KEEPER_CONTAINER) || !known.attempts.some((a) => a.pod === podName)) ? [{ type: 'let-go', pod: podName }] : [];
+      if (known.attempts.some((a) => a.pod === podName)) return letGo;
+      return [{ type: 'retried', attempt: { pod: podName, ...(t.startedAt ? { startedAt: isoTime(t.startedAt) } : {}), endedAt: isoTime(t.finishedAt ?? observed.now), reason: 'Failed', message: `exit code ${t.exitCode}; Kubernetes retries (retries: ${known.retries})` } }, ...letGo];
     }
     const exit = exitOf(t, known.image);
     return [...(exit.error?.code === ErrorCode.CommandNotFound || exit.error?.code === ErrorCode.CommandNotExecutable ? [] : [{ type: 'started' as const, pod: podName }]), { type: 'end', exit, logOf: podName }];

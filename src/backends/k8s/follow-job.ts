@@ -22,6 +22,8 @@ const RETRY_MS = 1000;
 const TICK_MS = 1000;
 /** How long a log stream may stay open after its container ended before it is cut and read again. */
 const LOG_END_GRACE_MS = 5000;
+/** Before a failed attempt's keeper is told again to let its pod go (it had not exited). */
+const LET_GO_AGAIN_MS = 3000;
 /** How long signalling the command through the keeper may take before the Job is deleted instead (a node that does not answer). */
 const SIGNAL_EXEC_MS = 10_000;
 
@@ -70,6 +72,8 @@ export function followJob(t: JobTarget): StartedProcess {
   const listeners = new Set<(patch: Record<string, unknown>) => void>();
   const uploads = new AbortController();
   const uploading = new Set<string>();
+  /** Pods of failed attempts whose keeper was told to exit, and when. */
+  const toldToGo = new Map<string, number>();
   let cluster: Cluster | undefined;
   let watch: JobWatch | undefined;
   let logs: PodLogs | undefined;
@@ -166,9 +170,16 @@ export function followJob(t: JobTarget): StartedProcess {
           known.attempts = [...known.attempts, a.attempt];
           report({ attempts: known.attempts });
           beside(logs!.follow(a.attempt.pod));
-          // Its out/ is not collected: the pod goes, so that the Job controller starts the next one.
-          if (sync) void letGo(c, a.attempt.pod).catch(() => {});
           break;
+        case 'let-go': {
+          // Its out/ is not collected: the pod goes, so that the Job controller starts the next one. Asked again (while
+          // the keeper runs on) once LET_GO_AGAIN_MS has passed, not at every look.
+          const last = toldToGo.get(a.pod);
+          if (last !== undefined && Date.now() - last < LET_GO_AGAIN_MS) break;
+          toldToGo.set(a.pod, Date.now());
+          void letGo(c, a.pod).catch(() => false);
+          break;
+        }
         case 'problem':
           known.problemSince = { ...known.problemSince, [a.key]: a.since };
           break;

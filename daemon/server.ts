@@ -245,7 +245,9 @@ export class RpcServer {
     let run: Run;
     try {
       run = this.options.store.read(sub.dir);
-    } catch {
+    } catch (error) {
+      // The end note carries the run: without a readable record (removed meanwhile) there is none to send.
+      this.options.log.warn('log-end-unsent', { subscription: sub.id, runId: sub.runId, reason, message: (error as Error).message });
       return;
     }
     await this.sendEnd(client, sub, reason, run);

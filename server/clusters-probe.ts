@@ -96,7 +96,7 @@ async function pendingIn(connection: Connection, queue: string): Promise<number 
     const pending = (local.json as { status?: { pendingWorkloads?: unknown } } | undefined)?.status?.pendingWorkloads;
     return local.status === 200 && typeof pending === 'number' ? pending : null;
   } catch {
-    return null;
+    return null; // unreachable, or no Kueue there: a probe says "unknown", never fails the listing
   }
 }
 
@@ -114,7 +114,7 @@ async function get(connection: Connection, path: string): Promise<{ status: numb
         try {
           json = JSON.parse(Buffer.concat(chunks).toString('utf8'));
         } catch {
-          json = undefined;
+          json = undefined; // not JSON (a proxy's page): the status alone answers
         }
         resolve({ status: response.statusCode ?? 0, json });
       });

@@ -81,6 +81,7 @@ function sizeOf(path: string): number {
   try {
     return statSync(path).size;
   } catch {
+    // Not there yet, or not readable: no growth to report. A poll timer has no one to throw to; the tail's own read reports a failure.
     return 0;
   }
 }

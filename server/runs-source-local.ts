@@ -210,7 +210,7 @@ export class LocalRunsSource implements RunsSource {
     try {
       run = fromRecord(readRunRecord(row.runDir), row.runDir, this.options.user);
     } catch {
-      run = fromSummary(row, this.options.user);
+      run = fromSummary(row, this.options.user); // removed or unreadable: a listing shows what the index knows (doctor says why)
     }
     if (!fresh) return run;
     const waiting = fresh.waiting ?? (fresh.status === 'pending' ? queueWaiting(fresh) : undefined);
@@ -311,7 +311,7 @@ function modifiedAt(path: string): string | undefined {
   try {
     return statSync(path).mtime.toISOString();
   } catch {
-    return undefined;
+    return undefined; // removed since it was read: the run's own times stand in
   }
 }
 

@@ -102,7 +102,7 @@ function isAlive(pid: number): boolean {
     process.kill(pid, 0);
     return true;
   } catch {
-    // ESRCH: gone (EPERM cannot happen: qwexd is this user's).
+    // ESRCH: gone. EPERM: the pid now belongs to another user's process, so qwexd (this user's) is gone too.
     return false;
   }
 }

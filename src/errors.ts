@@ -202,6 +202,17 @@ export function errnoCode(error: unknown): string | undefined {
   return isErrnoException(error) ? error.code : undefined;
 }
 
+/**
+ * True when a record (a run's, a workflow's, a snapshot manifest) exists but could not be read now: its reader's
+ * error has a system error other than ENOENT as its cause (EACCES, EIO, EMFILE). A missing record, or one no qwex
+ * can parse, is not: reading it again will not do better. Callers that would act on "no record" (cancel a run,
+ * create a stage run again, remove a snapshot) must not act on this.
+ */
+export function isReadFailure(error: unknown): boolean {
+  const code = errnoCode((error as { cause?: unknown } | null)?.cause);
+  return code !== undefined && code !== 'ENOENT';
+}
+
 /** True when `error` (or its cause) says the disk is full: a condition that passes once space is freed. */
 export function isNoSpace(error: unknown): boolean {
   const cause = (error as { cause?: unknown } | null)?.cause;

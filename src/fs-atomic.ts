@@ -77,7 +77,7 @@ export function fsyncDir(dir: string): void {
   try {
     fd = openSync(dir, 'r');
   } catch {
-    return;
+    return; // a directory that cannot be opened cannot be synced: the rename is still atomic, only its durability is the kernel's
   }
   try {
     fsyncSync(fd);

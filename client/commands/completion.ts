@@ -230,7 +230,7 @@ function workflowIds(): Candidate[] {
       .reverse()
       .map((id) => [id, 'workflow']);
   } catch {
-    return [];
+    return []; // no workflows yet (or none readable): a Tab offers nothing, never an error
   }
 }
 

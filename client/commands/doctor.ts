@@ -118,7 +118,7 @@ async function checkBackends(ctx: Context, remove: boolean): Promise<BackendRepo
     try {
       return !isTerminal(ctx.store.read(dir).status);
     } catch {
-      return undefined;
+      return undefined; // unknown: the unreadable record is listed above; its leftovers are not judged
     }
   };
   const recorded = (names: readonly string[]): Record<string, unknown>[] => {
@@ -131,11 +131,11 @@ async function checkBackends(ctx: Context, remove: boolean): Promise<BackendRepo
           try {
             return [ctx.store.read(row.runDir).backend];
           } catch {
-            return [];
+            return []; // an unreadable record is listed above, with its reason
           }
         });
     } catch {
-      return [];
+      return []; // a broken index is reported above (indexOk)
     }
   };
   const reports: BackendReport[] = [];

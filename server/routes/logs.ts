@@ -2,7 +2,7 @@ import { createReadStream, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyPluginAsync } from 'fastify';
 import { LogEvent, type CloudRun, type LogStream } from '../../src/cloud/api.js';
-import { ErrorCode, QwexError } from '../../src/errors.js';
+import { ErrorCode, QwexError, errnoCode } from '../../src/errors.js';
 import { RunFiles } from '../../src/paths.js';
 import { isTerminal } from '../../src/run/model.js';
 import { tailFile } from '../log-tail.js';
@@ -106,10 +106,12 @@ function logPath(dir: string, stream: LogStream): string {
   return join(dir, stream === 'stdout' ? RunFiles.stdout : RunFiles.stderr);
 }
 
+/** The log's size; 0 while it does not exist yet. Any other failure is the request's (not an empty log). */
 function sizeOf(path: string): number {
   try {
     return statSync(path).size;
-  } catch {
-    return 0;
+  } catch (error) {
+    if (errnoCode(error) === 'ENOENT') return 0;
+    throw error;
   }
 }

@@ -63,7 +63,7 @@ function isFile(path: string): boolean {
   try {
     return statSync(path).isFile();
   } catch {
-    return false;
+    return false; // not a path to a file: a command line
   }
 }
 

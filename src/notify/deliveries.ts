@@ -25,7 +25,7 @@ export async function deliveriesOf(subject: string, path: string = notifyJournal
   try {
     return (await file.journal.list({ subject })).map(deliveryInfo).reverse();
   } catch {
-    return [];
+    return []; // as above: a journal that cannot be read now must not stop `qwex status`
   } finally {
     await file.close();
   }

@@ -196,7 +196,7 @@ export class Notifier {
         try {
           return readFileSync(path, 'utf8').replace(/\r?\n$/, '');
         } catch {
-          return undefined;
+          return undefined; // the target's delivery fails saying the file cannot be read, and is retried
         }
       },
     };

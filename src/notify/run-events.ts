@@ -174,7 +174,7 @@ export class RunEvents {
         try {
           run = this.options.store.read(row.runDir);
         } catch {
-          continue;
+          continue; // unreadable or removed: nothing can be said of it (looked at again at the next scan)
         }
         spec = run.job.notify?.targets.some((t) => t.on.includes('waiting')) ? run.job.notify : null;
         this.specs.set(row.runDir, spec);
@@ -188,7 +188,7 @@ export class RunEvents {
       try {
         run ??= this.options.store.read(row.runDir);
       } catch {
-        continue;
+        continue; // as above
       }
       if (run.status === 'pending') await this.fire(run, 'waiting');
       this.specs.set(row.runDir, null);

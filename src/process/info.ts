@@ -26,9 +26,10 @@ export function processStartTime(pid: number): string | undefined {
   try {
     const out = execFileSync('ps', ['-o', 'lstart=', '-p', String(pid)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
     return out === '' ? undefined : out;
-  } catch {
-    // ps exits 1 when no process has this pid.
-    return undefined;
+  } catch (error) {
+    // ps exits 1 when no process has this pid. A ps that could not run at all must not make every process look gone.
+    if ((error as { status?: unknown }).status === 1) return undefined;
+    throw error;
   }
 }
 

@@ -95,7 +95,7 @@ export function groupMembers(pgid: number): number[] {
     const out = execFileSync('ps', ['-o', 'pid=', '-g', String(pgid)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
     return out.split('\n').map((s) => Number(s.trim())).filter((n) => n > 0);
   } catch {
-    return [];
+    return []; // ps exits 1 when the group is empty; sampling is a courtesy and must not fail a look at a run
   }
 }
 

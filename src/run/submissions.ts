@@ -69,7 +69,9 @@ export class SubmissionJournal {
           continue;
         }
       } catch {
-        continue; // removed meanwhile
+        // Removed meanwhile; or an old entry that cannot be removed: left for the next start. qwexd's start (which
+        // calls this) must not fail over the journal's housekeeping; reading an entry, below, throws what it meets.
+        continue;
       }
       const entry = this.read(id);
       if (entry && !entry.complete) found.push({ id, project: entry.project, ids: entry.ids });

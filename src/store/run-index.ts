@@ -331,7 +331,7 @@ function isEmptyFile(path: string): boolean {
     // In WAL mode a new database's first pages may still be in the log.
     return statSync(`${path}-wal`).size === 0;
   } catch {
-    return true;
+    return true; // no log: the empty file is all there is
   }
 }
 

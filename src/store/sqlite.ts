@@ -121,6 +121,6 @@ function builtAddon(require: NodeJS.Require): string | false {
     const path = join(dirname(require.resolve('better-sqlite3/package.json')), 'build', 'Release', 'better_sqlite3.node');
     return existsSync(path) ? path : false;
   } catch {
-    return false;
+    return false; // not found where the build puts it: the `bindings` search finds it elsewhere
   }
 }

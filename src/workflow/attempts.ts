@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { errnoCode } from '../errors.js';
+import { errnoCode, isReadFailure } from '../errors.js';
 import { writeJsonAtomic } from '../fs-atomic.js';
 import { runDir } from '../paths.js';
 import type { Job, Run } from '../run/model.js';
@@ -43,8 +43,10 @@ export function findNextAttempt(run: Run): { id: string; dir: string } | undefin
     try {
       const attempt = readRunRecord(dir).job.attempt;
       if (attempt?.of === first && attempt.number === number) return { id, dir };
-    } catch {
-      // a run directory whose record is not (yet) there is no attempt
+    } catch (error) {
+      // A run directory whose record is not (yet) there is no attempt. One that cannot be read now may be: thrown,
+      // rather than have the attempt created twice.
+      if (isReadFailure(error)) throw error;
     }
   }
   return undefined;

@@ -8,7 +8,7 @@ import { ContentStore } from '../workspace/snapshot.js';
 import { findNextAttempt, nextAttemptJob, readNextAttempt, writeNextAttempt } from './attempts.js';
 import { afterDecision, stageDecision, type DependencyDecision } from './dependencies.js';
 import { INPUTS_DIR, InputsCache } from './inputs.js';
-import { findRun, listWorkflowIds, newestStageRuns, readWorkflow, resolveWorkflow, workflowDir, writeWorkflow } from './record.js';
+import { findRun, listWorkflowIds, newestStageRuns, readWorkflow, readWorkflowIfAny, resolveWorkflow, workflowDir, writeWorkflow } from './record.js';
 import { willRetry } from './retry.js';
 import { deriveState, workflowView } from './state.js';
 import { Wakeups } from './wakeups.js';
@@ -342,13 +342,12 @@ export class WorkflowManager {
   private trackedOf(id: string, project: string): Tracked | undefined {
     const tracked = this.tracked.get(id);
     if (tracked) return tracked;
-    try {
-      const wf = { record: readWorkflow(workflowDir(project, id)), dir: workflowDir(project, id) };
-      if (!isWorkflowDone(wf.record.status)) this.tracked.set(id, wf);
-      return wf;
-    } catch {
-      return undefined;
-    }
+    // A record that cannot be read now (EMFILE, EIO) throws: every caller logs it and asks again, rather than cancel stage runs.
+    const record = readWorkflowIfAny(workflowDir(project, id));
+    if (record === undefined) return undefined;
+    const wf = { record, dir: workflowDir(project, id) };
+    if (!isWorkflowDone(wf.record.status)) this.tracked.set(id, wf);
+    return wf;
   }
 
   /** Writes the workflow's record when its derived state changed; forgets it once it is finished. */

@@ -1,6 +1,6 @@
 import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { ErrorCode, QwexError, errnoCode } from '../errors.js';
+import { ErrorCode, QwexError, errnoCode, isReadFailure } from '../errors.js';
 import { writeJsonAtomic } from '../fs-atomic.js';
 import { isIdPrefix, isRunId } from '../ids.js';
 import { QWEX_DIR, runDir } from '../paths.js';
@@ -27,13 +27,26 @@ export function readWorkflow(dir: string): WorkflowRecord {
     value = JSON.parse(readFileSync(path, 'utf8'));
   } catch (error) {
     if (errnoCode(error) === 'ENOENT') throw new QwexError(ErrorCode.NotFound, `no workflow record at ${path}`);
-    throw new QwexError(ErrorCode.RecordInvalid, `cannot read ${path}: ${(error as Error).message}`);
+    throw new QwexError(ErrorCode.RecordInvalid, `cannot read ${path}: ${(error as Error).message}`, { cause: error });
   }
   const record = value as Partial<WorkflowRecord>;
   if (record.version !== 1 || typeof record.id !== 'string' || !Array.isArray(record.stages) || typeof record.runs !== 'object' || record.runs === null) {
     throw new QwexError(ErrorCode.RecordInvalid, `${path} is not a workflow record qwex can read`, { hint: 'it was written by another tool or edited by hand' });
   }
   return record as WorkflowRecord;
+}
+
+/**
+ * The workflow's record; undefined when there is none, or none qwex can parse. One that exists but cannot be read
+ * now (EMFILE, EIO, EACCES) is thrown: a caller must not act on "no workflow" then.
+ */
+export function readWorkflowIfAny(dir: string): WorkflowRecord | undefined {
+  try {
+    return readWorkflow(dir);
+  } catch (error) {
+    if (error instanceof QwexError && !isReadFailure(error)) return undefined;
+    throw error;
+  }
 }
 
 /** Writes workflow.json atomically and durably (it is written once per change of the workflow, never per event). */
@@ -80,20 +93,25 @@ export function newestStageRuns(record: Pick<WorkflowRecord, 'id' | 'project'>):
     try {
       const link = readRunRecord(runDir(record.project, id)).job.workflow;
       if (link?.id === record.id) newest[link.stage] = id; // ids ascend: the last one seen is the newest
-    } catch {
-      // a run directory without a readable record is no stage run
+    } catch (error) {
+      // A run directory without a record (or with one no qwex can parse) is no stage run. One that cannot be read
+      // now may be: thrown, rather than have its stage run created again.
+      if (isReadFailure(error)) throw error;
     }
   }
   return newest;
 }
 
-/** A run's record and directory by id: in `project`, else wherever the index says (a run of another project); undefined when it is not there or unreadable. */
+/** A run's record and directory by id: in `project`, else wherever the index says (a run of another project); undefined when it is not there or not a record. */
 export function findRun(store: RunStore, id: string, project: string): { run: Run; dir: string } | undefined {
   const read = (dir: string): { run: Run; dir: string } | undefined => {
     try {
       return { run: store.read(dir), dir };
-    } catch {
-      return undefined; // not there, or unreadable: nothing can be said of it
+    } catch (error) {
+      // Not there, or not a record qwex can parse: nothing can be said of it. One that cannot be read now is thrown,
+      // rather than have a run that depends on it cancelled for a missing record.
+      if (isReadFailure(error)) throw error;
+      return undefined;
     }
   };
   const here = read(runDir(project, id));

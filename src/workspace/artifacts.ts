@@ -149,7 +149,9 @@ function* walkWatched(ctx: CaptureContext): Generator<Visit> {
   let realRoot: string;
   try {
     realRoot = realpathSync(ctx.projectRoot);
-  } catch {
+  } catch (error) {
+    // A project directory removed meanwhile has nothing to capture; one that cannot be resolved says so in the manifest.
+    if (errnoCode(error) !== 'ENOENT') yield { kind: 'skip', rel: '.', reason: `cannot resolve the project directory: ${reasonOf(error)}` };
     return;
   }
   const seen = new Set<string>();
@@ -161,8 +163,10 @@ function* walkWatched(ctx: CaptureContext): Generator<Visit> {
     let real: string;
     try {
       real = realpathSync(abs);
-    } catch {
-      continue; // a watched directory that does not exist has nothing to capture
+    } catch (error) {
+      // A watched directory that does not exist has nothing to capture; one that cannot be resolved is said to be skipped.
+      if (errnoCode(error) !== 'ENOENT') yield { kind: 'skip', rel, reason: `cannot resolve watched directory: ${reasonOf(error)}` };
+      continue;
     }
     if (!isInside(realRoot, real)) {
       yield { kind: 'skip', rel, reason: 'watched directory resolves outside the project' };
@@ -177,7 +181,7 @@ function* walkDir(absDir: string, relDir: string, ctx: CaptureContext, ig: Ignor
   try {
     entries = readdirSync(absDir).sort();
   } catch (error) {
-    yield { kind: 'skip', rel: relDir, reason: `cannot read directory: ${errnoCode(error) ?? (error as Error).message}` };
+    yield { kind: 'skip', rel: relDir, reason: `cannot read directory: ${reasonOf(error)}` };
     return;
   }
   for (const name of entries) {
@@ -186,8 +190,9 @@ function* walkDir(absDir: string, relDir: string, ctx: CaptureContext, ig: Ignor
     let stats: BigIntStats;
     try {
       stats = lstatSync(abs, { bigint: true });
-    } catch {
-      continue; // vanished while we looked
+    } catch (error) {
+      if (errnoCode(error) !== 'ENOENT') yield { kind: 'skip', rel, reason: `cannot stat: ${reasonOf(error)}` };
+      continue; // ENOENT: vanished while we looked
     }
     if (stats.isDirectory()) {
       if (ig.ignores(`${rel}/`)) continue;
@@ -199,8 +204,8 @@ function* walkDir(absDir: string, relDir: string, ctx: CaptureContext, ig: Ignor
       let target: string;
       try {
         target = realpathSync(abs);
-      } catch {
-        yield { kind: 'skip', rel, reason: 'dangling symlink' };
+      } catch (error) {
+        yield { kind: 'skip', rel, reason: errnoCode(error) === 'ENOENT' ? 'dangling symlink' : `cannot resolve symlink: ${reasonOf(error)}` };
         continue;
       }
       if (!isInside(realRoot, target)) {
@@ -210,8 +215,9 @@ function* walkDir(absDir: string, relDir: string, ctx: CaptureContext, ig: Ignor
       let targetStats: BigIntStats;
       try {
         targetStats = statSync(target, { bigint: true });
-      } catch {
-        continue;
+      } catch (error) {
+        if (errnoCode(error) !== 'ENOENT') yield { kind: 'skip', rel, reason: `cannot stat symlink target: ${reasonOf(error)}` };
+        continue; // ENOENT: removed since it was resolved
       }
       if (!targetStats.isFile()) {
         yield { kind: 'skip', rel, reason: 'symlink to a directory is not followed' };
@@ -222,4 +228,9 @@ function* walkDir(absDir: string, relDir: string, ctx: CaptureContext, ig: Ignor
     }
     if (stats.isFile()) yield { kind: 'file', rel, abs, stats };
   }
+}
+
+/** A failure as a manifest's skip reason: the system error's code (EACCES, ELOOP...), else its message. */
+function reasonOf(error: unknown): string {
+  return errnoCode(error) ?? (error as Error).message;
 }

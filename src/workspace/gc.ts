@@ -1,5 +1,6 @@
 import { readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { errnoCode, isReadFailure } from '../errors.js';
 import type { RunIndex } from '../store/run-index.js';
 import { readRunRecord } from '../store/run-record.js';
 import type { ContentStore } from './snapshot.js';
@@ -26,8 +27,10 @@ export function collectGarbage(store: ContentStore, index: RunIndex, now = Date.
     try {
       const id = readRunRecord(row.runDir).job.workspace?.manifest;
       if (id) manifests.add(id);
-    } catch {
-      // a run directory that is gone references nothing
+    } catch (error) {
+      // A run directory that is gone, or a record no qwex can parse, references nothing. A record that cannot be read
+      // now (EACCES, EIO) may reference a snapshot: the collection stops rather than remove it.
+      if (isReadFailure(error)) throw error;
     }
   }
   const report: GcReport = { manifestsKept: 0, manifestsRemoved: 0, objectsKept: 0, objectsRemoved: 0, bytesFreed: 0 };
@@ -40,8 +43,9 @@ export function collectGarbage(store: ContentStore, index: RunIndex, now = Date.
       report.manifestsKept++;
       try {
         for (const file of store.readManifest(id).files) referenced.add(file.sha256);
-      } catch {
-        // unreadable manifest: its objects are not protected by it
+      } catch (error) {
+        // Removed meanwhile, or torn: its objects are not protected by it. Not readable now: they may be needed, so stop.
+        if (isReadFailure(error)) throw error;
       }
     } else {
       rmSync(path, { force: true });
@@ -59,7 +63,7 @@ export function collectGarbage(store: ContentStore, index: RunIndex, now = Date.
       try {
         report.bytesFreed += statSync(path).size;
       } catch {
-        // gone already
+        // Gone already; any other failure is the removal's below to report: this is only the count of bytes.
       }
       rmSync(path, { force: true });
       report.objectsRemoved++;
@@ -68,11 +72,17 @@ export function collectGarbage(store: ContentStore, index: RunIndex, now = Date.
   return report;
 }
 
+/**
+ * A directory's entries; none when it does not exist yet (or is a stray file). One that cannot be read stops the
+ * collection: an unlisted manifest would leave the objects it references unprotected.
+ */
 function list(dir: string): string[] {
   try {
     return readdirSync(dir);
-  } catch {
-    return [];
+  } catch (error) {
+    const code = errnoCode(error);
+    if (code === 'ENOENT' || code === 'ENOTDIR') return [];
+    throw error;
   }
 }
 
@@ -80,6 +90,6 @@ function young(path: string, now: number): boolean {
   try {
     return now - statSync(path).mtimeMs < GC_GRACE_MS;
   } catch {
-    return false;
+    return false; // gone already (removing it again is a no-op), or not ours to stat: the removal reports that
   }
 }

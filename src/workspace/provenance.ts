@@ -20,7 +20,7 @@ export function gitProvenance(project: string): Provenance['git'] | undefined {
     try {
       return execFileSync('git', ['-C', project, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 }).trim();
     } catch {
-      return undefined;
+      return undefined; // git missing, not a work tree, or no commit yet: no provenance, never a failed submission
     }
   };
   const commit = git('rev-parse', '--verify', 'HEAD');

@@ -101,6 +101,7 @@ export class ContentStore {
     } catch (error) {
       throw new QwexError(ErrorCode.RecordInvalid, `workspace snapshot ${id} is missing from the store (${errnoCode(error) ?? 'unreadable'})`, {
         hint: 'the store was cleaned or moved; submit the run again',
+        cause: error,
       });
     }
   }
@@ -125,7 +126,7 @@ export async function snapshotWorkspace(project: string, store: ContentStore, op
   try {
     cache = JSON.parse(readFileSync(cachePath, 'utf8')) as HashCache;
   } catch {
-    // first snapshot of this project
+    // First snapshot of this project, or a cache torn or unreadable: every file is hashed, nothing else changes.
   }
   const nextCache: HashCache = {};
   const files: ManifestFile[] = [];
@@ -244,11 +245,14 @@ export function diffManifests(a: Manifest, b: Manifest): { added: string[]; remo
   return { added, removed, changed };
 }
 
+/** Adds an ignore file's rules. One that exists but cannot be read fails the snapshot: without its rules, files meant to stay out (secrets, data) would be copied. */
 function addRules(ig: Ignore, file: string): void {
   try {
     ig.add(readFileSync(file, 'utf8'));
-  } catch {
-    // no such file: no rules
+  } catch (error) {
+    const code = errnoCode(error);
+    if (code === 'ENOENT' || code === 'EISDIR') return; // no such file (a directory of that name is none either): no rules
+    throw unreadable(file, error);
   }
 }
 

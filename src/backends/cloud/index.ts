@@ -123,7 +123,7 @@ function hostOf(url: string | undefined): string {
   try {
     return url === undefined ? '?' : new URL(url).host;
   } catch {
-    return url ?? '?';
+    return url ?? '?'; // not a URL (only TypeError is possible): shown as it is
   }
 }
 

@@ -219,7 +219,7 @@ function httpError(status: number, text: string): Error {
   try {
     json = JSON.parse(text) as { message?: unknown };
   } catch {
-    json = undefined;
+    json = undefined; // not the engine's JSON (a proxy's page): the text is the message
   }
   const message = typeof json?.message === 'string' ? json.message : text.trim();
   return Object.assign(new Error(`(HTTP code ${status}) ${message}`), { statusCode: status, json: json ?? { message } });

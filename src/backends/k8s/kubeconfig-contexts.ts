@@ -17,6 +17,7 @@ export async function kubeContexts(): Promise<{ path?: string; contexts: string[
     const current = typeof config?.['current-context'] === 'string' && contexts.includes(config['current-context']) ? config['current-context'] : undefined;
     return { path, contexts, ...(current === undefined ? {} : { current }) };
   } catch {
+    // Missing, unreadable or not YAML: Tab completion and `qwex init` offer no context (the backend itself reports why).
     return { path, contexts: [] };
   }
 }

@@ -32,6 +32,7 @@ export function readCursor(path: string): LogCursor | undefined {
   try {
     return JSON.parse(readFileSync(path, 'utf8')) as LogCursor;
   } catch {
+    // Not saved yet, or torn by a crash: the copy starts afresh. One that cannot be read cannot be rewritten either: that write's failure is reported.
     return undefined;
   }
 }

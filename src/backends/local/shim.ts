@@ -85,7 +85,7 @@ function isExecutable(path: string): boolean {
     accessSync(path, fsConstants.X_OK);
     return statSync(path).isFile();
   } catch {
-    return false;
+    return false; // not there or not executable: the next candidate
   }
 }
 

@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { homedir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import type { Client, ClientChannel, ConnectConfig } from 'ssh2';
-import { ErrorCode, QwexError } from '../../errors.js';
+import { ErrorCode, QwexError, errnoCode } from '../../errors.js';
 
 /**
  * Connections for the SSH backend, with ssh2: where a host is (qwex.yaml's
@@ -81,7 +81,7 @@ export async function connectHost(settings: HostSettings, configured: Record<str
   }
   const { Client: SshClient } = await import('ssh2');
   const client = new SshClient();
-  const keys = readKeys(settings.identityFiles);
+  const { keys, unreadable } = readKeys(settings.identityFiles);
   const tried: string[] = [];
   const agent = process.env.SSH_AUTH_SOCK;
   let hostKeyProblem: QwexError | undefined;
@@ -121,7 +121,7 @@ export async function connectHost(settings: HostSettings, configured: Record<str
       if (hostKeyProblem) return reject(hostKeyProblem);
       if (error.level === 'client-authentication') {
         return reject(
-          new QwexError(ErrorCode.BackendUnavailable, `authentication to ${settings.user}@${settings.alias} failed (tried: ${tried.length > 0 ? tried.join(', ') : 'nothing: no ssh-agent and no key file'})`, {
+          new QwexError(ErrorCode.BackendUnavailable, `authentication to ${settings.user}@${settings.alias} failed (tried: ${tried.length > 0 ? tried.join(', ') : 'nothing: no ssh-agent and no key file'}${unreadable.length > 0 ? `; could not read ${unreadable.join(', ')}` : ''})`, {
             hint: 'load your key into ssh-agent (ssh-add), or name it with IdentityFile in ~/.ssh/config or identity_file in qwex.yaml',
           }),
         );
@@ -175,17 +175,19 @@ export function exec(
   });
 }
 
-function readKeys(paths: string[]): { path: string; data: Buffer }[] {
+/** The key files to offer. One that does not exist is skipped, as ssh does; one that cannot be read is named if authentication fails. */
+function readKeys(paths: string[]): { keys: { path: string; data: Buffer }[]; unreadable: string[] } {
   const candidates = paths.length > 0 ? paths : ['id_ed25519', 'id_ecdsa', 'id_rsa'].map((n) => join(homedir(), '.ssh', n));
   const keys: { path: string; data: Buffer }[] = [];
+  const unreadable: string[] = [];
   for (const path of candidates) {
     try {
       keys.push({ path, data: readFileSync(path) });
-    } catch {
-      // a default key that does not exist is not an error
+    } catch (error) {
+      if (errnoCode(error) !== 'ENOENT') unreadable.push(`${path} (${errnoCode(error) ?? (error as Error).message})`);
     }
   }
-  return keys;
+  return { keys, unreadable };
 }
 
 /**
@@ -200,8 +202,13 @@ export function checkHostKey(settings: Pick<HostSettings, 'alias' | 'hostname' |
   let text = '';
   try {
     text = readFileSync(knownHostsPath, 'utf8');
-  } catch {
-    // no file: every host is unknown
+  } catch (error) {
+    // No file: every host is unknown. One that cannot be read refuses the host too, but says why.
+    if (errnoCode(error) !== 'ENOENT') {
+      return new QwexError(ErrorCode.BackendUnavailable, `cannot check the host key of ${settings.alias}: ${knownHostsPath} cannot be read (${errnoCode(error) ?? (error as Error).message})`, {
+        hint: `check the permissions of ${knownHostsPath}`,
+      });
+    }
   }
   let sameTypeOther = false;
   for (const line of text.split('\n')) {
@@ -267,6 +274,7 @@ function localUser(): string {
   try {
     return userInfo().username;
   } catch {
+    // No passwd entry for this uid (a container running as an arbitrary uid): $USER names the user.
     return process.env.USER ?? 'root';
   }
 }

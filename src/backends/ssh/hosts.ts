@@ -16,7 +16,7 @@ export function sshConfigHosts(path: string = join(homedir(), '.ssh', 'config'))
   try {
     text = readFileSync(path, 'utf8');
   } catch {
-    return [];
+    return []; // no ~/.ssh/config (or not readable): Tab completion and `qwex init` offer no host from it
   }
   const hosts: string[] = [];
   for (const line of text.split('\n')) {

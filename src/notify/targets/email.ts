@@ -94,6 +94,7 @@ function safeUser(): string {
   try {
     return userInfo().username;
   } catch {
+    // No passwd entry for this uid (a container running as an arbitrary uid): the uid names the user.
     return String(process.getuid?.() ?? 'unknown');
   }
 }

@@ -111,7 +111,8 @@ try {
     for (let i = b * per; i < Math.min(RUNS, (b + 1) * per); i++) lines.push(jobLine(i));
     // The disk filler notes when the disk was full: output a command wrote then may be lost by the OS (its write
     // failed), which qwex cannot help; exit codes and records must still be exact.
-    if (diskFull && b === Math.floor(BATCHES / 2)) lines.push(`date +%s%3N > ${fillWindow}; dd if=/dev/zero of=${join(project, 'fill')} bs=64k 2>/dev/null; sleep 1; rm -f ${join(project, 'fill')}; date +%s%3N >> ${fillWindow}; exit 0`);
+    // Each run of it appends its window: a filler run twice (it must not be) is seen, and every window is known.
+    if (diskFull && b === Math.floor(BATCHES / 2)) lines.push(`echo "from $(date +%s%3N)" >> ${fillWindow}; dd if=/dev/zero of=${join(project, 'fill')} bs=64k 2>/dev/null; sleep 1; rm -f ${join(project, 'fill')}; echo "to $(date +%s%3N)" >> ${fillWindow}; exit 0`);
     // A full disk refuses a whole batch with exit 6 and keeps nothing of it: it is sent again once there is room.
     for (let attempt = 1; ; attempt++) {
       const child = spawn(process.execPath, [CLI, 'submit', '-', '--in-place'], { cwd: project, env, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -151,7 +152,10 @@ try {
   }
   const byIndex = new Map();
   const problems = [];
-  const [fullFrom = 0, fullTo = 0] = existsSync(fillWindow) ? readFileSync(fillWindow, 'utf8').trim().split('\n').map(Number) : [];
+  // When the disk was full: [from, to] of each run of the filler (to: now, for one that never ended).
+  const fillLines = existsSync(fillWindow) ? readFileSync(fillWindow, 'utf8').trim().split('\n').filter(Boolean) : [];
+  const windows = fillLines.filter((l) => l.startsWith('from ')).map((l, k) => [Number(l.slice(5)), Number(fillLines.filter((t) => t.startsWith('to '))[k]?.slice(3) ?? Date.now())]);
+  if (windows.length > 1) problems.push(`the disk filler ran ${windows.length} times: ${JSON.stringify(windows)}`);
   let logsDuringFullDisk = 0;
   let exact = 0;
   let lost = 0;
@@ -166,10 +170,10 @@ try {
     const dir = join(project, '.qwex', 'runs', run.id);
     const log = existsSync(join(dir, 'stdout.log')) ? readFileSync(join(dir, 'stdout.log'), 'utf8') : '';
     const wantStatus = i % 7 === 0 ? 'succeeded' : 'failed';
-    const ranWhileFull = fullTo > 0 && Date.parse(run.startedAt ?? run.createdAt) <= fullTo + 1000 && Date.parse(run.finishedAt) >= fullFrom - 1000;
+    const ranWhileFull = windows.some(([from, to]) => Date.parse(run.startedAt ?? run.createdAt) <= to + 1000 && Date.parse(run.finishedAt) >= from - 1000);
     const logOk = log === `line-a ${i}\nline-b ${i}\n` || (ranWhileFull && (logsDuringFullDisk += 1) > 0);
     if (run.status === wantStatus && run.exitCode === i % 7 && logOk) exact++;
-    else problems.push(`job ${i} (run ${run.id}): ${run.status} exit ${run.exitCode}, log ${JSON.stringify(log)}${run.error ? `, ${run.error.message}` : ''}`);
+    else problems.push(`job ${i} (run ${run.id}): ${run.status} exit ${run.exitCode}, log ${JSON.stringify(log)}${run.error ? `, ${run.error.message}` : ''} (ran ${run.startedAt} to ${run.finishedAt}; disk full ${JSON.stringify(windows.map((w) => w.map((t) => new Date(t).toISOString())))})`);
   }
   const starts = existsSync(ledger) ? readFileSync(ledger, 'utf8').trim().split('\n').filter(Boolean).map(Number) : [];
   const counts = new Map();

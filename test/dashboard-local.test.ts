@@ -174,11 +174,17 @@ describe('qwex ui', () => {
     await expect.poll(async () => page.locator('table.runs tbody tr').count()).toBe(1);
     expect(await page.locator('table.runs tbody tr').first().getAttribute('data-run-id')).not.toBe(id);
     await page.getByLabel('Status').selectOption('');
+    // While a run is active the page re-renders every second: what is typed must survive that until Enter.
+    const active = String((await qwex(sb, ['run', '--detach', '--name', 'keeps-the-page-live', '--', 'sleep', '60'])).stdout).trim();
+    await expect.poll(async () => page.locator(`table.runs tbody tr[data-run-id="${active}"]`).count()).toBe(1);
     await page.getByLabel('Text').fill('sub/n.txt');
+    await page.waitForTimeout(2500);
+    expect(await page.getByLabel('Text').inputValue()).toBe('sub/n.txt');
     await page.getByLabel('Text').press('Enter');
     await expect.poll(async () => page.locator('table.runs tbody tr').count()).toBe(1);
     expect(await page.locator('table.runs tbody tr').first().getAttribute('data-run-id')).toBe(id);
     expect(page.url()).toContain('q=sub%2Fn.txt');
+    expect((await qwex(sb, ['cancel', active])).exitCode).toBe(0);
     await page.getByLabel('Text').fill('');
     await page.getByLabel('Text').press('Enter');
     await page.getByLabel('Text').blur();

@@ -36,6 +36,26 @@ function matches(run: CloudRun, f: Filters): boolean {
 }
 
 /**
+ * The text filter. What is typed is its own state until it is committed
+ * (Enter, or leaving the box): the page re-renders every second while runs
+ * are active, and an input bound to the committed filter would lose what
+ * was typed meanwhile.
+ */
+function TextFilter({ value, onCommit }: { value: string; onCommit: (q: string) => void }) {
+  const [draft, setDraft] = useState(value);
+  useEffect(() => setDraft(value), [value]);
+  return (
+    <input
+      type="search"
+      placeholder="name or command"
+      value={draft}
+      onInput={(e) => setDraft((e.currentTarget as HTMLInputElement).value)}
+      onChange={(e) => onCommit((e.currentTarget as HTMLInputElement).value.trim())}
+    />
+  );
+}
+
+/**
  * Every run this session may see, newest first, live: the list is fetched
  * once per filter and then kept current by the change feed, without
  * reloading. Status, backend and text filter on the server; job and
@@ -154,7 +174,7 @@ export function RunsPage({ mode, search }: { mode: 'team' | 'workstation'; searc
         </label>
         <label class="grow">
           Text
-          <input type="search" placeholder="name or command" value={filters.q ?? ''} onChange={(e) => setFilter('q', (e.currentTarget as HTMLInputElement).value.trim())} />
+          <TextFilter value={filters.q ?? ''} onCommit={(q) => setFilter('q', q)} />
         </label>
       </form>
       <p class="summary" aria-live="polite">

@@ -4,6 +4,7 @@ import { DeliveryJournal, deliveryInfo, type DeliveryInfo, type DeliveryStatus, 
 import { Notifier, type NotifyLog } from '../src/notify/notifier.js';
 import { runPayload } from '../src/notify/payload.js';
 import { resolveNotify } from '../src/notify/resolve.js';
+import { ScanSchedule } from '../src/notify/scans.js';
 import { DEFAULT_RETRY_FOR_MS, DEFAULT_WAITING_AFTER_MS, describeTarget, endEvent, type NotifyEvent, type NotifySpec } from '../src/notify/spec.js';
 import type { NotifySection } from '../src/notify/config.js';
 import { isTerminal, type Run, type RunStatus } from '../src/run/model.js';
@@ -33,8 +34,7 @@ const TERMINAL: RunStatus[] = ['succeeded', 'failed', 'cancelled', 'lost'];
 export class ServerNotifications {
   readonly notifier: Notifier;
   private readonly journal: DeliveryJournal;
-  private readonly timers: NodeJS.Timeout[] = [];
-  private scanning: Promise<void> | undefined;
+  private readonly scans: ScanSchedule;
   private unsubscribe: (() => void) | undefined;
   private closed = false;
 
@@ -44,6 +44,7 @@ export class ServerNotifications {
     // The server's Database includes the journal's tables (migration 0002); the journal sees only those.
     this.journal = new DeliveryJournal(options.database.db as unknown as Kysely<NotifyTables>);
     this.notifier = new Notifier({ journal: this.journal, log: options.log });
+    this.scans = new ScanSchedule(options.log);
   }
 
   /** Checks the names a submission asks for: each must be a target of the team's or the user's. */
@@ -64,9 +65,9 @@ export class ServerNotifications {
       if (isTerminal(row.status as RunStatus)) void this.ended(row);
     });
     this.notifier.start();
-    void this.scan(() => this.scanEnded());
-    this.timers.push(setInterval(() => void this.scan(() => this.scanEnded()), ENDED_SCAN_MS), setInterval(() => void this.scan(() => this.scanWaiting()), WAITING_SCAN_MS));
-    for (const timer of this.timers) timer.unref();
+    void this.scans.run(() => this.scanEnded());
+    this.scans.every(ENDED_SCAN_MS, () => this.scanEnded());
+    this.scans.every(WAITING_SCAN_MS, () => this.scanWaiting());
   }
 
   /** Deliveries, newest first: every user's for an admin, else the principal's own. */
@@ -79,8 +80,7 @@ export class ServerNotifications {
     if (this.closed) return;
     this.closed = true;
     this.unsubscribe?.();
-    for (const timer of this.timers) clearInterval(timer);
-    await this.scanning;
+    await this.scans.close();
     await this.notifier.close();
   }
 
@@ -128,20 +128,6 @@ export class ServerNotifications {
       // No mark was taken: the next scan journals it.
       this.options.log('error', 'notify-record-failed', { runId: row.id, on: event, message: (error as Error).message });
     }
-  }
-
-  private scan(body: () => Promise<void>): Promise<void> {
-    if (this.closed || this.scanning) return this.scanning ?? Promise.resolve();
-    this.scanning = (async () => {
-      try {
-        await body();
-      } catch (error) {
-        this.options.log('error', 'notify-scan-failed', { message: (error as Error).message });
-      } finally {
-        this.scanning = undefined;
-      }
-    })();
-    return this.scanning;
   }
 
   private async scanEnded(): Promise<void> {

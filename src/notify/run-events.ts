@@ -2,6 +2,7 @@ import type { Run } from '../run/model.js';
 import type { RunStore } from '../store/run-store.js';
 import type { Notifier, NotifyLog } from './notifier.js';
 import { runPayload } from './payload.js';
+import { ScanSchedule } from './scans.js';
 import { DEFAULT_RETRY_FOR_MS, DEFAULT_WAITING_AFTER_MS, describeTarget, endEvent, secretNames, type NotifyEvent, type NotifySpec } from './spec.js';
 
 /** How often runs that ended unseen (direct mode, a dead supervisor) are looked for. */
@@ -31,9 +32,7 @@ export interface KeptSecrets {
  * journalled once however often it is seen.
  */
 export class RunEvents {
-  private readonly timers: NodeJS.Timeout[] = [];
-  private scanning: Promise<void> | undefined;
-  private closed = false;
+  private readonly scans: ScanSchedule;
   /** Specs of pending runs, by directory (a job never changes). */
   private readonly specs = new Map<string, NotifySpec | null>();
 
@@ -44,7 +43,9 @@ export class RunEvents {
       log: NotifyLog;
       secrets?: KeptSecrets;
     },
-  ) {}
+  ) {
+    this.scans = new ScanSchedule(options.log);
+  }
 
   /**
    * Starts: a first scan (what ended while nobody watched) in the
@@ -53,9 +54,9 @@ export class RunEvents {
    */
   start(): void {
     this.options.notifier.start();
-    void this.scan(() => this.scanEnded(0));
-    this.timers.push(setInterval(() => void this.scan(() => this.scanEnded(PERIODIC_SCAN_RUNS)), ENDED_SCAN_MS), setInterval(() => void this.scan(() => this.scanWaiting()), WAITING_SCAN_MS));
-    for (const timer of this.timers) timer.unref();
+    void this.scans.run(() => this.scanEnded(0));
+    this.scans.every(ENDED_SCAN_MS, () => this.scanEnded(PERIODIC_SCAN_RUNS));
+    this.scans.every(WAITING_SCAN_MS, () => this.scanWaiting());
   }
 
   /** Runs were submitted: keeps the submitter's values of the variables their targets read secrets from. */
@@ -84,10 +85,8 @@ export class RunEvents {
     }
   }
 
-  async close(): Promise<void> {
-    this.closed = true;
-    for (const timer of this.timers) clearInterval(timer);
-    await this.scanning;
+  close(): Promise<void> {
+    return this.scans.close();
   }
 
   private async fire(run: Run, event: NotifyEvent): Promise<void> {
@@ -112,21 +111,6 @@ export class RunEvents {
     }
   }
 
-  /** One scan at a time (a tick that finds one running is skipped); a scan that fails is logged and tried again at the next tick. */
-  private scan(body: () => Promise<void>): Promise<void> {
-    if (this.closed || this.scanning) return this.scanning ?? Promise.resolve();
-    this.scanning = (async () => {
-      try {
-        await body();
-      } catch (error) {
-        this.options.log('error', 'notify-scan-failed', { message: (error as Error).message });
-      } finally {
-        this.scanning = undefined;
-      }
-    })();
-    return this.scanning;
-  }
-
   /** Journals the ends of runs (the newest `limit`, 0: all) that finished since the last scan and were not seen. */
   private async scanEnded(limit: number): Promise<void> {
     const journal = this.options.notifier.journal;
@@ -140,7 +124,7 @@ export class RunEvents {
     const seen = await journal.seenSubjects(rows.map((r) => r.id));
     const quiet: { subject: string; event: string }[] = [];
     for (const [i, row] of rows.entries()) {
-      if (this.closed) return;
+      if (this.scans.closed) return;
       if (seen.has(row.id)) continue;
       // Records are read synchronously: let qwexd answer its clients between every hundred.
       if (i % 100 === 99) await new Promise((resolve) => setImmediate(resolve));
@@ -167,7 +151,7 @@ export class RunEvents {
     const live = new Set(pending.map((r) => r.runDir));
     for (const dir of this.specs.keys()) if (!live.has(dir)) this.specs.delete(dir);
     for (const row of pending) {
-      if (this.closed) return;
+      if (this.scans.closed) return;
       let spec = this.specs.get(row.runDir);
       let run: Run | undefined;
       if (spec === undefined) {

@@ -49,6 +49,9 @@ function holder(id: string): number {
   return (JSON.parse(readFileSync(join(runDir(id), 'claim.json'), 'utf8')) as { pid: number }).pid;
 }
 
+/** Fills the file system of the working directory to its last page (fill, then fill2 for what a 64 KiB block left). */
+const FILL_DISK = 'dd if=/dev/zero of=fill bs=64k 2>/dev/null; dd if=/dev/zero of=fill2 bs=4k 2>/dev/null';
+
 /** Mounts a tmpfs of `size` at `dir` (root only); the reason it cannot, or undefined. */
 async function tmpfs(dir: string, size: string): Promise<string | undefined> {
   mkdirSync(dir, { recursive: true });
@@ -138,7 +141,10 @@ describe('a full disk', () => {
   it('loses no exit status: the run is recorded once space is back, and wait ends then', async (ctx) => {
     requireComponent(ctx, 'QWEX_REQUIRE_MOUNT', await tmpfs(sb.project, '2m'));
     expect((await qwex(sb, ['daemon', 'start'])).exitCode).toBe(0);
-    const id = String((await qwex(sb, ['run', '-d', '--in-place', '--', 'sh', '-c', 'dd if=/dev/zero of=fill bs=64k 2>/dev/null; exit 42'])).stdout);
+    // The disk is filled once the run is recorded running (qwexd replacing run.json meanwhile would free a page for the
+    // exit file), to its last page.
+    const fill = `while ! grep -qE '"status": "running"' "$QWEX_RUN_DIR/run.json"; do sleep 0.05; done; ${FILL_DISK}; exit 42`;
+    const id = String((await qwex(sb, ['run', '-d', '--in-place', '--', 'sh', '-c', fill])).stdout);
     const waiting = qwex(sb, ['wait', id]);
     // The command has filled the disk and exited: its status went to the fallback path, the record waits for space.
     await until(() => (existsSync(join(sb.runtime, 'exits', `${id}.json`)) ? true : undefined), 10_000, 'the exit status in the fallback path');
@@ -159,7 +165,7 @@ describe('a full disk', () => {
     process.kill(holder(id), 'SIGKILL');
     writeFileSync(join(sb.project, 'go'), '');
     await until(() => (isAlive(running.backend.shimPid as number) ? undefined : true), 10_000, 'the command and its shim to end');
-    await execa('dd', ['if=/dev/zero', `of=${join(sb.project, 'fill')}`, 'bs=64k'], { reject: false });
+    await execa('sh', ['-c', FILL_DISK], { cwd: sb.project, reject: false });
     // Looking at it, with or without qwexd, cannot take the run over (no room for the claim): the look still answers.
     const direct = await qwex(sb, ['status', id, '--json'], { env: { QWEX_NO_DAEMON: '1' } });
     expect(direct.exitCode, String(direct.stderr)).toBe(0);

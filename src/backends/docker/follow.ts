@@ -9,6 +9,9 @@ import { ContainerLogCopy } from './logs.js';
 
 /** How long to wait before asking the engine again when a wait or a log stream failed (the engine restarted). */
 const RETRY_MS = 1000;
+/** A SIGKILLed container with a memory limit is looked at this many times, this far apart, for an OOM kill recorded late. */
+const OOM_LOOKS = 10;
+const OOM_LOOK_MS = 100;
 
 /**
  * Follows a container with the shared follow-until-exit routine: copies its
@@ -117,8 +120,26 @@ async function waitForEnd(container: EngineContainer, name: string, ctx: FollowC
     const info = await inspectQuietly(container);
     if (info === 'gone') return goneInfo(name);
     if (info === undefined || info.State.Running || info.State.Restarting) continue;
-    return exitInfoOf(info);
+    return exitInfoOf(await oomSettled(container, info, ctx));
   }
+}
+
+/**
+ * The container's end once its OOM kill, if any, is known. Before
+ * containerd 2.2 (containerd#12714) the shim could send the OOM event after
+ * the exit event, so the engine may record OOMKilled a moment after `wait`
+ * returns (seen here: 1 CI run in about 10). A container with a memory
+ * limit that was SIGKILLed (137) is looked at again for up to a second.
+ */
+async function oomSettled(container: EngineContainer, info: Dockerode.ContainerInspectInfo, ctx: FollowContext): Promise<Dockerode.ContainerInspectInfo> {
+  if (info.State.OOMKilled || info.State.ExitCode !== 137 || !(info.HostConfig?.Memory && info.HostConfig.Memory > 0)) return info;
+  for (let look = 0; look < OOM_LOOKS; look++) {
+    await ctx.sleep(OOM_LOOK_MS);
+    const again = await inspectQuietly(container);
+    if (again === 'gone' || again === undefined) return info;
+    if (again.State.OOMKilled) return again;
+  }
+  return info;
 }
 
 function exitInfoOf(info: Dockerode.ContainerInspectInfo): ExitInfo {

@@ -180,6 +180,21 @@ describe('the log cursor (real files)', () => {
     expect(readFileSync(log, 'utf8')).toMatch(/line 5\nagain\n$/);
   });
 
+  it('a writer that died after its first lines, before its first cursor save, is not taken for an older pod\'s', () => {
+    const log = join(dir, 'stdout.log');
+    const cursor = join(dir, 'cursor.json');
+    writeFileSync(log, 'an evicted pod said this\n');
+    const lines = ['2026-11-22T10:00:01.1Z tick 1\n', '2026-11-22T10:00:01.4Z tick 2\n'];
+    // The first copy starts, writes its first line, and dies before saving its cursor (what SIGKILL does between the two).
+    const dead = new TimestampedLogCopy(log, cursor, 'pod-a');
+    writeFileSync(log, 'tick 1\n', { flag: 'a' });
+    void dead;
+    const next = new TimestampedLogCopy(log, cursor, 'pod-a');
+    next.push(Buffer.from(lines.join('')));
+    next.close();
+    expect(readFileSync(log, 'utf8')).toBe('an evicted pod said this\ntick 1\ntick 2\n');
+  });
+
   it('two copies of the same log at once (a look that found the end, and the supervisor that took over) write each line once', () => {
     const log = join(dir, 'stdout.log');
     const cursor = join(dir, 'cursor.json');

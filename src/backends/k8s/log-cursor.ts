@@ -90,11 +90,15 @@ export class TimestampedLogCopy {
       this.skipLines = saved.sameTs;
       this.skipBytes = Math.max(0, size - saved.bytes);
     } else {
-      // A new pod: its log starts after whatever is in the file.
+      // A new pod: its log starts after whatever is in the file. That is saved before any line is written: a writer
+      // that dies between its first lines and its first save leaves a cursor that says where this pod's log began, so
+      // the next copy skips what was written (without it, the next copy took those lines for an older pod's and
+      // wrote them again).
       this.cursor = { pod, ts: null, sameTs: 0, bytes: size };
       this.resumeFrom = null;
       this.skipLines = 0;
       this.skipBytes = 0;
+      writeJsonAtomic(cursorPath, this.cursor, 'none');
     }
   }
 

@@ -299,6 +299,26 @@ describe('runs survive the daemon', () => {
     expect(record(id)).toMatchObject({ status: 'failed', exitCode: 9 });
   });
 
+  it('a run whose command qwexd had started just before it was killed is recorded as started then, not when adopted', async () => {
+    const pid = await startDaemon();
+    // The shim stops itself after writing shim.json, before it lets the command run: qwexd waits for its report.
+    const id = String((await qwex(sb, ['run', '-d', '--', 'sh', '-c', 'sleep 0.5; exit 4'], { env: { QWEX_SHIM_TEST_STOP_BEFORE_GO: '1' } })).stdout);
+    const shimFile = join(sb.project, '.qwex', 'runs', id, 'shim.json');
+    const shimPid = await until(() => (existsSync(shimFile) ? (JSON.parse(readFileSync(shimFile, 'utf8')) as { shimPid: number }).shimPid : undefined));
+    process.kill(pid, 'SIGKILL');
+    await until(() => (isAlive(pid) ? undefined : true));
+    process.kill(shimPid, 'SIGCONT'); // the command runs now, with nobody watching
+    await sleep(1500);
+    const restartedAt = Date.now();
+    await startDaemon();
+    const w = await qwex(sb, ['wait', id]);
+    expect(w.exitCode).toBe(4);
+    const run = record(id);
+    expect(run).toMatchObject({ status: 'failed', exitCode: 4 });
+    expect(Date.parse(run.startedAt!)).toBeLessThan(restartedAt);
+    expect(Date.parse(run.startedAt!)).toBeGreaterThanOrEqual(Math.floor(statSync(shimFile).mtimeMs) - 1);
+  });
+
   it('on restart, a run whose supervisor pid was recycled by another process is lost, not adopted', async () => {
     // The claim names a live process (this test runner) as its supervisor, with another start time.
     const id = newRunId();

@@ -60,6 +60,12 @@ export interface StartedProcess {
    * Until then the run stays `pending`, with what it waits for in its record.
    */
   running?: Promise<void>;
+  /**
+   * When the command started, where that was before this `start` (a
+   * supervisor that died had started it, and this start adopted it): the
+   * run's `startedAt`, rather than the moment it was adopted.
+   */
+  startedAt?: Date;
   /** Settles once the command has ended (or is known to be lost); never rejects. */
   exited: Promise<ExitInfo>;
   /** Signals everything the run started (its process tree, its container). Safe after exit. */

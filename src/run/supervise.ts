@@ -260,7 +260,7 @@ export function supervise(writer: RecordWriter, dir: string): Supervision {
     // The submitter's environment may hold secrets: once the command has it, the run directory need not.
     forgetBaseEnv(dir);
     run = { ...run, backend: { ...run.backend, ...command.details } };
-    if (!command.running) run = transition(run, 'running', { startedAt: run.startedAt ?? calledAt });
+    if (!command.running) run = transition(run, 'running', { startedAt: run.startedAt ?? command.startedAt?.toISOString() ?? calledAt });
     // Nothing else writes the record until this settles: the command's details and end are handled after start returns.
     await writer.saveGrouped(run, dir, 'file');
     log('started', { dir, runId: run.id, details: command.details });

@@ -39,7 +39,7 @@ export class LocalBackend implements Backend {
   async start(job: Job, io: RunIO): Promise<StartedProcess> {
     // A supervisor that died may have started it already: shim.json says so.
     const earlier = await earlierStart(io.dir);
-    if (earlier) return adoptShim(earlier, io.dir, io.runId);
+    if (earlier) return { ...adoptShim(earlier, io.dir, io.runId), ...shimWrittenAt(io.dir) };
     io.signal.throwIfAborted();
     const shim = findShim();
     const { file, args } = executable(job);
@@ -86,6 +86,15 @@ async function earlierStart(dir: string): Promise<LocalDetails | undefined> {
     }
     if (Date.now() > deadline) return undefined;
     await sleep(100);
+  }
+}
+
+/** When the shim wrote shim.json, just before it released the command: when the command started. */
+function shimWrittenAt(dir: string): { startedAt?: Date } {
+  try {
+    return { startedAt: statSync(join(dir, SHIM_FILE)).mtime };
+  } catch {
+    return {}; // removed meanwhile (the run directory went): the adoption's own time is recorded instead
   }
 }
 

@@ -29,7 +29,7 @@ export async function finishRun(writer: RecordWriter, run: Run, dir: string, exi
   const finishedAt = (exit.endedAt ?? new Date()).toISOString();
   // A run that ended before anyone saw it run (a supervisor died while it started) ran all the same.
   const neverRan = context.neverRan === true && run.status === 'pending';
-  const ran = run.status === 'pending' && exit.lost === undefined && started.spawned && !neverRan ? transition(run, 'running', { startedAt: run.startedAt ?? finishedAt }) : run;
+  const ran = run.status === 'pending' && exit.lost === undefined && started.spawned && !neverRan ? transition(run, 'running', { startedAt: run.startedAt ?? started.startedAt?.toISOString() ?? finishedAt }) : run;
   let final: Run;
   if (neverRan && exit.lost === undefined) {
     const [status] = outcome(exit, context.stopReason);

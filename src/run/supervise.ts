@@ -204,13 +204,18 @@ export function supervise(writer: RecordWriter, dir: string): Supervision {
         waiting.set(attempt, { detail: `trying again in ${Math.ceil(delayMs / 1000)} s` });
         if (!(await pause(delayMs, abort.signal))) {
           if (disposed) throw new SupervisionDisposedError(dir);
-          log('cancelled-before-start', { dir, runId: pending.id });
-          return { final: await endUnstarted(writer, pending, dir, stopReason === 'timeout' ? 'failed' : 'cancelled', stopReason === 'timeout' ? { endReason: 'timeout' } : {}) };
+          return { final: await endStoppedBeforeStart(pending) };
         }
       }
     } finally {
       waiting?.end();
     }
+  };
+
+  /** A cancel (or the timeout) came before the command ran: the run ends without it. */
+  const endStoppedBeforeStart = (run: Run): Promise<Run> => {
+    log('cancelled-before-start', { dir, runId: run.id });
+    return endUnstarted(writer, run, dir, stopReason === 'timeout' ? 'failed' : 'cancelled', stopReason === 'timeout' ? { endReason: 'timeout' } : {});
   };
 
   const startOnce = async (pending: Run, backend: Backend, descriptor: BackendDescriptor): Promise<{ final: Run } | { started: StartedProcess; run: Run } | { retry: Retry }> => {
@@ -242,10 +247,7 @@ export function supervise(writer: RecordWriter, dir: string): Supervision {
       });
     } catch (error) {
       if (disposed) throw new SupervisionDisposedError(dir);
-      if (abort.signal.aborted) {
-        log('cancelled-before-start', { dir, runId: run.id });
-        return { final: await endUnstarted(writer, run, dir, stopReason === 'timeout' ? 'failed' : 'cancelled', stopReason === 'timeout' ? { endReason: 'timeout' } : {}) };
-      }
+      if (abort.signal.aborted) return { final: await endStoppedBeforeStart(run) };
       const qe = toQwexError(error);
       if (qe.transient) return { retry: { error: { code: qe.code, message: qe.message }, noSpace: false } };
       return { final: await endUnstarted(writer, run, dir, 'failed', { error: { code: qe.code, message: qe.message } }) };

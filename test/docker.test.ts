@@ -99,6 +99,18 @@ describe('docker backend: the container', () => {
     expect(run.error?.code).toBe('QWEX_OUT_OF_MEMORY');
     expect(String(r.stderr)).toMatch(/out of memory/);
   });
+
+  it('a SIGKILL under a memory limit is said as likely out of memory (the engine misses some OOM kills); a cancel that had to SIGKILL is not', async () => {
+    const r = await qwex(sb, ['run', ...DOCKER, '--memory', '64m', '--', 'sh', '-c', 'kill -9 $$']);
+    expect(r.exitCode).toBe(137);
+    expect(onlyRun().error).toMatchObject({ code: 'QWEX_OUT_OF_MEMORY', message: expect.stringMatching(/SIGKILL, exit 137\) under its memory limit of 64 MiB: most likely it ran out of memory/) });
+    rmSync(join(sb.project, '.qwex', 'runs'), { recursive: true, force: true });
+    const id = String((await qwex(sb, ['run', '-d', ...DOCKER, '--memory', '64m', '--grace', '1s', '--', 'sh', '-c', 'trap "" TERM; echo started; while :; do sleep 0.1; done'])).stdout).trim();
+    await until(() => (readFileSync(join(sb.project, '.qwex', 'runs', id, 'stdout.log'), 'utf8').includes('started') ? true : undefined), 30_000, 'the container to start');
+    expect((await qwex(sb, ['cancel', '--grace', '1s', id])).exitCode).toBe(0);
+    const cancelled = await until(() => (onlyRun().status === 'cancelled' ? onlyRun() : undefined), 30_000, 'the run to be recorded cancelled');
+    expect(cancelled.error).toBeUndefined();
+  });
 });
 
 describe('docker backend: errors', () => {

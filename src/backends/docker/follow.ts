@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type Dockerode from 'dockerode';
 import { ErrorCode } from '../../errors.js';
@@ -9,9 +10,6 @@ import { ContainerLogCopy } from './logs.js';
 
 /** How long to wait before asking the engine again when a wait or a log stream failed (the engine restarted). */
 const RETRY_MS = 1000;
-/** A SIGKILLed container with a memory limit is looked at this many times, this far apart, for an OOM kill recorded late. */
-const OOM_LOOKS = 10;
-const OOM_LOOK_MS = 100;
 
 /**
  * Follows a container with the shared follow-until-exit routine: copies its
@@ -74,7 +72,7 @@ export function followContainer(getContainer: () => Promise<EngineContainer>, de
       const container = await ctx.retry(getContainer, RETRY_MS);
       const copied = copyOutput(container, ctx);
       copied.catch(() => {}); // its failure is seen below, once the end is known
-      const info = await waitForEnd(container, name, ctx);
+      const info = await waitForEnd(container, name, runDir, ctx);
       // Output that could not be written (a full disk) leaves the log short; the end is known all the same.
       if (info.lost === undefined) await copied.catch(() => {});
       return info;
@@ -107,7 +105,7 @@ export function followContainer(getContainer: () => Promise<EngineContainer>, de
 }
 
 /** Waits for the container to stop and reads how it ended; retries when the engine went away meanwhile. */
-async function waitForEnd(container: EngineContainer, name: string, ctx: FollowContext): Promise<ExitInfo> {
+async function waitForEnd(container: EngineContainer, name: string, runDir: string, ctx: FollowContext): Promise<ExitInfo> {
   for (;;) {
     try {
       await container.wait({ abortSignal: ctx.signal });
@@ -120,40 +118,32 @@ async function waitForEnd(container: EngineContainer, name: string, ctx: FollowC
     const info = await inspectQuietly(container);
     if (info === 'gone') return goneInfo(name);
     if (info === undefined || info.State.Running || info.State.Restarting) continue;
-    return exitInfoOf(await oomSettled(container, info, ctx));
+    return exitInfoOf(info, runDir);
   }
 }
 
 /**
- * The container's end once its OOM kill, if any, is known. Before
- * containerd 2.2 (containerd#12714) the shim could send the OOM event after
- * the exit event, so the engine may record OOMKilled a moment after `wait`
- * returns (seen here: 1 CI run in about 10). A container with a memory
- * limit that was SIGKILLed (137) is looked at again for up to a second.
+ * How the container ended. An OOM kill is said from the engine's OOMKilled,
+ * and also when the engine missed it: before containerd 2.2
+ * (containerd#12714) an OOM event can be lost when the container exits at
+ * once (seen here: 1 container in 12 under load, OOMKilled still false 8 s
+ * later). A container with a memory limit that died of SIGKILL (137) with
+ * no stop asked by qwex (a cancel or a timeout writes its request first) was
+ * killed by the kernel, and almost always for memory: said as likely.
  */
-async function oomSettled(container: EngineContainer, info: Dockerode.ContainerInspectInfo, ctx: FollowContext): Promise<Dockerode.ContainerInspectInfo> {
-  if (info.State.OOMKilled || info.State.ExitCode !== 137 || !(info.HostConfig?.Memory && info.HostConfig.Memory > 0)) return info;
-  for (let look = 0; look < OOM_LOOKS; look++) {
-    await ctx.sleep(OOM_LOOK_MS);
-    const again = await inspectQuietly(container);
-    if (again === 'gone' || again === undefined) return info;
-    if (again.State.OOMKilled) return again;
-  }
-  return info;
-}
-
-function exitInfoOf(info: Dockerode.ContainerInspectInfo): ExitInfo {
+function exitInfoOf(info: Dockerode.ContainerInspectInfo, runDir: string): ExitInfo {
   const finished = Date.parse(info.State.FinishedAt);
   const endedAt = Number.isNaN(finished) || finished <= 0 ? {} : { endedAt: new Date(finished) };
+  const exit = { exitCode: info.State.ExitCode, signal: null, ...endedAt };
   if (info.State.OOMKilled) {
-    return {
-      exitCode: info.State.ExitCode,
-      signal: null,
-      error: { code: ErrorCode.OutOfMemory, message: 'the engine killed the container: it ran out of memory (see the memory limit)' },
-      ...endedAt,
-    };
+    return { ...exit, error: { code: ErrorCode.OutOfMemory, message: 'the engine killed the container: it ran out of memory (see the memory limit)' } };
   }
-  return { exitCode: info.State.ExitCode, signal: null, ...endedAt };
+  const limit = info.HostConfig?.Memory ?? 0;
+  if (info.State.ExitCode === 137 && limit > 0 && !existsSync(join(runDir, RunFiles.cancelRequest))) {
+    const mib = Math.round(limit / 1024 / 1024);
+    return { ...exit, error: { code: ErrorCode.OutOfMemory, message: `the container was killed (SIGKILL, exit 137) under its memory limit of ${mib} MiB: most likely it ran out of memory (the engine did not report an OOM kill; it can miss them)` } };
+  }
+  return exit;
 }
 
 function goneInfo(name: string): ExitInfo {

@@ -100,8 +100,9 @@ export function decide(observed: Observed, known: Known): Action[] {
     if (t.exitCode !== 0 && !known.stopping && job && (job.status?.failed ?? 0) < known.retries) {
       // Until its keeper exits, the pod is not over and the Job controller starts no next one: a let-go that was lost
       // (an exec that failed) is asked for again.
-      const letGo: Action[] = known.sync && (containerRunning(pod, KEEPER_CONTAINER) || !known.attempts.some((a) => a.pod === podName)) ? [{ type: 'let-go', pod: podName }] : [];
-      if (known.attempts.some((a) => a.pod === podName)) return letGo;
+      const recorded = known.attempts.some((a) => a.pod === podName);
+      const letGo: Action[] = known.sync && (!recorded || containerRunning(pod, KEEPER_CONTAINER)) ? [{ type: 'let-go', pod: podName }] : [];
+      if (recorded) return letGo;
       return [{ type: 'retried', attempt: { pod: podName, ...(t.startedAt ? { startedAt: isoTime(t.startedAt) } : {}), endedAt: isoTime(t.finishedAt ?? observed.now), reason: 'Failed', message: `exit code ${t.exitCode}; Kubernetes retries (retries: ${known.retries})` } }, ...letGo];
     }
     const exit = exitOf(t, known.image);

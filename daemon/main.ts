@@ -2,6 +2,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { toQwexError } from '../src/errors.js';
 import { daemonLogPath, runtimeDir, socketPath } from '../src/paths.js';
+import { declareLongLived } from '../src/process/role.js';
 import { RunStore } from '../src/store/run-store.js';
 import { checkSocketPath, ensureRuntimeDir } from '../src/runtime-dir.js';
 import { VERSION } from '../src/version.js';
@@ -28,6 +29,8 @@ export interface DaemonOptions {
  * reverse order it was opened. Runs go on after qwexd stops.
  */
 export async function runDaemon(options: DaemonOptions): Promise<number> {
+  // Many runs start here: backends may keep a helper that makes each start cheaper (the local shims' spawner).
+  declareLongLived();
   const dir = runtimeDir();
   const socket = socketPath();
   checkSocketPath(socket);

@@ -1,7 +1,7 @@
 /*
  * qwex-shim: the parent of one run's command, and nothing else.
  *
- *   qwex-shim --run-dir DIR [--exit-fallback PATH] [--grace-ms N] -- PROGRAM [ARG...]
+ *   qwex-shim --run-dir DIR [--exit-fallback PATH] [--grace-ms N] [--report-tag TAG] -- PROGRAM [ARG...]
  *
  * Whoever starts it (qwex, qwexd, a per-run monitor) puts it in its own
  * session and gives it the command's stdin, stdout and stderr. It outlives its
@@ -32,6 +32,8 @@
  * d. Fd 3, when open at start, gets exactly one line: "started PID",
  *    "failed ERRNO" or "exists"; write errors there are ignored; it is closed
  *    after. A bad command line gets "failed 22" there and exit status 2.
+ *    With --report-tag TAG the line starts with TAG and a space (the
+ *    spawner's shims share one pipe: libexec/qwex-spawner.c).
  * e. Linux: it is a child subreaper, so descendants orphaned by their parent
  *    (a `setsid sleep` whose shell exited) re-parent to it and stay findable.
  * f. SIGTERM, SIGINT, SIGHUP and SIGQUIT are forwarded to the whole tree: the
@@ -106,6 +108,7 @@ static const char *exit_fallback;
 static long grace_ms = DEFAULT_GRACE_MS;
 
 static int report_fd = -1;
+static const char *report_tag;
 static int wake_pipe[2] = {-1, -1};
 static pid_t shim_pid;
 static pid_t child_pid;
@@ -135,10 +138,11 @@ static void say(const char *fmt, ...) {
 
 /* Exactly one line for whoever started us; it may be gone, so errors are ignored. */
 static void report(const char *word, long number, int with_number) {
-  char line[64];
+  char line[160];
   int n;
   if (report_fd < 0) return;
-  n = with_number ? snprintf(line, sizeof line, "%s %ld\n", word, number) : snprintf(line, sizeof line, "%s\n", word);
+  const char *tag = report_tag == NULL ? "" : report_tag, *space = report_tag == NULL ? "" : " ";
+  n = with_number ? snprintf(line, sizeof line, "%s%s%s %ld\n", tag, space, word, number) : snprintf(line, sizeof line, "%s%s%s\n", tag, space, word);
   if (n > 0 && write(report_fd, line, (size_t)n) < 0) {
     /* ignored: see above */
   }
@@ -708,7 +712,7 @@ static long stop_leftovers(pid_t pgid, int kill_now) {
 /* ---- main --------------------------------------------------------------- */
 
 static int usage(const char *why) {
-  say("qwex-shim: %s\nusage: qwex-shim --run-dir DIR [--exit-fallback PATH] [--grace-ms N] -- PROGRAM [ARG...]\n", why);
+  say("qwex-shim: %s\nusage: qwex-shim --run-dir DIR [--exit-fallback PATH] [--grace-ms N] [--report-tag TAG] -- PROGRAM [ARG...]\n", why);
   report("failed", EINVAL, 1);
   return EXIT_USAGE;
 }
@@ -746,6 +750,12 @@ int main(int argc, char **argv) {
       run_dir = argv[++i];
     } else if (strcmp(argv[i], "--exit-fallback") == 0 && i + 1 < argc) {
       exit_fallback = argv[++i];
+    } else if (strcmp(argv[i], "--report-tag") == 0 && i + 1 < argc) {
+      report_tag = argv[++i];
+      if (report_tag[0] == '\0' || strlen(report_tag) > 64 || strspn(report_tag, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != strlen(report_tag)) {
+        report_tag = NULL;
+        return usage("--report-tag needs 1 to 64 of A-Z a-z 0-9 - _");
+      }
     } else if (strcmp(argv[i], "--grace-ms") == 0 && i + 1 < argc) {
       char *end;
       errno = 0;

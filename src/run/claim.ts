@@ -22,8 +22,15 @@ export interface ClaimHolder {
 }
 
 export function self(intent: ClaimHolder['intent'], pid = process.pid): ClaimHolder {
-  const startTime = processStartTime(pid);
+  const startTime = pid === process.pid ? ownStartTime() : processStartTime(pid);
   return { pid, ...(startTime === undefined ? {} : { startTime }), intent, at: new Date().toISOString() };
+}
+
+// This process's own start time never changes: read once, not for every run it claims.
+let own: { startTime: string | undefined } | undefined;
+function ownStartTime(): string | undefined {
+  own ??= { startTime: processStartTime(process.pid) };
+  return own.startTime;
 }
 
 /** Takes the run's claim if nobody holds it. True when `holder` now holds it (also when it already did). */

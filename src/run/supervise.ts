@@ -20,6 +20,13 @@ const NO_SPACE_RETRY_MS = 1000;
 const UNREACHABLE_RETRY_MS = 1000;
 const UNREACHABLE_RETRY_MAX_MS = 16_000;
 
+/** A command started: the run as recorded `running`, and that record's write, which must settle before the next. */
+interface Started {
+  started: StartedProcess;
+  run: Run;
+  saved: Promise<void>;
+}
+
 /** Why a start is to be tried again: the error it failed with, and whether that was a full disk. */
 interface Retry {
   error: RunError;
@@ -137,6 +144,10 @@ export function supervise(writer: RecordWriter, dir: string): Supervision {
       if ('final' in result) return result.final;
       started = result.started;
       run = result.run;
+      // Its slot in qwexd's queue is free once the command has ended, even before its `running` record is on disk
+      // (one flush less between two short runs); the record itself is written in order, the end after it.
+      void started.exited.then(() => commandEnded(), () => {});
+      await result.saved;
       // Disposed while its start was being recorded: let go of the command as dispose() would have.
       if (disposed) {
         started.dispose();
@@ -188,7 +199,7 @@ export function supervise(writer: RecordWriter, dir: string): Supervision {
    * direct-mode run fails at once with the error, as `docker run` would.
    * Starting again is safe: `start` is idempotent per run.
    */
-  const start = async (pending: Run, backend: Backend, descriptor: BackendDescriptor): Promise<{ final: Run } | { started: StartedProcess; run: Run }> => {
+  const start = async (pending: Run, backend: Backend, descriptor: BackendDescriptor): Promise<{ final: Run } | Started> => {
     const giveUpAt = Date.now() + START_WAIT_MS;
     let waiting: ReturnType<Progress['step']> | undefined;
     try {
@@ -218,7 +229,7 @@ export function supervise(writer: RecordWriter, dir: string): Supervision {
     return endUnstarted(writer, run, dir, stopReason === 'timeout' ? 'failed' : 'cancelled', stopReason === 'timeout' ? { endReason: 'timeout' } : {});
   };
 
-  const startOnce = async (pending: Run, backend: Backend, descriptor: BackendDescriptor): Promise<{ final: Run } | { started: StartedProcess; run: Run } | { retry: Retry }> => {
+  const startOnce = async (pending: Run, backend: Backend, descriptor: BackendDescriptor): Promise<{ final: Run } | Started | { retry: Retry }> => {
     let run = pending;
     try {
       if (!descriptor.traits.remote) prepareCopy(run, dir);
@@ -263,10 +274,9 @@ export function supervise(writer: RecordWriter, dir: string): Supervision {
     forgetBaseEnv(dir);
     run = { ...run, backend: { ...run.backend, ...command.details } };
     if (!command.running) run = transition(run, 'running', { startedAt: run.startedAt ?? command.startedAt?.toISOString() ?? calledAt });
-    // Nothing else writes the record until this settles: the command's details and end are handled after start returns.
-    await writer.saveGrouped(run, dir, 'file');
     log('started', { dir, runId: run.id, details: command.details });
-    return { started: command, run };
+    // Nothing else writes the record until this settles (see body); a short command may end meanwhile.
+    return { started: command, run, saved: writer.saveGrouped(run, dir, 'file') };
   };
 
   const startTimeout = (run: Run): void => {

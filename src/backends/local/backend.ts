@@ -10,7 +10,8 @@ import { isGroupOurs, isProcessAlive, processStartTime, signalGroup } from '../.
 import type { Job } from '../../run/model.js';
 import { notStartedProcess, type Backend, type ExitInfo, type RunIO, type StartedProcess } from '../types.js';
 import type { LocalDetails } from './index.js';
-import { SHIM_FILE, exitFilePath, findShim, parseShimReport, readExitFile, readShimState, shimArgs, type ShimExit, type ShimProgram } from './shim.js';
+import { SHIM_FILE, exitFilePath, findShim, parseShimReport, readExitFile, readShimState, shimArgs, type ShimExit, type ShimProgram, type ShimReport } from './shim.js';
+import { sharedSpawner, type Spawner } from './spawner.js';
 
 /** How often a command whose shim we did not start is checked for a shim that died without a word. */
 const ADOPTED_CHECK_MS = 1000;
@@ -44,6 +45,11 @@ export class LocalBackend implements Backend {
     const shim = findShim();
     const { file, args } = executable(job);
     if (!existsSync(job.cwd)) return notStartedProcess(cwdMissing(job.cwd));
+    const spawner = shim?.kind === 'c' ? sharedSpawner() : undefined;
+    if (shim && spawner) {
+      const started = await startWithSpawner(spawner, shim, file, args, job, io);
+      if (started) return started;
+    }
     const stdoutFd = openSync(io.stdoutPath, 'a', 0o600);
     let stderrFd: number;
     try {
@@ -121,14 +127,19 @@ function watched(details: Record<string, unknown>, watcher: ExitWatcher, onDispo
   };
 }
 
-async function startWithShim(shim: ShimProgram, file: string, args: string[], job: Job, io: RunIO, stdoutFd: number, stderrFd: number): Promise<StartedProcess> {
+/** The shim's command line for this run, its exit fallback's directory made. */
+function shimCommand(shim: ShimProgram, file: string, args: string[], job: Job, io: RunIO, reportTag?: string): { file: string; args: string[] } {
   const fallback = exitFallbackPath(io.runId);
   try {
     mkdirSync(dirname(fallback), { recursive: true, mode: 0o700 });
   } catch {
     // Without it the shim keeps retrying the run directory until it can write there: the status is not lost.
   }
-  const command = shimArgs(shim, { runDir: io.dir, exitFallback: fallback, graceMs: Math.min(job.killGraceMs, 60_000) }, file, args);
+  return shimArgs(shim, { runDir: io.dir, exitFallback: fallback, graceMs: Math.min(job.killGraceMs, 60_000), ...(reportTag ? { reportTag } : {}) }, file, args);
+}
+
+async function startWithShim(shim: ShimProgram, file: string, args: string[], job: Job, io: RunIO, stdoutFd: number, stderrFd: number): Promise<StartedProcess> {
+  const command = shimCommand(shim, file, args, job, io);
   const child = spawn(command.file, command.args, {
     cwd: job.cwd,
     env: io.env,
@@ -140,14 +151,56 @@ async function startWithShim(shim: ShimProgram, file: string, args: string[], jo
     () => undefined,
   );
   const report = parseShimReport(await firstLine(child.stdio[3] as NodeJS.ReadableStream | null, childExited));
-  if (report?.kind === 'exists') {
-    // Another shim took this run between our look and our start: it is that one's command.
+  if (report?.kind !== 'started') await childExited; // it wrote the exit file, if any, before its last word
+  return settleStart(report, child.pid, file, io, {
+    watch: (watcher) => void childExited.then(() => watcher.check()),
+    // Whoever stops watching must be able to exit while the run goes on.
+    onDispose: () => child.unref(),
+  });
+}
+
+/**
+ * The shim started through the process's spawner (qwexd); undefined when
+ * the spawner died before it could fork one, twice: then Node spawns it.
+ */
+async function startWithSpawner(spawner: Spawner, shim: ShimProgram, file: string, args: string[], job: Job, io: RunIO): Promise<StartedProcess | undefined> {
+  const strings = [file, ...args, job.cwd, io.stdoutPath, io.stderrPath, ...Object.entries(io.env).flat()];
+  if (strings.some((s) => s.includes('\0'))) return undefined; // Node's spawn refuses it with the error users know
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const current = attempt === 0 ? spawner : sharedSpawner();
+    if (!current) return undefined;
+    const outcome = await current.start((tag) => {
+      const command = shimCommand(shim, file, args, job, io, tag);
+      return { file: command.file, args: command.args, cwd: job.cwd, env: io.env, stdoutPath: io.stdoutPath, stderrPath: io.stderrPath };
+    });
+    if (outcome.spawnerDied && outcome.shimPid === undefined) continue; // nothing was forked: ask again (shim.json keeps it to one start)
+    let stopListening = (): void => {};
+    return settleStart(outcome.report, outcome.shimPid, file, io, {
+      watch: (watcher) => {
+        if (outcome.shimPid !== undefined) stopListening = current.onReaped(outcome.shimPid, () => watcher.check());
+      },
+      onDispose: () => stopListening(),
+    });
+  }
+  return undefined;
+}
+
+/** What a shim's report means for the run: its command adopted, running, or never started (and why). */
+async function settleStart(
+  report: ShimReport | undefined,
+  shimPid: number | undefined,
+  file: string,
+  io: RunIO,
+  hooks: { watch(watcher: ExitWatcher): void; onDispose(): void },
+): Promise<StartedProcess> {
+  if (report?.kind === 'exists' || report === undefined) {
+    // Another shim took this run between our look and our start, or ours went silent after writing shim.json:
+    // either way shim.json names the command, which is the run's.
     const earlier = await earlierStart(io.dir);
     if (earlier) return adoptShim(earlier, io.dir, io.runId);
   }
-  if (report?.kind !== 'started' || child.pid === undefined) {
+  if (report?.kind !== 'started' || shimPid === undefined) {
     // Could not exec (the shim wrote the exit file with errno before saying so), or the shim could not start at all.
-    await childExited;
     const exit = readExit(io.dir, io.runId, file);
     if (exit && !('lost' in exit)) return notStartedProcess(exit);
     const errno = report?.kind === 'failed' ? report.errno : undefined;
@@ -158,11 +211,10 @@ async function startWithShim(shim: ShimProgram, file: string, args: string[], jo
   const details: LocalDetails =
     recorded?.state === 'started'
       ? { pid: recorded.pid, pgid: recorded.pgid, ...opt('startTime', recorded.startTime), shimPid: recorded.shimPid, ...opt('shimStartTime', recorded.shimStartTime) }
-      : { pid, pgid: pid, ...opt('startTime', processStartTime(pid)), shimPid: child.pid, ...opt('shimStartTime', processStartTime(child.pid)) };
+      : { pid, pgid: pid, ...opt('startTime', processStartTime(pid)), shimPid, ...opt('shimStartTime', processStartTime(shimPid)) };
   const watcher = new ExitWatcher(io.dir, io.runId, { pid: details.shimPid!, ...opt('startTime', details.shimStartTime) }, { pgid: details.pgid!, startTime: details.startTime }, file);
-  void childExited.then(() => watcher.check());
-  // Whoever stops watching must be able to exit while the run goes on.
-  return watched({ ...details }, watcher, () => child.unref());
+  hooks.watch(watcher);
+  return watched({ ...details }, watcher, hooks.onDispose);
 }
 
 /** Without any shim: the command is our own child; nobody else can learn its exit status. */

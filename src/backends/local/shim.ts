@@ -96,6 +96,8 @@ export interface ShimOptions {
   exitFallback?: string;
   /** How long leftover processes get between SIGTERM and SIGKILL once the command ended (default 2000). */
   graceMs?: number;
+  /** Put before the word of its report line on fd 3 (the spawner's shims share one pipe). */
+  reportTag?: string;
 }
 
 /** The program and arguments that start `file args...` under the shim. */
@@ -108,6 +110,7 @@ export function shimArgs(shim: ShimProgram, options: ShimOptions, file: string, 
     }
     shimOptions.push('--grace-ms', String(options.graceMs));
   }
+  if (options.reportTag !== undefined) shimOptions.push('--report-tag', options.reportTag);
   const tail = [...shimOptions, '--', file, ...args];
   if (shim.kind === 'c') return { file: shim.path, args: tail };
   if (shim.perl === undefined) throw new QwexError(ErrorCode.Internal, 'a Perl shim needs the path of perl');

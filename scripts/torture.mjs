@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 // The crash campaign, bounded: N short runs submitted to qwexd in batches
 // while qwexd is killed with SIGKILL K times at random instants (one of them
-// during a batch submit) and restarted, and, optionally (root), while a run
+// during a batch submit) and restarted, its shims' spawner S times (qwexd
+// starts another), and, optionally (root), while a run
 // fills the project's disk for a moment. Then it checks what must hold:
 // every job ran exactly once, every run has its exact exit code and its
 // complete log, and none is `lost`.
 //
-//   npm run torture -- --runs 100 --kills 5 [--concurrency 8] [--disk-full] [--seed N] [--keep]
+//   npm run torture -- --runs 100 --kills 5 [--spawner-kills 3] [--concurrency 8] [--disk-full] [--seed N] [--keep]
 //
 // Prints the counts and exits 0 when everything held, 1 otherwise. Used by
 // test/torture.test.ts with small numbers.
@@ -26,6 +27,7 @@ const option = (name, fallback) => {
 };
 const RUNS = option('runs', 100);
 const KILLS = option('kills', 5);
+const SPAWNER_KILLS = option('spawner-kills', 0);
 const CONCURRENCY = option('concurrency', 8);
 const BATCHES = Math.max(1, Math.min(5, Math.ceil(RUNS / 20)));
 const diskFull = args.includes('--disk-full');
@@ -84,6 +86,7 @@ function jobLine(i) {
 
 const started = Date.now();
 const kills = [];
+const spawnerKills = [];
 let exitCode;
 try {
   if (qwex(['daemon', 'start', '--concurrency', String(CONCURRENCY)]).status !== 0) throw new Error('qwexd did not start');
@@ -100,6 +103,24 @@ try {
       }
       await sleep(50 + random() * 300);
       qwex(['daemon', 'start', '--concurrency', String(CONCURRENCY)]);
+    }
+  })();
+
+  // The spawner's killer: qwexd's shims are forked by libexec/qwex-spawner; a start it had not answered is sent again.
+  const spawnerKiller = (async () => {
+    for (let k = 0; k < SPAWNER_KILLS && killing; k++) {
+      await sleep(100 + random() * 700);
+      const pid = daemonPid();
+      if (!(pid > 0 && alive(pid))) continue;
+      const found = spawnSync('pgrep', ['-P', String(pid), '-f', 'qwex-spawner'], { encoding: 'utf8' }).stdout.trim().split('\n').filter(Boolean);
+      for (const spawner of found) {
+        try {
+          process.kill(Number(spawner), 'SIGKILL');
+          spawnerKills.push(Date.now() - started);
+        } catch {
+          // gone meanwhile
+        }
+      }
     }
   })();
 
@@ -139,7 +160,7 @@ try {
     }
   }
   // The kills go on while the runs run; then qwexd is left up to finish them.
-  await killer;
+  await Promise.all([killer, spawnerKiller]);
   killing = false;
   if (!alive(daemonPid())) qwex(['daemon', 'start', '--concurrency', String(CONCURRENCY)]);
 
@@ -184,7 +205,7 @@ try {
   for (const i of twice) problems.push(`job ${i} started ${counts.get(i)} times`);
   if (missing.length) problems.push(`jobs without a run: ${missing.join(', ')}`);
   const dirs = readdirSync(join(project, '.qwex', 'runs')).length;
-  const result = { runs: RUNS, submitted: ids.length, runDirectories: dirs, exact, logsDuringFullDisk, lost, startedTwice: twice.length, missing: missing.length, kills: kills.length, seed: SEED, seconds: Math.round((Date.now() - started) / 100) / 10 };
+  const result = { runs: RUNS, submitted: ids.length, runDirectories: dirs, exact, logsDuringFullDisk, lost, startedTwice: twice.length, missing: missing.length, kills: kills.length, spawnerKills: spawnerKills.length, seed: SEED, seconds: Math.round((Date.now() - started) / 100) / 10 };
   console.log(JSON.stringify(result));
   for (const p of problems.slice(0, 20)) console.error(`torture: ${p}`);
   exitCode = problems.length === 0 && exact === RUNS && lost === 0 ? 0 : 1;

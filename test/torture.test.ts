@@ -19,9 +19,9 @@ function canMount(): string | undefined {
 }
 
 describe('the torture test', () => {
-  it('100 runs, 5 kills of qwexd (one during a batch submit), a disk that fills: every run exact, none twice, none lost', async (ctx) => {
+  it('100 runs, 5 kills of qwexd (one during a batch submit), 3 of its spawner, a disk that fills: every run exact, none twice, none lost', async (ctx) => {
     requireComponent(ctx, 'QWEX_REQUIRE_MOUNT', canMount());
-    const r = await execa(process.execPath, [join(ROOT, 'scripts', 'torture.mjs'), '--runs', '100', '--kills', '5', '--disk-full'], { reject: false, timeout: 240_000 });
+    const r = await execa(process.execPath, [join(ROOT, 'scripts', 'torture.mjs'), '--runs', '100', '--kills', '5', '--spawner-kills', '3', '--disk-full'], { reject: false, timeout: 240_000 });
     // The exit status first: when the script failed before its summary, its stderr says why.
     expect(r.exitCode, `torture exited ${r.exitCode}${r.timedOut ? ' (timed out)' : ''}: ${String(r.stderr).slice(-2000)}`).toBe(0);
     const result = JSON.parse(String(r.stdout).trim().split('\n').pop() ?? '{}') as Record<string, number>;

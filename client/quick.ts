@@ -1,4 +1,3 @@
-import type { BackendFlag } from '../src/backends/types.js';
 import type { RunOptions } from './commands/run.js';
 
 /**
@@ -14,7 +13,7 @@ type Quick =
   | { command: 'status'; prefix: string; options: { json?: true } }
   | { command: 'run'; args: string[]; options: QuickRunOptions };
 
-/** `qwex run`'s options as parsed here: all but the defaults of backends' own flags (see `withBackendDefaults`). */
+/** `qwex run`'s options as parsed here: all but the defaults of backends' own flags (quick-run.ts adds them). */
 type QuickRunOptions = RunOptions & { set: string[]; grid: string[]; env: string[]; notify: string[]; mount: string[]; color: true };
 
 /**
@@ -84,17 +83,6 @@ function parseRun(args: readonly string[]): Quick | undefined {
   return { command: 'run', args: [], options };
 }
 
-/**
- * What commander adds for the backends' own flags: `true` for each `--no-X`
- * (a flag whose absence is a value), nothing for the others. They are not
- * known before the backends' registry is loaded, which `qwex run` loads anyway.
- */
-export function withBackendDefaults<T extends object>(options: T, flags: readonly BackendFlag[]): T {
-  const defaults: Record<string, true> = {};
-  for (const flag of flags) if (flag.flags.startsWith('--no-')) defaults[flag.key] = true;
-  return { ...defaults, ...options };
-}
-
 /** The command and its options when `args` (after `qwex`) is a plain ps, status or run; undefined otherwise. */
 export function parseQuick(args: readonly string[]): Quick | undefined {
   if (args[0] === 'run') return parseRun(args);
@@ -129,14 +117,11 @@ export function parseQuick(args: readonly string[]): Quick | undefined {
 
 /** Runs a quick command as main.ts would (the same module, context and error rendering); returns its exit code. */
 export async function runQuick(quick: Quick, argv: readonly string[]): Promise<number> {
+  if (quick.command === 'run') return (await import('./quick-run.js')).runCommand(quick.args, quick.options, argv);
   const [{ Context }, { reportError }] = await Promise.all([import('./context.js'), import('./exit.js')]);
   const ctx = new Context();
   try {
     if (quick.command === 'ps') return await (await import('./commands/ps.js')).default(ctx, quick.options);
-    if (quick.command === 'run') {
-      const [run, { BACKENDS }] = await Promise.all([import('./commands/run.js'), import('../src/backends/registry.js')]);
-      return await run.default(ctx, quick.args, withBackendDefaults(quick.options, BACKENDS.flatMap((b) => b.flags)));
-    }
     return await (await import('./commands/status.js')).default(ctx, quick.prefix, quick.options);
   } catch (error) {
     return reportError(error, { json: argv.includes('--json') });

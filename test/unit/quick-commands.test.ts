@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { buildProgram } from '../../client/main.js';
-import { parseQuick, withBackendDefaults } from '../../client/quick.js';
+import { parseQuick } from '../../client/quick.js';
+import { withBackendDefaults } from '../../client/quick-run.js';
 import { BACKENDS } from '../../src/backends/registry.js';
 
 // `qwex ps` and `qwex status` in their plain forms skip the full parser: the options must be those commander gives

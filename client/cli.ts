@@ -2,7 +2,7 @@
 // The qwex executable. Node's compile cache (Node 22.1 and newer) is turned on
 // before anything else is loaded, so later starts skip compiling qwex's code.
 // `qwex --version` is answered before the command-line parser is even loaded,
-// and so are the plain forms of `qwex ps` and `qwex status` (quick.ts).
+// and so are the plain forms of `qwex ps`, `qwex status` and `qwex run` (quick.ts).
 import module from 'node:module';
 import { parseQuick, runQuick } from './quick.js';
 

@@ -54,9 +54,15 @@ Examples:
 
 type CommandModule<A extends unknown[]> = { default: (ctx: Context, ...args: A) => Promise<number> };
 
-export async function main(argv: string[]): Promise<number> {
-  let ctx: Context | undefined;
-  const wantsJson = argv.includes('--json');
+/** Makes a command's action from the loader of its module: what the action is called with is what the module gets. */
+export type ActionFor = <A extends unknown[]>(load: () => Promise<CommandModule<A>>) => (...args: A) => Promise<void>;
+
+/**
+ * Every command and option of `qwex`, with `use` making each action. The
+ * quick path's tests (test/unit/quick-commands.test.ts) parse with it, to
+ * check that the forms taken without it give the same options.
+ */
+export function buildProgram(use: ActionFor): Command {
   const program = new Command('qwex')
     .description('Run a command here or elsewhere, walk away, and keep its record, logs and artifacts.')
     .version(VERSION, '-V, --version')
@@ -69,15 +75,6 @@ export async function main(argv: string[]): Promise<number> {
         if (!text.startsWith('error:')) process.stderr.write(text);
       },
     });
-
-  let result = 0;
-  const use =
-    <A extends unknown[]>(load: () => Promise<CommandModule<A>>) =>
-    async (...args: A): Promise<void> => {
-      const [mod, { Context }] = await Promise.all([load(), import('./context.js')]);
-      ctx ??= new Context();
-      result = await mod.default(ctx, ...args);
-    };
 
   /** `run` and `batch` take the same options: `batch` is `run` on the configured remote backend. */
   const runOptions = (command: Command): Command =>
@@ -354,6 +351,21 @@ export async function main(argv: string[]): Promise<number> {
     if (program.opts().color === false || action.opts().color === false) disableColour();
   });
   program.addHelpText('after', EXAMPLES);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let ctx: Context | undefined;
+  const wantsJson = argv.includes('--json');
+  let result = 0;
+  const use: ActionFor =
+    (load) =>
+    async (...args) => {
+      const [mod, { Context }] = await Promise.all([load(), import('./context.js')]);
+      ctx ??= new Context();
+      result = await mod.default(ctx, ...args);
+    };
+  const program = buildProgram(use);
 
   try {
     await program.parseAsync(argv);

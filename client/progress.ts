@@ -15,10 +15,6 @@ import { styleFor, paint, type Style } from './style.js';
  * and the line must give way to the run's output at any moment; what is
  * left (formatting one line, `\r` and erase-line) is a few lines here.
  */
-export function showsProgress(options: { quiet?: boolean; json?: boolean }, stream: NodeJS.WriteStream = process.stderr): boolean {
-  return stream.isTTY === true && !options.quiet && !options.json && process.env.TERM !== 'dumb';
-}
-
 /** A step over within this long shows nothing (no flicker for a small workspace); QWEX_PROGRESS_DELAY_MS sets it. */
 const DEFAULT_SHOW_AFTER_MS = 300;
 /** How often the line is redrawn, and progress.json read. */

@@ -41,6 +41,11 @@ export function styleFor(stream: NodeJS.WriteStream): Style {
   return { tty, color: wantsColour(tty), ...(width === undefined ? {} : { width }) };
 }
 
+/** Whether the progress line (progress.ts) is drawn: on a terminal only, never under --quiet or --json. */
+export function showsProgress(options: { quiet?: boolean; json?: boolean }, stream: NodeJS.WriteStream = process.stderr): boolean {
+  return stream.isTTY === true && !options.quiet && !options.json && process.env.TERM !== 'dumb';
+}
+
 const CODES = { red: 31, green: 32, yellow: 33, blue: 34, magenta: 35, cyan: 36, gray: 90, bold: 1 } as const;
 export type Colour = keyof typeof CODES;
 

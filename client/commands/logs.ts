@@ -5,8 +5,9 @@ import { exitCodeOf, isTerminal } from '../../src/run/model.js';
 import type { RunRef } from '../../src/service/index.js';
 import type { Context } from '../context.js';
 import { followOutput } from '../context.js';
-import { ProgressLine, showsProgress } from '../progress.js';
+import { ProgressLine } from '../progress.js';
 import { styleFor, summaryLine } from '../render.js';
+import { showsProgress } from '../style.js';
 
 interface LogsOptions {
   follow?: boolean;

@@ -5,9 +5,9 @@ import type { Job, Provenance } from '../../src/run/model.js';
 import { prepareWorkspaces } from '../../src/workspace/prepare.js';
 import { ContentStore } from '../../src/workspace/snapshot.js';
 import type { Context } from '../context.js';
-import { showsProgress } from '../progress.js';
+import { foreground } from '../foreground.js';
 import { publicRun } from '../render.js';
-import { foreground } from './run.js';
+import { showsProgress } from '../style.js';
 
 interface RerunOptions {
   inPlace?: boolean;

@@ -1,19 +1,11 @@
 import { loadConfig } from '../../src/config/config.js';
 import { buildJob, type JobSpec } from '../../src/config/job.js';
 import { ErrorCode, QwexError } from '../../src/errors.js';
-import { shortId } from '../../src/ids.js';
 import { prepareWorkspaces, workspaceMode } from '../../src/workspace/prepare.js';
-import { exitCodeOf, isTerminal, type Job, type Run, type RunDependencies } from '../../src/run/model.js';
-import { runDir } from '../../src/paths.js';
-import type { RunRef, RunService } from '../../src/service/index.js';
-import { parseAssignment } from '../../src/workflow/definition.js';
-import { recipeJobs } from '../../src/workflow/plan.js';
-import { willRetry } from '../../src/workflow/retry.js';
+import type { Job, RunDependencies } from '../../src/run/model.js';
 import type { Context } from '../context.js';
-import { followOutput } from '../context.js';
 import { backendFlagOptions, containerSpec, parseDuration, parseEnv, parseWatch, type ContainerFlags } from '../parse.js';
-import { ProgressLine, showsProgress } from '../progress.js';
-import { publicRun, startLine, styleFor, summaryLine } from '../render.js';
+import { showsProgress } from '../style.js';
 
 export interface RunOptions extends ContainerFlags {
   detach?: boolean;
@@ -55,6 +47,8 @@ export default async function run(ctx: Context, args: string[], options: RunOpti
   };
   let jobs: Job[];
   if (options.job !== undefined) {
+    // Named jobs (and their parameters) are loaded only for -j: a plain `qwex run` needs none of the workflow code.
+    const [{ parseAssignment }, { recipeJobs }] = await Promise.all([import('../../src/workflow/definition.js'), import('../../src/workflow/plan.js')]);
     const sets = Object.fromEntries(options.set.map((s) => parseAssignment(s, '--set')));
     const grid = options.grid.map((g): [string, string[]] => {
       const [name, values] = parseAssignment(g, '--grid');
@@ -71,7 +65,9 @@ export default async function run(ctx: Context, args: string[], options: RunOpti
 
   const sweep = options.grid.length > 0;
   const mode = workspaceMode({ snapshot: options.snapshot, inPlace: options.inPlace }, config, !options.detach && !sweep);
-  const line = showsProgress(options) ? new ProgressLine() : undefined;
+  // What a detached run in a script needs is loaded up front; the progress line, the rendering of records and the
+  // following of a run in the foreground only when they are used.
+  const line = showsProgress(options) ? new (await import('../progress.js')).ProgressLine() : undefined;
   let provenance: Awaited<ReturnType<typeof prepareWorkspaces>>;
   try {
     provenance = await prepareWorkspaces(jobs, ctx.project, config, mode, line ? { progress: line.progress() } : {});
@@ -89,14 +85,16 @@ export default async function run(ctx: Context, args: string[], options: RunOpti
     throw new QwexError(ErrorCode.DaemonUnavailable, '--after, --grid and retries are handled by qwexd, and QWEX_NO_DAEMON=1 is set', { hint: 'unset QWEX_NO_DAEMON' });
   }
   const submitted = await service.submit({ project: ctx.project, jobs, provenance });
-  if (sweep) {
-    process.stdout.write(options.json ? `${JSON.stringify(submitted.map(publicRun), null, 2)}\n` : `${submitted.map((r) => r.id).join('\n')}\n`);
+  if (sweep || options.detach) {
+    const shown = sweep ? submitted : [submitted[0]!];
+    if (!options.json) process.stdout.write(`${shown.map((r) => r.id).join('\n')}\n`);
+    else {
+      const { publicRun } = await import('../render.js');
+      process.stdout.write(`${JSON.stringify(sweep ? shown.map(publicRun) : publicRun(shown[0]!), null, 2)}\n`);
+    }
     return 0;
   }
-  if (options.detach) {
-    process.stdout.write(options.json ? `${JSON.stringify(publicRun(submitted[0]!), null, 2)}\n` : `${submitted[0]!.id}\n`);
-    return 0;
-  }
+  const { foreground } = await import('../foreground.js');
   return foreground(service, ctx.project, submitted[0]!, { quiet: options.quiet === true, progress: showsProgress(options) });
 }
 
@@ -108,74 +106,4 @@ function dependencies(ctx: Context, options: RunOptions): RunDependencies | unde
   const runs = list.split(',').map((p) => p.trim()).filter((p) => p !== '').map((p) => ctx.resolve(p).id);
   if (runs.length === 0) throw new QwexError(ErrorCode.Usage, `${options.after !== undefined ? '--after' : '--after-any'}: no run given`, { hint: 'e.g. --after 019aa011,019aa012' });
   return { runs, require: options.after !== undefined ? 'success' : 'end' };
-}
-
-/**
- * Streams a run's output to its end and returns its exit code; a run that
- * will be retried is followed into its next attempt. Ctrl-C cancels the run
- * (it is still recorded); a second Ctrl-C stops waiting.
- */
-export async function foreground(service: RunService, project: string, submitted: Run, options: { quiet: boolean; progress?: boolean }): Promise<number> {
-  const errStyle = styleFor(process.stderr);
-  // What the run's supervisor reports while the run is pending or ending (a sync, a pull, collecting artifacts).
-  const progress = options.progress ? new ProgressLine() : undefined;
-  const say = (line: string): void => {
-    progress?.clear();
-    if (!options.quiet) process.stderr.write(`${line}\n`);
-  };
-  let ref: RunRef = { id: submitted.id, dir: runDir(project, submitted.id) };
-  say(startLine(errStyle, submitted, service.via === 'qwexd' ? 'qwexd' : undefined));
-  progress?.follow(() => ref.dir);
-  const output = followOutput();
-  const toStdout = progress ? progress.guard(output.onStdout) : output.onStdout;
-  const toStderr = progress ? progress.guard(output.onStderr) : output.onStderr;
-
-  const detach = new AbortController();
-  let interrupts = 0;
-  const onInterrupt = (): void => {
-    interrupts++;
-    if (interrupts === 1) {
-      say('cancelling (Ctrl-C again to stop waiting)');
-      service.cancel(ref).catch(() => {
-        // It ended meanwhile: the follow below reports how.
-      });
-    } else {
-      detach.abort();
-    }
-  };
-  process.on('SIGINT', onInterrupt);
-  try {
-    for (;;) {
-      const final = await service.follow(ref, { ...output, onStdout: toStdout, onStderr: toStderr, signal: detach.signal });
-      if (detach.signal.aborted && !isTerminal(final.status)) {
-        say(`stopped waiting; run ${final.id} is ${final.status}`);
-        return 130;
-      }
-      say(summaryLine(errStyle, final));
-      if (!willRetry(final) || interrupts > 0) return exitCodeOf(final);
-      const next = await nextAttempt(service, ref, detach.signal);
-      if (next === undefined) return exitCodeOf(final);
-      ref = { id: next, dir: runDir(project, next) };
-      say(`retrying: attempt ${(final.job.attempt?.number ?? 1) + 1} of ${final.job.retry!.limit + 1} is run ${shortId(next)}`);
-      if (interrupts > 0) {
-        await service.cancel(ref).catch(() => {});
-        return 130;
-      }
-    }
-  } finally {
-    process.off('SIGINT', onInterrupt);
-    progress?.close();
-  }
-}
-
-const ATTEMPT_POLL_MS = 200;
-
-/** The attempt qwexd creates after a failed run, once it is there (undefined when waiting is aborted). */
-async function nextAttempt(service: RunService, ref: RunRef, signal: AbortSignal): Promise<string | undefined> {
-  while (!signal.aborted) {
-    const view = await service.get(ref);
-    if (view.nextAttempt !== undefined) return view.nextAttempt;
-    await new Promise((resolve) => setTimeout(resolve, ATTEMPT_POLL_MS));
-  }
-  return undefined;
 }

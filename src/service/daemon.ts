@@ -1,14 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { DaemonClient } from '../daemon-client.js';
-import { startDaemon } from '../daemon-process.js';
 import { Method, type ListedRun, type RunView } from '../protocol.js';
 import type { Run } from '../run/model.js';
 import type { ListQuery } from '../store/run-index.js';
 import type { RunStore } from '../store/run-store.js';
 import { submitterEnv } from '../config/job.js';
-import { Watcher } from '../watcher.js';
+import type { Watcher } from '../watcher.js';
 import { ErrorCode, QwexError } from '../errors.js';
-import { DirectRunService } from './direct.js';
+import type { DirectRunService } from './direct.js';
 import type { FollowOptions, RunRef, RunService, SubmitRequest } from './run-service.js';
 
 /** How often a waiter asks qwexd about a run (in between it reads the record qwexd writes). */
@@ -26,7 +25,7 @@ const SUBMIT_ATTEMPTS = 8;
  */
 export class DaemonRunService implements RunService {
   readonly via = 'qwexd' as const;
-  private readonly watcher: Watcher;
+  private watcher: Promise<Watcher> | undefined;
   private fallback: DirectRunService | undefined;
   private daemonGone = false;
   private closeWatch: { dispose(): void } | undefined;
@@ -34,9 +33,7 @@ export class DaemonRunService implements RunService {
   constructor(
     private client: DaemonClient,
     private readonly store: RunStore,
-  ) {
-    this.watcher = new Watcher(store);
-  }
+  ) {}
 
   /**
    * Sends the jobs with an id of this submission, so that when qwexd goes
@@ -58,7 +55,8 @@ export class DaemonRunService implements RunService {
         if (!(error instanceof QwexError) || error.code !== ErrorCode.DaemonUnavailable || attempt >= SUBMIT_ATTEMPTS) throw error;
       }
       await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
-      await startDaemon().catch(() => undefined); // a no-op when one runs again (a service manager restarted it)
+      // A no-op when one runs again (a service manager restarted it).
+      await import('../daemon-process.js').then(({ startDaemon }) => startDaemon()).catch(() => undefined);
       const fresh = await DaemonClient.connectIfRunning().catch(() => undefined);
       if (fresh) {
         this.client.close();
@@ -80,12 +78,18 @@ export class DaemonRunService implements RunService {
     return (await this.client.request(Method.list, { ...rest, ...(statuses ? { statuses: [...statuses] } : {}) })).runs;
   }
 
-  wait(run: RunRef, options: { signal?: AbortSignal } = {}): Promise<Run> {
-    return this.watcher.waitForEnd(run.dir, { refresh: this.watchRefresh(run), ...(options.signal ? { signal: options.signal } : {}) });
+  async wait(run: RunRef, options: { signal?: AbortSignal } = {}): Promise<Run> {
+    return (await this.watch()).waitForEnd(run.dir, { refresh: this.watchRefresh(run), ...(options.signal ? { signal: options.signal } : {}) });
   }
 
-  follow(run: RunRef, options: FollowOptions): Promise<Run> {
-    return this.watcher.follow(run.dir, { ...options, refresh: this.watchRefresh(run) });
+  async follow(run: RunRef, options: FollowOptions): Promise<Run> {
+    return (await this.watch()).follow(run.dir, { ...options, refresh: this.watchRefresh(run) });
+  }
+
+  /** The watcher of waiters and followers, loaded on first use: a submission (`qwex run -d`) needs none. */
+  private watch(): Promise<Watcher> {
+    this.watcher ??= import('../watcher.js').then(({ Watcher }) => new Watcher(this.store));
+    return this.watcher;
   }
 
   /**
@@ -127,7 +131,8 @@ export class DaemonRunService implements RunService {
         return (await this.client.request(Method.get, { id: run.id })).run;
       } catch (error) {
         if (!(error instanceof QwexError) || error.code !== ErrorCode.DaemonUnavailable) throw error;
-        this.fallback = new DirectRunService(this.store);
+        const { DirectRunService } = await import('./direct.js');
+        this.fallback ??= new DirectRunService(this.store);
       }
     }
     return (await this.fallback.get(run)).run;

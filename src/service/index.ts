@@ -23,6 +23,9 @@ export interface OpenOptions {
 export async function openRunService(store: RunStore, options: OpenOptions = {}): Promise<RunService> {
   if (process.env.QWEX_NO_DAEMON === '1') return direct(store);
   if (!options.startDaemon && !existsSync(socketPath())) return direct(store);
+  // The service is loaded while the client connects and says hello: it is the one needed whenever qwexd answers.
+  const service = import('./daemon.js');
+  service.catch(() => {}); // its failure to load is reported where it is awaited, if it is
   const { DaemonClient } = await import('../daemon-client.js');
   let client = await DaemonClient.connectIfRunning();
   if (!client && options.startDaemon) {
@@ -35,7 +38,7 @@ export async function openRunService(store: RunStore, options: OpenOptions = {})
     }
   }
   if (!client) return direct(store);
-  const { DaemonRunService } = await import('./daemon.js');
+  const { DaemonRunService } = await service;
   return new DaemonRunService(client, store);
 }
 

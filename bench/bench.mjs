@@ -169,7 +169,7 @@ if (want('startup')) {
   const bigState = join(base, 'state-100k');
   // 100,000 runs in the index of another state directory, over three projects.
   const { RunIndex } = await import(join(ROOT, 'dist', 'src', 'store', 'run-index.js'));
-  const { newRunId } = await import(join(ROOT, 'dist', 'src', 'ids.js'));
+  const { newRunId } = await import(join(ROOT, 'dist', 'src', 'new-run-id.js'));
   const index = RunIndex.open(join(bigState, 'index.db'));
   const now = new Date().toISOString();
   const rows = [];

@@ -149,7 +149,7 @@ export async function cloudBench({ root, base, smoke }) {
 async function seedHistory(root, dbPath, count) {
   const { openDatabase } = await import(join(root, 'dist', 'server', 'db', 'connect.js'));
   const { migrateToLatest } = await import(join(root, 'dist', 'server', 'db', 'migrate.js'));
-  const { newRunId } = await import(join(root, 'dist', 'src', 'ids.js'));
+  const { newRunId } = await import(join(root, 'dist', 'src', 'new-run-id.js'));
   const database = await openDatabase(`sqlite:${dbPath}`);
   try {
     await migrateToLatest(database);

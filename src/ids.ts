@@ -1,9 +1,8 @@
-import { v7 as uuidv7 } from 'uuid';
-
-/** Run ids are UUIDv7: time-ordered, so sorting ids (and `ls .qwex/runs/`) is chronological. */
-export function newRunId(): string {
-  return uuidv7();
-}
+/**
+ * Run ids: how they look and how they are shown. New ones come from
+ * new-run-id.ts, apart so that reading runs (`qwex ps`) does not load
+ * node:crypto for the random part of ids it never makes.
+ */
 
 const RUN_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 

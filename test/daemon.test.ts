@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DaemonClient } from '../src/daemon-client.js';
-import { newRunId } from '../src/ids.js';
+import { newRunId } from '../src/new-run-id.js';
 import { Method, Notification, type DaemonStatus, type ListedRun, type LogDataParams, type LogEndParams } from '../src/protocol.js';
 import type { Job, Run } from '../src/run/model.js';
 import { CLI, FIXTURES, ROOT, isAlive, qwex, qwexJson, sandbox, sleep, until, type Sandbox } from './helpers.js';

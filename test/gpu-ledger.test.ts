@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { discoverGpus, discoveryCommand, parseInventory, parseProcesses, type Gpu } from '../src/gpu/discovery.js';
 import { GpuLedger, gpuLedgerSettings } from '../src/gpu/ledger.js';
-import { newRunId } from '../src/ids.js';
+import { newRunId } from '../src/new-run-id.js';
 import type { Job, Run } from '../src/run/model.js';
 import { RunStore } from '../src/store/run-store.js';
 import { FIXTURES } from './helpers.js';

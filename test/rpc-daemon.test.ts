@@ -4,7 +4,7 @@ import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { z } from 'zod';
 import { DaemonClient } from '../src/daemon-client.js';
-import { newRunId } from '../src/ids.js';
+import { newRunId } from '../src/new-run-id.js';
 import { Method, Notification, PROTOCOL_VERSION, type MethodName } from '../src/protocol.js';
 import { methods, notifications } from '../src/protocol-schemas.js';
 import type { Job, Run } from '../src/run/model.js';

@@ -2,7 +2,7 @@ import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, write
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { newRunId } from '../src/ids.js';
+import { newRunId } from '../src/new-run-id.js';
 import type { Run } from '../src/run/model.js';
 import { RunIndex } from '../src/store/run-index.js';
 import { ROOT, isAlive, qwex, qwexJson, sandbox, until, type Sandbox } from './helpers.js';

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { errnoCode } from '../errors.js';
 
 /**
@@ -24,7 +24,7 @@ export function processStartTime(pid: number): string | undefined {
     }
   }
   try {
-    const out = execFileSync('ps', ['-o', 'lstart=', '-p', String(pid)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const out = childProcess().execFileSync('ps', ['-o', 'lstart=', '-p', String(pid)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
     return out === '' ? undefined : out;
   } catch (error) {
     // ps exits 1 when no process has this pid. A ps that could not run at all must not make every process look gone.
@@ -86,4 +86,12 @@ export function signalGroup(pgid: number, signal: NodeJS.Signals): boolean {
 function isNoProcess(error: unknown): boolean {
   const code = errnoCode(error);
   return code === 'ESRCH' || code === 'ENOENT';
+}
+
+// Loaded on first use, synchronously: only where /proc is missing (macOS) is `ps` asked. Every `qwex ps` loads this
+// module (the local backend's descriptor reads shim files with it), and node:child_process (with node:net) costs a
+// command's start about 4 ms.
+const load = createRequire(import.meta.url);
+export function childProcess(): typeof import('node:child_process') {
+  return load('node:child_process') as typeof import('node:child_process');
 }

@@ -1,7 +1,7 @@
-import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { endianness } from 'node:os';
 import type { ResourceUsage } from '../protocol.js';
+import { childProcess } from './info.js';
 
 /** A process group's CPU and memory: `cpuSeconds` is the CPU time its members have used, their reaped children's included. */
 export type GroupUsage = ResourceUsage & { cpuSeconds: number };
@@ -92,7 +92,7 @@ function readPageSize(): number {
 export function groupMembers(pgid: number): number[] {
   if (process.platform === 'linux') return (scanProc().groups.get(pgid) ?? []).map((p) => p.pid);
   try {
-    const out = execFileSync('ps', ['-o', 'pid=', '-g', String(pgid)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const out = childProcess().execFileSync('ps', ['-o', 'pid=', '-g', String(pgid)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
     return out.split('\n').map((s) => Number(s.trim())).filter((n) => n > 0);
   } catch {
     return []; // ps exits 1 when the group is empty; sampling is a courtesy and must not fail a look at a run

@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCode, QwexError } from '../errors.js';
-import { newRunId } from '../ids.js';
+import { newRunId } from '../new-run-id.js';
 import { RunFiles, runDir as runDirOf } from '../paths.js';
 import type { RunStore } from '../store/run-store.js';
 import { VERSION } from '../version.js';

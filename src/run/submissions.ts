@@ -2,7 +2,7 @@ import { mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path';
 import { ErrorCode, QwexError, errnoCode } from '../errors.js';
 import { writeJsonAtomic } from '../fs-atomic.js';
-import { newRunId } from '../ids.js';
+import { newRunId } from '../new-run-id.js';
 import { runDir as runDirOf, stateDir } from '../paths.js';
 import type { RunStore } from '../store/run-store.js';
 import type { Run } from './model.js';

@@ -1,6 +1,6 @@
 import { submitterEnv } from '../config/job.js';
 import { ErrorCode, QwexError } from '../errors.js';
-import { newRunId } from '../ids.js';
+import { newRunId } from '../new-run-id.js';
 import { runDir } from '../paths.js';
 import { isTerminal, type Provenance, type Run } from '../run/model.js';
 import type { Admission, Supervisor, SupervisorLog } from '../run/supervisor.js';

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { checkHostKey } from '../../src/backends/ssh/connection.js';
 import { isReadFailure } from '../../src/errors.js';
-import { newRunId } from '../../src/ids.js';
+import { newRunId } from '../../src/new-run-id.js';
 import { runDir } from '../../src/paths.js';
 import type { Run } from '../../src/run/model.js';
 import type { RunIndex } from '../../src/store/run-index.js';

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { commandSpec } from '../../src/config/command.js';
 import { QwexError, redactSecrets } from '../../src/errors.js';
-import { distinctPrefixLength, isRunId, newRunId } from '../../src/ids.js';
+import { distinctPrefixLength, isRunId } from '../../src/ids.js';
+import { newRunId } from '../../src/new-run-id.js';
 import { canTransition, displayCommand, exitCodeOf, transition, type Run, type RunStatus } from '../../src/run/model.js';
 
 function pendingRun(): Run {

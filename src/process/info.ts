@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import type * as ChildProcessModule from 'node:child_process';
 import { createRequire } from 'node:module';
 import { errnoCode } from '../errors.js';
 
@@ -92,6 +93,6 @@ function isNoProcess(error: unknown): boolean {
 // module (the local backend's descriptor reads shim files with it), and node:child_process (with node:net) costs a
 // command's start about 4 ms.
 const load = createRequire(import.meta.url);
-export function childProcess(): typeof import('node:child_process') {
-  return load('node:child_process') as typeof import('node:child_process');
+export function childProcess(): typeof ChildProcessModule {
+  return load('node:child_process') as typeof ChildProcessModule;
 }

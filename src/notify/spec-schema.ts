@@ -1,35 +1,42 @@
-import { z } from 'zod';
+import * as z from 'zod/mini';
 import { NOTIFY_EVENTS, type NotifySpec } from './spec.js';
 
 /** Kept apart from spec.ts so that what only reads specs (a job being built) does not load zod. */
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
-/** The zod schema of a NotifySpec, for the qwexd protocol (job.notify) and the records it reads. */
-export function notifySpecSchema(): z.ZodType<NotifySpec> {
-  const envName = z.string().regex(ENV_NAME).max(256);
-  const text = z.string().min(1).max(4096);
-  const base = { name: z.string().min(1).max(128).optional(), on: z.array(z.enum(NOTIFY_EVENTS)).max(NOTIFY_EVENTS.length) };
+/** The zod/mini schema of a NotifySpec, for the qwexd protocol (job.notify) and the records it reads (see protocol-schemas.ts). */
+export function notifySpecSchema(): z.ZodMiniType<NotifySpec> {
+  const envName = z.string().check(z.regex(ENV_NAME), z.maxLength(256));
+  const text = z.string().check(z.minLength(1), z.maxLength(4096));
+  const positiveInt = () => z.number().check(z.int(), z.positive());
+  const base = { name: z.optional(z.string().check(z.minLength(1), z.maxLength(128))), on: z.array(z.enum(NOTIFY_EVENTS)).check(z.maxLength(NOTIFY_EVENTS.length)) };
   const smtp = z.strictObject({
     host: text,
-    port: z.number().int().min(1).max(65535),
+    port: z.number().check(z.int(), z.gte(1), z.lte(65535)),
     tls: z.enum(['starttls', 'tls', 'none']),
-    user: text.optional(),
-    userEnv: envName.optional(),
-    passwordEnv: envName.optional(),
-    passwordFile: text.optional(),
-    caFile: text.optional(),
+    user: z.optional(text),
+    userEnv: z.optional(envName),
+    passwordEnv: z.optional(envName),
+    passwordFile: z.optional(text),
+    caFile: z.optional(text),
   });
   const target = z.discriminatedUnion('kind', [
-    z.strictObject({ kind: z.literal('webhook'), ...base, url: text, secretEnv: envName.optional(), secretFile: text.optional() }),
-    z.strictObject({ kind: z.literal('slack'), ...base, url: text.optional(), urlEnv: envName.optional(), urlFile: text.optional() }),
-    z.strictObject({ kind: z.literal('email'), ...base, to: z.array(text).min(1).max(100), from: text.optional(), smtp }),
-    z.strictObject({ kind: z.literal('command'), ...base, command: z.array(z.string().max(131072)).min(1).max(4096), shell: z.boolean(), timeoutMs: z.number().int().positive().optional() }),
+    z.strictObject({ kind: z.literal('webhook'), ...base, url: text, secretEnv: z.optional(envName), secretFile: z.optional(text) }),
+    z.strictObject({ kind: z.literal('slack'), ...base, url: z.optional(text), urlEnv: z.optional(envName), urlFile: z.optional(text) }),
+    z.strictObject({ kind: z.literal('email'), ...base, to: z.array(text).check(z.minLength(1), z.maxLength(100)), from: z.optional(text), smtp }),
+    z.strictObject({
+      kind: z.literal('command'),
+      ...base,
+      command: z.array(z.string().check(z.maxLength(131072))).check(z.minLength(1), z.maxLength(4096)),
+      shell: z.boolean(),
+      timeoutMs: z.optional(positiveInt()),
+    }),
   ]);
   return z.strictObject({
-    targets: z.array(target).max(64),
-    use: z.array(z.string().min(1).max(128)).max(64).optional(),
-    waitingAfterMs: z.number().int().positive().optional(),
-    retryForMs: z.number().int().positive().optional(),
-    dashboardUrl: text.optional(),
+    targets: z.array(target).check(z.maxLength(64)),
+    use: z.optional(z.array(z.string().check(z.minLength(1), z.maxLength(128))).check(z.maxLength(64))),
+    waitingAfterMs: z.optional(positiveInt()),
+    retryForMs: z.optional(positiveInt()),
+    dashboardUrl: z.optional(text),
   });
 }

@@ -1,4 +1,4 @@
-import type { z } from 'zod';
+import type * as z from 'zod/v4/core';
 import type { ResponseError } from './messages.js';
 
 /**
@@ -39,16 +39,21 @@ export class RpcError extends Error {
   }
 }
 
+/** What checks a request's params: a zod schema (classic or zod/mini), or anything with its safeParse. */
+export interface ParamsCheck<P = unknown> {
+  safeParse(value: unknown): { success: true; data: P } | { success: false; error: z.$ZodError };
+}
+
 export interface RequestSpec<P, R, C> {
   /** Checks the params; a failure is answered with -32602 naming the offending key. */
-  params: z.ZodType<P>;
+  params: ParamsCheck<P>;
   handler: (params: P, context: C) => R | Promise<R>;
   /** What to ask for instead when the answer is over the size limit (e.g. "a smaller `limit`"). */
   whenTooLarge?: string;
 }
 
 export interface NotificationSpec<P, C> {
-  params: z.ZodType<P>;
+  params: ParamsCheck<P>;
   handler: (params: P, context: C) => void | Promise<void>;
 }
 
@@ -61,7 +66,7 @@ export interface MethodTable<C> {
 }
 
 /** A table of schemas: per method, its params and result (the result's schema is for types and tests). */
-export type SchemaTable = Record<string, { params: z.ZodType; result: z.ZodType; whenTooLarge?: string }>;
+export type SchemaTable = Record<string, { readonly params: z.$ZodType & ParamsCheck; readonly result: z.$ZodType; readonly whenTooLarge?: string }>;
 
 /** One handler per method of a schema table, typed by its schemas: nothing else is reachable. */
 export type HandlersOf<T extends SchemaTable, C> = {
@@ -72,7 +77,9 @@ export type HandlersOf<T extends SchemaTable, C> = {
 export function bindHandlers<T extends SchemaTable, C>(schemas: T, handlers: HandlersOf<T, C>): MethodTable<C>['requests'] {
   const requests: MethodTable<C>['requests'] = {};
   for (const name of Object.keys(schemas) as (keyof T & string)[]) {
-    const { params, whenTooLarge } = schemas[name]!;
+    const { whenTooLarge } = schemas[name]!;
+    // The schema is read at the first request, not now: a table may build its schemas when first read (protocol-schemas.ts).
+    const params: ParamsCheck = { safeParse: (value) => schemas[name]!.params.safeParse(value) };
     requests[name] = { params, handler: handlers[name] as RequestSpec<unknown, unknown, C>['handler'], ...(whenTooLarge ? { whenTooLarge } : {}) };
   }
   return requests;
@@ -90,7 +97,7 @@ export interface EndpointOptions {
 }
 
 /** "jobs.0.cwd: Invalid input: expected string, received number" */
-export function describeParamsError(error: z.ZodError): string {
+export function describeParamsError(error: z.$ZodError): string {
   const issue = error.issues[0];
   if (!issue) return 'invalid params';
   // Keys come from the peer: a few, each cut short, so that the message stays a sentence.

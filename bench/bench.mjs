@@ -22,8 +22,8 @@ const outDir = args.includes('--out') ? resolve(args[args.indexOf('--out') + 1])
 const only = args.includes('--only') ? new Set(args[args.indexOf('--only') + 1].split(',')) : undefined;
 
 const N = smoke
-  ? { startupReps: 3, jobs: 10, jobReps: 1, drain: 20, drainReps: 1, latencyLines: 20, throughputBytes: 8e6, active: 4, sampleMs: 1000 }
-  : { startupReps: 15, jobs: 200, jobReps: 3, drain: 1000, drainReps: 2, latencyLines: 200, throughputBytes: 1e9, active: 100, sampleMs: 5000 };
+  ? { startupReps: 3, jobs: 10, jobReps: 1, drain: 20, drainReps: 1, latencyLines: 20, throughputBytes: 8e6, active: 4, sampleMs: 1000, settleMaxS: 3 }
+  : { startupReps: 15, jobs: 200, jobReps: 3, drain: 1000, drainReps: 2, latencyLines: 200, throughputBytes: 1e9, active: 100, sampleMs: 5000, settleMaxS: 30 };
 
 if (!existsSync(CLI)) {
   console.error('bench: dist/ is missing; run `npm run build` first');
@@ -378,6 +378,16 @@ if (want('daemon')) {
   await new Promise((r) => setTimeout(r, 1000));
   const idle = await sample(pid);
   const idleMemory = memory(pid);
+  // Idle means doing nothing for a while: V8 gives back the young generation it grew while loading modules only
+  // once its memory reducer runs, some seconds after start. Read again once RSS has stopped falling (3 readings a
+  // second apart without a drop, at most 30 s); both figures are reported.
+  let settled = idleMemory;
+  for (let t = 0, still = 0; t < N.settleMaxS && still < 3; t++) {
+    await new Promise((r) => setTimeout(r, 1000));
+    const now = memory(pid);
+    still = now.rss < settled.rss ? 0 : still + 1;
+    if (now.rss < settled.rss) settled = now;
+  }
   writeFileSync(join(base, 'active.txt'), 'sleep 60\n'.repeat(N.active));
   const ids = sh(`${qwex(`submit ${join(base, 'active.txt')}`)}`).trim().split('\n');
   // Measured once every run has started (starting a hundred costs more than following them), after a settling second.
@@ -401,8 +411,10 @@ if (want('daemon')) {
     name: 'qwexd resource use',
     unit: 'as noted',
     rows: [
-      { variant: 'idle: RSS (MB)', value: idle.rss / 1e6 },
-      { variant: 'idle: PSS (MB)', value: idleMemory.pss / 1e6 },
+      { variant: `idle, ${(1000 + N.sampleMs) / 1000} s after start: RSS (MB)`, value: idle.rss / 1e6 },
+      { variant: `idle, ${(1000 + N.sampleMs) / 1000} s after start: PSS (MB)`, value: idleMemory.pss / 1e6 },
+      { variant: 'idle, settled (RSS no longer falling): RSS (MB)', value: settled.rss / 1e6 },
+      { variant: 'idle, settled: PSS (MB)', value: settled.pss / 1e6 },
       { variant: 'idle: CPU (% of one core)', value: idle.cpu },
       { variant: `${N.active} runs active: RSS (MB)`, value: busy.rss / 1e6 },
       { variant: `${N.active} runs active: CPU (% of one core)`, value: busy.cpu },
@@ -411,7 +423,7 @@ if (want('daemon')) {
       { variant: 'one shim: PSS (kB)', value: shimCount ? shimPss / shimCount / 1e3 : NaN },
     ],
   });
-  goal('idle qwexd RSS', '< 60 MB', `${(idle.rss / 1e6).toFixed(1)} MB`, idle.rss / 1e6 < 60);
+  goal('idle qwexd RSS (settled)', '< 60 MB', `${(settled.rss / 1e6).toFixed(1)} MB (${(idle.rss / 1e6).toFixed(1)} MB ${(1000 + N.sampleMs) / 1000} s after start)`, settled.rss / 1e6 < 60);
   goal('idle qwexd CPU', '< 0.5%', `${idle.cpu.toFixed(2)}%`, idle.cpu < 0.5);
   goal(`qwexd CPU with ${N.active} runs active`, '< 5% of a core', `${busy.cpu.toFixed(1)}%`, busy.cpu < 5);
 }

@@ -24,7 +24,7 @@ describe('npm run bench, smoke mode', () => {
         expect.arrayContaining(['CLI start-up', 'Log follow (qwex attach)', 'qwexd resource use']),
       );
       for (const section of report.sections) for (const row of section.rows) expect(Number.isFinite(row.value), `${section.name}: ${row.variant}`).toBe(true);
-      expect(report.goals.map((g) => g.measure)).toEqual(expect.arrayContaining(['attach latency, 99th percentile', 'idle qwexd RSS']));
+      expect(report.goals.map((g) => g.measure)).toEqual(expect.arrayContaining(['attach latency, 99th percentile', 'idle qwexd RSS (settled)']));
       expect(readFileSync(join(out, files[1]!), 'utf8')).toMatch(/^# qwex benchmark \(smoke\)/);
     } finally {
       rmSync(out, { recursive: true, force: true });

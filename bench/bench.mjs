@@ -123,12 +123,24 @@ function tspMeasured(script) {
     sh('tsp -K >/dev/null 2>&1 || true');
   }
 }
-/** qwexd's CPU time so far, its reaped children (the shims, and the commands they reaped) included. */
+/**
+ * qwexd's CPU time so far, its reaped children included; and its shims' spawner's (libexec/qwex-spawner, qwexd's
+ * child, alive while qwexd is), with the shims it reaped and the commands they reaped: every process of a run.
+ */
 function daemonCpu() {
   try {
-    return cpuSeconds(daemonPid());
+    const pid = daemonPid();
+    return cpuSeconds(pid) + childrenOf(pid).reduce((sum, child) => sum + cpuSeconds(child), 0);
   } catch {
     return NaN;
+  }
+}
+/** The live children of `pid`, from /proc (a child that ended and was reaped is in the parent's own figures). */
+function childrenOf(pid) {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
   }
 }
 const qwex = (a) => `node ${JSON.stringify(CLI)} ${a}`;

@@ -139,6 +139,27 @@ describe('the SQLite index', () => {
   }, 120_000);
 });
 
+describe('the SQLite index: runs finished since', () => {
+  it('lists only runs that finished at or after the instant (the newest `limit` of them), none still running', () => {
+    const index = RunIndex.open(join(sb.state, 'index.db'));
+    try {
+      const at = (minutesAgo: number): string => new Date(Date.UTC(2026, 11, 2, 12, 0) - minutesAgo * 60_000).toISOString();
+      const runs = [
+        syntheticRun(sb.project, newRunId(), { finishedAt: at(120) }),
+        syntheticRun(sb.project, newRunId(), { finishedAt: at(30) }),
+        syntheticRun(sb.project, newRunId(), { finishedAt: at(10) }),
+        syntheticRun(sb.project, newRunId(), { status: 'running', finishedAt: undefined }),
+      ];
+      index.upsertMany(runs.map((run) => ({ run, runDir: join(sb.project, '.qwex', 'runs', run.id) })));
+      const since = index.list({ finishedSince: at(30) }).map((r) => r.id);
+      expect(since).toEqual([runs[1]!.id, runs[2]!.id]);
+      expect(index.list({ finishedSince: at(30), limit: 1 }).map((r) => r.id)).toEqual([runs[2]!.id]);
+    } finally {
+      index.close();
+    }
+  });
+});
+
 describe('a run whose monitor died', () => {
   function runDirOf(id: string): string {
     return join(sb.project, '.qwex', 'runs', id);

@@ -117,9 +117,10 @@ export class RunEvents {
     const startedAt = Date.now();
     const mark = await journal.state(WATERMARK);
     const since = (mark === undefined ? startedAt - FIRST_SCAN_MS : Date.parse(mark)) - SCAN_OVERLAP_MS;
+    // Filtered in SQLite: a first scan after a start would otherwise bring every run of the index into memory.
     const rows = this.options.store
       .runIndex()
-      .list({ statuses: ['succeeded', 'failed', 'cancelled', 'lost'], limit })
+      .list({ statuses: ['succeeded', 'failed', 'cancelled', 'lost'], limit, finishedSince: new Date(since).toISOString() })
       .filter((r) => r.finishedAt !== null && Date.parse(r.finishedAt) >= since);
     const seen = await journal.seenSubjects(rows.map((r) => r.id));
     const quiet: { subject: string; event: string }[] = [];

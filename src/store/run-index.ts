@@ -37,6 +37,8 @@ export interface ListQuery {
   limit?: number;
   /** Only runs of this named job. */
   recipe?: string;
+  /** Only runs that finished at this instant (an ISO time, as records write it) or later. */
+  finishedSince?: string;
 }
 
 const SCHEMA_VERSION = 3;
@@ -260,6 +262,11 @@ function listQuery(query: ListQuery): { sql: string; params: unknown[] } {
   if (query.recipe !== undefined) {
     where.push('recipe = ?');
     params.push(query.recipe);
+  }
+  if (query.finishedSince !== undefined) {
+    // Records write toISOString()'s one format, so the text order is the time order.
+    where.push('finished_at >= ?');
+    params.push(query.finishedSince);
   }
   params.push(query.limit && query.limit > 0 ? query.limit : -1);
   return { sql: `SELECT * FROM runs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`, params };

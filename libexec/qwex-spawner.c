@@ -25,8 +25,9 @@
  *    any of that fails, nothing ran: it writes "TAG failed ERRNO" on fd 3
  *    and exits 127. (qwex passes `--report-tag TAG` to the shim, which
  *    writes its own one line, "TAG started PID" and so on, on that fd 3.)
- * c. The spawner writes "TAG forked PID" once the child exists, or
- *    "TAG failed ERRNO" when no process could be made; and
+ * c. The spawner writes "TAG forked PID" once the child exists (the child's
+ *    own line may come before it), or "TAG nofork ERRNO" when no process
+ *    could be made (then that is the request's only line); and
  *    "reaped PID STATUS" (the raw wait status) for every child that ended.
  *    Every line is shorter than PIPE_BUF, so the lines of the spawner and of
  *    the shims sharing the pipe never mix.
@@ -204,7 +205,7 @@ static int handle(char *req, size_t len) {
   }
   pid = fork();
   if (pid == 0) child(fields[0], fields[1], fields[2], fields[3], fields[4], argv, envp);
-  if (pid < 0) line(out_fd, "%s failed %d\n", fields[0], errno);
+  if (pid < 0) line(out_fd, "%s nofork %d\n", fields[0], errno);
   else line(out_fd, "%s forked %ld\n", fields[0], (long)pid);
   free(argv);
   free(envp);

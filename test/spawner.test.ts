@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -169,6 +169,25 @@ describe('qwex-spawner', () => {
 });
 
 describe('Spawner', () => {
+  /** A stand-in for qwex-spawner that ignores its request and prints `lines`: the orders the real one can produce. */
+  function scriptedSpawner(lines: string): string {
+    const path = join(tempDir(), 'scripted-spawner');
+    writeFileSync(path, `#!/bin/sh\nhead -c 4 >/dev/null\nprintf '${lines}'\nsleep 5\n`, { mode: 0o755 });
+    return path;
+  }
+  const request = () => ({ file: '/bin/echo', args: [], cwd: '/', env: {}, stdoutPath: '/dev/null', stderrPath: '/dev/null' });
+
+  it('waits for both lines of a start, whichever comes first: the child may write before its parent', async () => {
+    const childFirst = await new Spawner(scriptedSpawner('r1 started 123\\nr1 forked 456\\n')).start(request);
+    expect(childFirst).toEqual({ report: { kind: 'started', pid: 123 }, shimPid: 456 });
+    const parentFirst = await new Spawner(scriptedSpawner('r1 forked 456\\nr1 exists\\n')).start(request);
+    expect(parentFirst).toEqual({ report: { kind: 'exists' }, shimPid: 456 });
+  });
+
+  it('takes "nofork" as the only line of a start no process could be made for', async () => {
+    expect(await new Spawner(scriptedSpawner('r1 nofork 11\\n')).start(request)).toEqual({ report: { kind: 'failed', errno: 11 } });
+  });
+
   it('answers a request its spawner died before forking as such, so that it may be sent again', async () => {
     // /bin/true stands in for a spawner killed before it read the request: it exits without a word.
     const outcome = await new Spawner('/bin/true').start(() => ({ file: '/bin/echo', args: [], cwd: '/', env: {}, stdoutPath: '/dev/null', stderrPath: '/dev/null' }));

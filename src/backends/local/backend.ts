@@ -199,6 +199,9 @@ async function settleStart(
     const earlier = await earlierStart(io.dir);
     if (earlier) return adoptShim(earlier, io.dir, io.runId);
   }
+  const recorded = readShimState(io.dir);
+  // A spawner that died between its fork and its "forked" line left the shim's pid to shim.json.
+  if (shimPid === undefined && recorded?.state === 'started') shimPid = recorded.shimPid;
   if (report?.kind !== 'started' || shimPid === undefined) {
     // Could not exec (the shim wrote the exit file with errno before saying so), or the shim could not start at all.
     const exit = readExit(io.dir, io.runId, file);
@@ -206,7 +209,6 @@ async function settleStart(
     const errno = report?.kind === 'failed' ? report.errno : undefined;
     return notStartedProcess(errno === constants.errno.ENOSPC ? { exitCode: 126, signal: null, error: { code: ErrorCode.StateUnwritable, message: `cannot start ${file}: no space left on device for the run's files` } } : spawnFailure(errno, file));
   }
-  const recorded = readShimState(io.dir);
   const pid = report.pid;
   const details: LocalDetails =
     recorded?.state === 'started'

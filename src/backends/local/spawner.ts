@@ -35,6 +35,9 @@ export interface SpawnOutcome {
 interface Pending {
   resolve: (outcome: SpawnOutcome) => void;
   shimPid?: number;
+  /** The shim's line, when it came before the spawner's "forked" (the child ran before its parent wrote). */
+  report?: ShimReport | undefined;
+  reported?: true;
 }
 
 let shared: Spawner | undefined;
@@ -79,7 +82,7 @@ export class Spawner {
       this.alive = false;
       for (const [tag, p] of this.pending) {
         this.pending.delete(tag);
-        p.resolve({ report: undefined, ...(p.shimPid === undefined ? {} : { shimPid: p.shimPid }), spawnerDied: true });
+        p.resolve({ report: p.report, ...(p.shimPid === undefined ? {} : { shimPid: p.shimPid }), spawnerDied: true });
       }
     });
   }
@@ -129,22 +132,33 @@ export class Spawner {
         this.reapedListeners.delete(pid);
         listener();
       }
-      // A shim that ended without a word (killed before it could say one).
+      // A shim that ended without a word (killed before it could say one): its line would have come before this.
       for (const [tag, p] of this.pending) {
         if (p.shimPid !== pid) continue;
         this.pending.delete(tag);
-        p.resolve({ report: undefined, shimPid: pid });
+        p.resolve({ report: p.report, shimPid: pid });
       }
       return;
     }
     const p = this.pending.get(head);
     if (!p) return;
-    const forked = /^forked (\d+)$/.exec(rest);
-    if (forked) {
-      p.shimPid = Number(forked[1]);
+    const nofork = /^nofork (\d+)$/.exec(rest);
+    if (nofork) {
+      // No process could be made: that is the only line this start gets.
+      this.pending.delete(head);
+      p.resolve({ report: { kind: 'failed', errno: Number(nofork[1]) } });
       return;
     }
-    this.pending.delete(head);
-    p.resolve({ report: parseShimReport(rest), ...(p.shimPid === undefined ? {} : { shimPid: p.shimPid }) });
+    const forked = /^forked (\d+)$/.exec(rest);
+    if (forked) p.shimPid = Number(forked[1]);
+    else {
+      p.report = parseShimReport(rest);
+      p.reported = true;
+    }
+    // Settled once both lines are here, in either order: the child may write before its parent does.
+    if (p.reported && p.shimPid !== undefined) {
+      this.pending.delete(head);
+      p.resolve({ report: p.report, shimPid: p.shimPid });
+    }
   }
 }

@@ -90,6 +90,7 @@ export class Spawner {
   /** Starts the program of the request built for this start's tag (which the shim puts on its report line); settles with that line. */
   start(build: (tag: string) => SpawnRequest): Promise<SpawnOutcome> {
     const tag = `r${++this.nextTag}`;
+    if (!this.alive) return Promise.resolve({ report: undefined, spawnerDied: true });
     const request = build(tag);
     const fields = [tag, request.file, request.cwd, request.stdoutPath, request.stderrPath, String(request.args.length + 1), request.file, ...request.args];
     for (const [name, value] of Object.entries(request.env)) fields.push(`${name}=${value}`);

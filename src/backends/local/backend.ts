@@ -173,7 +173,9 @@ async function startWithSpawner(spawner: Spawner, shim: ShimProgram, file: strin
       const command = shimCommand(shim, file, args, job, io, tag);
       return { file: command.file, args: command.args, cwd: job.cwd, env: io.env, stdoutPath: io.stdoutPath, stderrPath: io.stderrPath };
     });
-    if (outcome.spawnerDied && outcome.shimPid === undefined) continue; // nothing was forked: ask again (shim.json keeps it to one start)
+    // Not a word from a spawner that died: nothing was forked, ask again (shim.json keeps it to one start). A shim that
+    // did report is settled from its line, its pid from shim.json when the spawner died before saying "forked".
+    if (outcome.spawnerDied && outcome.shimPid === undefined && outcome.report === undefined) continue;
     let stopListening = (): void => {};
     return settleStart(outcome.report, outcome.shimPid, file, io, {
       watch: (watcher) => {

@@ -173,8 +173,7 @@ async function startWithSpawner(spawner: Spawner, shim: ShimProgram, file: strin
       const command = shimCommand(shim, file, args, job, io, tag);
       return { file: command.file, args: command.args, cwd: job.cwd, env: io.env, stdoutPath: io.stdoutPath, stderrPath: io.stderrPath };
     });
-    // Not a word from a spawner that died: nothing was forked, ask again (shim.json keeps it to one start). A shim that
-    // did report is settled from its line, its pid from shim.json when the spawner died before saying "forked".
+    // No word from a spawner that died: ask again (shim.json keeps it to one start); a shim that reported is settled.
     if (outcome.spawnerDied && outcome.shimPid === undefined && outcome.report === undefined) continue;
     let stopListening = (): void => {};
     return settleStart(outcome.report, outcome.shimPid, file, io, {
@@ -202,8 +201,7 @@ async function settleStart(
     if (earlier) return adoptShim(earlier, io.dir, io.runId);
   }
   const recorded = readShimState(io.dir);
-  // A spawner that died between its fork and its "forked" line left the shim's pid to shim.json.
-  if (shimPid === undefined && recorded?.state === 'started') shimPid = recorded.shimPid;
+  if (shimPid === undefined && recorded?.state === 'started') shimPid = recorded.shimPid; // its spawner died before "forked"
   if (report?.kind !== 'started' || shimPid === undefined) {
     // Could not exec (the shim wrote the exit file with errno before saying so), or the shim could not start at all.
     const exit = readExit(io.dir, io.runId, file);

@@ -8,7 +8,7 @@
 //
 // Writes bench/results/<date>-<host>.md and .json (or --out DIR).
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { cpus, hostname, loadavg, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -374,14 +374,19 @@ if (want('daemon')) {
     await new Promise((r) => setTimeout(r, N.sampleMs));
     return { rss: rss(pid), cpu: ((cpuSeconds(pid, { children: false }) - t0) / (N.sampleMs / 1000)) * 100 };
   };
-  /** The shims of this benchmark's runs (the compiled one, or perl running the script), by their --run-dir. */
+  /**
+   * The shims of this benchmark's runs: the compiled one or perl running the script, by their --run-dir; or the
+   * spawner's built-in one (named qwex-shim, with the spawner's command line), by its working directory, the run's.
+   */
   const shims = () => {
     const found = [];
+    const ours = (path) => path.startsWith(join(project, '.qwex'));
     for (const entry of readdirSync('/proc')) {
       if (!/^\d+$/.test(entry)) continue;
       try {
         const args = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-        if (args.some((a) => /qwex-shim(\.pl)?$/.test(a)) && args.some((a) => a.startsWith(join(project, '.qwex')))) found.push(Number(entry));
+        const builtIn = readFileSync(`/proc/${entry}/comm`, 'utf8').trim() === 'qwex-shim' && args.some((a) => /qwex-spawner$/.test(a));
+        if (builtIn ? ours(readlinkSync(`/proc/${entry}/cwd`)) : args.some((a) => /qwex-shim(\.pl)?$/.test(a)) && args.some(ours)) found.push(Number(entry));
       } catch {
         // gone meanwhile
       }

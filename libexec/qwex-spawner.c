@@ -7,8 +7,12 @@
  * tables and more for qwexd) and blocks its event loop until the child has
  * exec'd; with many short runs that was the largest single cost of qwexd. This
  * process is small, so its forks are cheap, and qwexd only writes a request
- * and reads a line. It starts nothing of its own: every request execs a
- * program (qwex-shim, whose own contract is at the top of qwex-shim.c).
+ * and reads a line. It starts nothing of its own: every request becomes a
+ * shim (whose contract is at the top of qwex-shim.c). The shim is compiled
+ * into this program as well (qwex-shim.c is included below, its main renamed),
+ * so a request's child can run it without an exec: on a virtual machine an
+ * exec costs about a millisecond of CPU (the loader's CPU feature probing
+ * traps to the hypervisor), which was one of three per short run.
  *
  * Contract:
  * a. A request is a 4-byte length (little-endian, at most MAX_REQUEST) and
@@ -21,9 +25,12 @@
  *    signal mask and dispositions, opens STDIN /dev/null, STDOUT and STDERR
  *    (O_WRONLY|O_APPEND|O_CREAT, mode 0600) on 0, 1 and 2, puts a copy of the
  *    spawner's stdout on fd 3, closes everything else, changes to CWD and
- *    execs FILE with the arguments and exactly the environment given. If
- *    any of that fails, nothing ran: it writes "TAG failed ERRNO" on fd 3
- *    and exits 127. (qwex passes `--report-tag TAG` to the shim, which
+ *    execs FILE with the arguments and exactly the environment given; an
+ *    empty FILE runs the built-in shim instead (the same code as
+ *    libexec/qwex-shim, with the arguments as its argv and exactly the
+ *    environment given, the process named qwex-shim), and exits with its
+ *    status. If any of that fails, nothing ran: it writes "TAG failed ERRNO"
+ *    on fd 3 and exits 127. (qwex passes `--report-tag TAG` to the shim, which
  *    writes its own one line, "TAG started PID" and so on, on that fd 3.)
  * c. The spawner writes "TAG forked PID" once the child exists (the child's
  *    own line may come before it), or "TAG nofork ERRNO" when no process
@@ -54,6 +61,11 @@
 #include <sys/syscall.h>
 #endif
 
+/* The shim, built in: its main becomes qwex_shim_main; its helpers (set_cloexec) serve the spawner too. */
+#define main qwex_shim_main
+#include "qwex-shim.c"
+#undef main
+
 #define MAX_REQUEST (4 * 1024 * 1024)
 #define MAX_TAG 64
 #define REPORT_FD 3
@@ -69,16 +81,6 @@ static void on_chld(int sig) {
     /* full: a wake-up is already there */
   }
   errno = saved;
-}
-
-static int cloexec(int fd, int nonblock) {
-  int flags = fcntl(fd, F_GETFD);
-  if (flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0) return -1;
-  if (nonblock) {
-    flags = fcntl(fd, F_GETFL);
-    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return -1;
-  }
-  return 0;
 }
 
 /* One whole line; qwexd may be gone (EPIPE), which the next read of stdin tells. */
@@ -160,6 +162,15 @@ static void child(const char *tag, const char *file, const char *cwd, const char
   report = REPORT_FD;
   close_above(REPORT_FD);
   if (chdir(cwd) < 0) goto failed;
+  if (file[0] == '\0') {
+    int argc = 0;
+    while (argv[argc] != NULL) argc++;
+    environ = envp;
+#ifdef __linux__
+    prctl(PR_SET_NAME, "qwex-shim", 0, 0, 0);
+#endif
+    exit(qwex_shim_main(argc, argv));
+  }
   execve(file, argv, envp);
 failed : {
   int why = errno;
@@ -231,9 +242,9 @@ int main(void) {
   ssize_t n;
 
   signal(SIGPIPE, SIG_IGN);
-  if (pipe(chld_pipe) < 0 || cloexec(chld_pipe[0], 1) < 0 || cloexec(chld_pipe[1], 1) < 0) return 1;
-  cloexec(STDIN_FILENO, 0);
-  cloexec(STDOUT_FILENO, 0);
+  if (pipe(chld_pipe) < 0 || set_cloexec(chld_pipe[0], 1) < 0 || set_cloexec(chld_pipe[1], 1) < 0) return 1;
+  set_cloexec(STDIN_FILENO, 0);
+  set_cloexec(STDOUT_FILENO, 0);
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_chld;
   sigemptyset(&sa.sa_mask);

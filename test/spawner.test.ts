@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -94,7 +94,10 @@ function shimCommand(dir: string, tag: string, command: string[]): string[] {
 }
 
 describe('qwex-spawner', () => {
-  it('starts a shim with exactly the cwd, environment and log files asked for, and says so', async (ctx) => {
+  it.for([
+    ['the shim program', false],
+    ['its built-in shim', true],
+  ] as const)('starts %s with exactly the cwd, environment and log files asked for, and says so', async ([, builtinShim], ctx) => {
     skipUnlessBuilt(ctx);
     const base = tempDir();
     const dir = join(base, 'run');
@@ -106,6 +109,7 @@ describe('qwex-spawner', () => {
     const outcome = await spawner.start((tag) => ({
       file: file!,
       args: args.map((a) => (a === 'placeholder' ? tag : a)),
+      builtinShim,
       cwd,
       env: { FOO: 'bar baz', PATH: process.env.PATH ?? '/usr/bin:/bin' },
       stdoutPath: join(dir, 'stdout.log'),
@@ -122,6 +126,29 @@ describe('qwex-spawner', () => {
     expect(Number(count)).toBeLessThanOrEqual(5);
     expect(readFileSync(join(dir, 'stderr.log'), 'utf8')).toBe('oops\n');
     expect(readdirSync(dir).sort()).toEqual(['exit.json', 'shim.json', 'stderr.log', 'stdout.log']);
+  });
+
+  it('runs its built-in shim for an empty program name: no exec, the process named qwex-shim, the same files', async (ctx) => {
+    skipUnlessBuilt(ctx);
+    const base = tempDir();
+    const dir = join(base, 'run');
+    mkdirSync(dir);
+    const raw = startRaw();
+    const [, ...args] = shimCommand(dir, 'b', ['sleep', '30']);
+    raw.send(['b', '', base, join(dir, 'stdout.log'), join(dir, 'stderr.log'), String(args.length + 1), 'qwex-shim', ...args, `PATH=${process.env.PATH}`]);
+    const pid = Number((await until(() => raw.lines.find((l) => l.startsWith('b started ')))).split(' ')[2]);
+    pids.push(pid);
+    const shimPid = Number(raw.lines.find((l) => l.startsWith('b forked '))!.split(' ')[2]);
+    const shimState = JSON.parse(readFileSync(join(dir, 'shim.json'), 'utf8')) as { shimPid: number; pid: number };
+    expect(shimState).toMatchObject({ shimPid, pid });
+    expect(readFileSync(`/proc/${shimPid}/comm`, 'utf8').trim()).toBe('qwex-shim');
+    // Not exec'd: the shim is the spawner's program, in its own session, parent of the command.
+    expect(readlinkSync(`/proc/${shimPid}/exe`)).toBe(SPAWNER);
+    expect(parentOf(pid)).toBe(shimPid);
+    process.kill(pid, 'SIGKILL');
+    await until(() => (raw.lines.some((l) => l.startsWith(`reaped ${shimPid} `)) ? true : undefined));
+    expect(raw.lines).toContain(`reaped ${shimPid} 0`);
+    expect(readExitFile(join(dir, 'exit.json'))).toMatchObject({ exitCode: null, signal: 9 });
   });
 
   it('says failed, and starts nothing, for a missing directory or program; then serves on', async (ctx) => {

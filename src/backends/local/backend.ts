@@ -1,20 +1,19 @@
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, rmSync, statSync, watch, type FSWatcher } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, rmSync, statSync } from 'node:fs';
 import { once } from 'node:events';
 import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import { executable } from '../../config/command.js';
 import { ErrorCode } from '../../errors.js';
-import { RunFiles, exitFallbackPath } from '../../paths.js';
-import { isGroupOurs, isProcessAlive, processStartTime, signalGroup } from '../../process/info.js';
+import { exitFallbackPath } from '../../paths.js';
+import { processStartTime, signalGroup } from '../../process/info.js';
 import type { Job } from '../../run/model.js';
 import { notStartedProcess, type Backend, type ExitInfo, type RunIO, type StartedProcess } from '../types.js';
 import type { LocalDetails } from './index.js';
-import { SHIM_FILE, exitFilePath, findShim, parseShimReport, readExitFile, readShimState, shimArgs, type ShimExit, type ShimProgram, type ShimReport } from './shim.js';
+import { ExitWatcher, readExit, spawnFailure } from './exit-watcher.js';
+import { SHIM_FILE, findShim, parseShimReport, readShimState, shimArgs, type ShimProgram, type ShimReport } from './shim.js';
 import { sharedSpawner, type Spawner } from './spawner.js';
 
-/** How often a command whose shim we did not start is checked for a shim that died without a word. */
-const ADOPTED_CHECK_MS = 1000;
 /** How long to wait for a shim that is writing shim.json (a predecessor's, caught mid-start). */
 const STARTING_WAIT_MS = 6000;
 
@@ -171,7 +170,7 @@ async function startWithSpawner(spawner: Spawner, shim: ShimProgram, file: strin
     if (!current) return undefined;
     const outcome = await current.start((tag) => {
       const command = shimCommand(shim, file, args, job, io, tag);
-      return { file: command.file, args: command.args, cwd: job.cwd, env: io.env, stdoutPath: io.stdoutPath, stderrPath: io.stderrPath };
+      return { file: command.file, args: command.args, builtinShim: true, cwd: job.cwd, env: io.env, stdoutPath: io.stdoutPath, stderrPath: io.stderrPath };
     });
     // No word from a spawner that died: ask again (shim.json keeps it to one start); a shim that reported is settled.
     if (outcome.spawnerDied && outcome.shimPid === undefined && outcome.report === undefined) continue;
@@ -259,137 +258,8 @@ async function startDirectly(file: string, args: string[], job: Job, io: RunIO, 
   };
 }
 
-/**
- * Waits for the shim's exit file (in the run directory, or at the fallback
- * path). Wakes on fs.watch events, on the shim's exit (when we started it),
- * and every second to notice a shim that was killed: then the run is lost
- * once nothing of its process group is left.
- */
-class ExitWatcher {
-  readonly exited: Promise<ExitInfo>;
-  private resolve!: (info: ExitInfo) => void;
-  private fsWatcher: FSWatcher | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  private done = false;
-  /** How it ended, once known. */
-  result: ExitInfo | undefined;
-
-  constructor(
-    private readonly dir: string,
-    private readonly runId: string,
-    private readonly shim: { pid: number; startTime?: string } | undefined,
-    readonly group: { pgid: number; startTime: string | undefined } | undefined,
-    private readonly file = 'the command',
-  ) {
-    this.exited = new Promise((resolve) => (this.resolve = resolve));
-    try {
-      this.fsWatcher = watch(dir, { persistent: false }, (_event, name) => {
-        if (name === null || name === RunFiles.exit) this.check();
-      });
-      this.fsWatcher.on('error', () => {
-        // The run directory went away: the timer below still looks.
-      });
-    } catch {
-      // No watch support here: the timer below still notices.
-    }
-    // Not unref'd: a process waiting for a run (a monitor) must stay alive until it ends or dispose() is called.
-    this.timer = setInterval(() => this.check(), ADOPTED_CHECK_MS);
-    this.check();
-  }
-
-  /**
-   * Signals the run's whole tree. Through the shim while it lives (it
-   * forwards SIGTERM/SIGINT/SIGHUP to every descendant, setsid'd ones too;
-   * SIGUSR1 asks it to SIGKILL them all); else the process group, and only
-   * if it is still the run's own (its leader's start time matches the
-   * record): a recycled group id is never signalled.
-   */
-  signal(sig: NodeJS.Signals): void {
-    if (this.shim && isProcessAlive(this.shim.pid, this.shim.startTime)) {
-      try {
-        process.kill(this.shim.pid, sig === 'SIGKILL' ? 'SIGUSR1' : sig);
-        return;
-      } catch {
-        // It exited between the check and the kill: fall through to the group.
-      }
-    }
-    if (this.group && isGroupOurs(this.group.pgid, this.group.startTime)) signalGroup(this.group.pgid, sig);
-  }
-
-  check(): void {
-    if (this.done) return;
-    const info = readExit(this.dir, this.runId, this.file);
-    if (info) return this.finish(info);
-    if (this.shim && isProcessAlive(this.shim.pid, this.shim.startTime)) return;
-    // The shim is gone without an exit file (killed), or there never was one.
-    if (this.group && isGroupOurs(this.group.pgid, this.group.startTime)) return; // still running, though nobody can learn how it ends
-    const late = readExit(this.dir, this.runId, this.file); // it may have written the file just before exiting
-    this.finish(
-      late ?? {
-        exitCode: null,
-        signal: null,
-        lost: this.shim ? `its shim (pid ${this.shim.pid}) was killed before the command ended` : 'it was started without a shim, by a process that is gone',
-      },
-    );
-  }
-
-  dispose(): void {
-    this.done = true;
-    this.fsWatcher?.close();
-    if (this.timer) clearInterval(this.timer);
-  }
-
-  private finish(info: ExitInfo): void {
-    this.dispose();
-    this.result = info;
-    this.resolve(info);
-  }
-}
-
-const SIGNAL_NAMES: Record<number, string> = Object.fromEntries(Object.entries(constants.signals).map(([name, n]) => [n, name]));
-
-/** How the command ended, from the exit file in the run directory or at the fallback path; undefined while neither exists. */
-function readExit(dir: string, runId: string, file: string): ExitInfo | undefined {
-  for (const path of [exitFilePath(dir), exitFallbackPath(runId)]) {
-    let exit: ShimExit | undefined;
-    try {
-      exit = readExitFile(path);
-    } catch (error) {
-      return { exitCode: null, signal: null, lost: `its exit status cannot be read: ${(error as Error).message}` };
-    }
-    if (exit === undefined) continue;
-    const endedAt = mtimeOf(path);
-    const info: ExitInfo =
-      exit.errno !== null
-        ? spawnFailure(exit.errno, file)
-        : exit.signal !== null
-          ? { exitCode: null, signal: SIGNAL_NAMES[exit.signal] ?? `SIG${exit.signal}` }
-          : { exitCode: exit.exitCode, signal: null };
-    return { ...info, ...(endedAt ? { endedAt } : {}), ...(exit.leftovers > 0 ? { leftovers: exit.leftovers } : {}) };
-  }
-  return undefined;
-}
-
-function mtimeOf(path: string): Date | undefined {
-  try {
-    return statSync(path).mtime;
-  } catch {
-    return undefined; // read a moment ago, removed since: "now" is close enough
-  }
-}
-
 function cwdMissing(cwd: string): ExitInfo {
   return { exitCode: 127, signal: null, error: { code: ErrorCode.CwdNotFound, message: `working directory does not exist: ${cwd}` } };
-}
-
-function spawnFailure(errno: number | undefined, file: string): ExitInfo {
-  if (errno === constants.errno.ENOENT) {
-    return { exitCode: 127, signal: null, error: { code: ErrorCode.CommandNotFound, message: `command not found: ${file}` } };
-  }
-  if (errno === constants.errno.EACCES) {
-    return { exitCode: 126, signal: null, error: { code: ErrorCode.CommandNotExecutable, message: `permission denied: ${file}` } };
-  }
-  return { exitCode: 126, signal: null, error: { code: ErrorCode.CommandFailedToStart, message: `cannot execute ${file} (errno ${errno ?? 'unknown'})` } };
 }
 
 /** Reads the shim's one report line from fd 3; '' if it exits without one. */

@@ -17,6 +17,8 @@ export interface SpawnRequest {
   /** The program (an absolute path: no PATH search) and its arguments, argv[0] not included. */
   file: string;
   args: readonly string[];
+  /** The program is the compiled shim, which the spawner has built in: its child runs that copy, with no exec. */
+  builtinShim?: boolean;
   cwd: string;
   env: Record<string, string>;
   stdoutPath: string;
@@ -92,7 +94,7 @@ export class Spawner {
     const tag = `r${++this.nextTag}`;
     if (!this.alive) return Promise.resolve({ report: undefined, spawnerDied: true });
     const request = build(tag);
-    const fields = [tag, request.file, request.cwd, request.stdoutPath, request.stderrPath, String(request.args.length + 1), request.file, ...request.args];
+    const fields = [tag, request.builtinShim ? '' : request.file, request.cwd, request.stdoutPath, request.stderrPath, String(request.args.length + 1), request.file, ...request.args];
     for (const [name, value] of Object.entries(request.env)) fields.push(`${name}=${value}`);
     const payload = Buffer.from(`${fields.join('\0')}\0`, 'utf8');
     const header = Buffer.alloc(4);

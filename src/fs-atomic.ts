@@ -180,13 +180,25 @@ export function writeJsonAtomicGrouped(path: string, value: unknown, durability:
  * Flushes files that were written into place without a flush, then their
  * directories, all at once. For new files nobody was told of yet (a batch
  * of records being created): until this settles, a power loss may leave
- * them torn, and they must not be acknowledged.
+ * them torn, and they must not be acknowledged. An entry that is a list
+ * names the links of one file: its content is flushed once, through the
+ * first of them still there.
  */
-export async function flushWritten(files: readonly string[], dirs: readonly string[]): Promise<void> {
+export async function flushWritten(files: readonly (string | readonly string[])[], dirs: readonly string[]): Promise<void> {
   if (fsyncDisabled) return;
-  // A file already gone was removed by its run (the environment once the command has it): nothing of it to keep.
-  await Promise.all(files.map((file) => fsyncPath(file).catch((error: unknown) => (errnoOf(error) === 'ENOENT' ? undefined : Promise.reject(error)))));
+  await Promise.all(files.map((file) => flushFirst(typeof file === 'string' ? [file] : file)));
   await Promise.all([...new Set(dirs)].map((dir) => flushDir(dir)));
+}
+
+// A file already gone was removed by its run (the environment once the command has it): nothing of it to keep.
+async function flushFirst(links: readonly string[]): Promise<void> {
+  for (const link of links) {
+    try {
+      return await fsyncPath(link);
+    } catch (error) {
+      if (errnoOf(error) !== 'ENOENT') throw error;
+    }
+  }
 }
 
 function errnoOf(error: unknown): string | undefined {

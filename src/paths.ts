@@ -83,8 +83,8 @@ export const RunFiles = {
   exit: 'exit.json',
   /** CPU and memory of the run's process tree over time, one JSON object per line (see run/usage-tracker.ts). */
   usage: 'usage.jsonl',
-  /** Marks the run's copy of its workspace snapshot as complete (a supervisor taking over keeps it). */
-  workspaceReady: 'workspace.ready',
+  /** The run's copy of its workspace while it is being made; renamed to workspace/ once complete. */
+  workspacePartial: '.workspace.partial',
 } as const;
 
 /** Where a local run's shim writes the exit status when the run directory cannot take it (a full disk): the runtime directory, another filesystem. */

@@ -35,6 +35,9 @@ export class RunEvents {
   private readonly scans: ScanSchedule;
   /** Specs of pending runs, by directory (a job never changes). */
   private readonly specs = new Map<string, NotifySpec | null>();
+  /** Ends that ask for nothing, marked seen together on the next turn of the event loop (see fire). */
+  private quietEnds: { subject: string; event: string }[] = [];
+  private quietFlush: Promise<void> | undefined;
 
   constructor(
     private readonly options: {
@@ -85,8 +88,20 @@ export class RunEvents {
     }
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
+    await this.quietFlush;
     return this.scans.close();
+  }
+
+  private async flushQuiet(): Promise<void> {
+    const marks = this.quietEnds;
+    this.quietEnds = [];
+    this.quietFlush = undefined;
+    try {
+      await this.options.notifier.journal.markSeenMany(marks);
+    } catch (error) {
+      this.options.log('warn', 'notify-seen-not-marked', { runs: marks.length, message: (error as Error).message });
+    }
   }
 
   private async fire(run: Run, event: NotifyEvent): Promise<void> {
@@ -94,7 +109,10 @@ export class RunEvents {
     const targets = (spec?.targets ?? []).filter((t) => t.on.includes(event));
     try {
       if (targets.length === 0) {
-        await this.options.notifier.journal.markSeen(run.id, event);
+        // One write for the ends of a turn, not one each: a mark lost in a crash is the scan's to make.
+        this.quietEnds.push({ subject: run.id, event });
+        this.quietFlush ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.flushQuiet());
+        await this.quietFlush;
         return;
       }
       await this.options.notifier.record({

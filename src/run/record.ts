@@ -1,9 +1,9 @@
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmdirSync, rmSync } from 'node:fs';
 import { rm, rmdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { takeBaseline, type Baseline } from '../workspace/artifacts.js';
 import { ErrorCode, QwexError, errnoCode } from '../errors.js';
-import { writeFileAtomic, writeJsonAtomic, type Durability } from '../fs-atomic.js';
+import { writeJsonAtomic, type Durability } from '../fs-atomic.js';
 import { RunFiles } from '../paths.js';
 import type { RunStore } from '../store/run-store.js';
 import { ContentStore, materializeWorkspace, under, workspaceDir } from '../workspace/snapshot.js';
@@ -93,20 +93,24 @@ export function execRoot(run: Run, dir: string): string {
 
 /**
  * Makes the run's own copy of its workspace snapshot (snapshot mode, local
- * runs), once: a supervisor taking over a run whose copy is complete keeps
- * it (the command may already run in it); an incomplete one is made again.
+ * runs), once. It is made beside its place and renamed into it when
+ * complete, so a supervisor taking over a run whose copy is there keeps it
+ * (the command may already run in it) and one that died while copying left
+ * only the partial copy, which is made again. (A `workspace.ready` marker
+ * said the same before 2026-12: the copy is still kept where one is there.)
  */
 export function prepareCopy(run: Run, dir: string): void {
   const spec = run.job.workspace;
-  if (!spec || existsSync(join(dir, RunFiles.workspaceReady))) return;
-  const store = new ContentStore();
   const root = workspaceDir(dir);
-  rmSync(root, { recursive: true, force: true });
-  materializeWorkspace(store.readManifest(spec.manifest), store, run.project, root);
-  mkdirSync(execCwd(run, dir), { recursive: true });
-  // Not flushed: the copy's own files are not either (a power loss may tear them whatever the marker says); the marker
+  if (!spec || existsSync(root)) return;
+  const partial = join(dir, RunFiles.workspacePartial);
+  removeTreeSync(partial);
+  const store = new ContentStore();
+  materializeWorkspace(store.readManifest(spec.manifest), store, run.project, partial);
+  if (spec.cwd !== '') mkdirSync(under(partial, spec.cwd), { recursive: true });
+  // Not flushed: the copy's own files are not either (a power loss may tear them whatever its name says); the rename
   // only tells a supervisor taking over after a crash of its predecessor that the copy was finished.
-  writeFileAtomic(join(dir, RunFiles.workspaceReady), '', 0o600, 'none');
+  renameSync(partial, root);
 }
 
 /**
@@ -115,7 +119,7 @@ export function prepareCopy(run: Run, dir: string): void {
  * runs goes on meanwhile.
  */
 export async function removeRunCopy(dir: string): Promise<void> {
-  await Promise.all([removeTree(workspaceDir(dir)), removeFile(join(dir, RunFiles.workspaceReady)), removeFile(join(dir, RunFiles.env))]);
+  await Promise.all([removeTree(workspaceDir(dir)), removeFile(join(dir, RunFiles.env))]);
 }
 
 // One call each where one does (a command that left its copy empty, files that are there or not): `rm` looks at
@@ -128,6 +132,17 @@ async function removeTree(path: string): Promise<void> {
     if (code === 'ENOENT') return;
     if (code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'ENOTDIR') throw error;
     await rm(path, { recursive: true, force: true });
+  }
+}
+
+function removeTreeSync(path: string): void {
+  try {
+    rmdirSync(path);
+  } catch (error) {
+    const code = errnoCode(error);
+    if (code === 'ENOENT') return;
+    if (code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'ENOTDIR') throw error;
+    rmSync(path, { recursive: true, force: true });
   }
 }
 

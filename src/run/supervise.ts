@@ -19,6 +19,15 @@ const NO_SPACE_RETRY_MS = 1000;
 /** Between starts of a run whose backend did not answer: 1 s, doubling up to 16 s. */
 const UNREACHABLE_RETRY_MS = 1000;
 const UNREACHABLE_RETRY_MAX_MS = 16_000;
+/**
+ * How long a command runs before its `running` record is written. One that
+ * ends sooner goes from `pending` to its end in one write: its start is on
+ * disk all the same for whoever takes over (shim.json, flushed before the
+ * command ran; a container or Job found by the run's id), and a queue of
+ * short jobs saves a record write, its flush and its index update per run.
+ * Readers see `pending` for that long.
+ */
+const RUNNING_RECORD_DELAY_MS = 20;
 
 /** A command started: the run as recorded `running`, and that record's write, which must settle before the next. */
 interface Started {
@@ -39,6 +48,14 @@ function pause(ms: number, signal: AbortSignal): Promise<boolean> {
     () => true,
     () => false,
   );
+}
+
+/** Calls `write` unless `ended` settles within `ms`; settles once it has or that is decided. */
+async function unlessEndedWithin(ended: Promise<unknown>, ms: number, write: () => Promise<void>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const early = await Promise.race([ended.then(() => true, () => true), new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)))]);
+  clearTimeout(timer);
+  if (!early) await write();
 }
 
 /** True when `promise` has already settled (resolved): checked without waiting. */
@@ -276,7 +293,9 @@ export function supervise(writer: RecordWriter, dir: string): Supervision {
     if (!command.running) run = transition(run, 'running', { startedAt: run.startedAt ?? command.startedAt?.toISOString() ?? calledAt });
     log('started', { dir, runId: run.id, details: command.details });
     // Nothing else writes the record until this settles (see body); a short command may end meanwhile.
-    return { started: command, run, saved: writer.saveGrouped(run, dir, 'file') };
+    const record = (): Promise<void> => writer.saveGrouped(run, dir, 'file');
+    // Where a backend said where the command is but not yet that it runs (a Job in its queue), that is written at once.
+    return { started: command, run, saved: command.running ? record() : unlessEndedWithin(command.exited, RUNNING_RECORD_DELAY_MS, record) };
   };
 
   const startTimeout = (run: Run): void => {

@@ -102,7 +102,8 @@ export class DaemonRunService implements RunService {
    * thousand and more.
    */
   private watchRefresh(run: RunRef): () => Promise<Run> {
-    let askedAt = -Infinity;
+    // The first look too is at the record: asking at once would cost qwexd a request per run waited for.
+    let askedAt = Date.now();
     // qwexd gone (its connection closed): ask at once, which moves on to reading the runs as direct mode does.
     this.closeWatch ??= this.client.onClose(() => (this.daemonGone = true));
     return async () => {

@@ -35,7 +35,7 @@ export class RunStore {
   private readonly indexFile: string;
   private readonly groupCommit: boolean;
   /** Files (and directories) createMany wrote without flushing them, in group-commit mode. */
-  private unflushed: { files: string[]; dirs: string[] } = { files: [], dirs: [] };
+  private unflushed: { files: (string | string[])[]; dirs: string[] } = { files: [], dirs: [] };
 
   constructor(options: RunStoreOptions = {}) {
     this.indexFile = options.indexFile ?? indexPath();
@@ -84,10 +84,11 @@ export class RunStore {
     const created: { run: Run; runDir: string }[] = [];
     const made: string[] = [];
     const deferred = this.groupCommit;
-    const files: string[] = [];
+    const files: (string | string[])[] = [];
     const dirs: string[] = [];
-    // The extra files are the same for every run of the batch: written once, then hard-linked into each run's directory.
-    const firstCopy = new Map<string, string>();
+    // The extra files are the same for every run of the batch: written once, then hard-linked into each run's
+    // directory, and flushed once, through whichever link is still there then (a run that started removed its own).
+    const copies = new Map<string, string[]>();
     for (const run of runs) {
       const dir = runDirOf(run.project, run.id);
       try {
@@ -104,12 +105,14 @@ export class RunStore {
         // Extra files first: the record's directory flush makes their entries durable too.
         for (const file of extra) {
           const path = join(dir, file.name);
-          const first = firstCopy.get(file.name);
-          if (first === undefined || !linked(first, path)) {
-            writeFileAtomic(path, file.content, 0o600, deferred ? 'none' : 'file');
-            firstCopy.set(file.name, path);
+          const links = copies.get(file.name);
+          if (links !== undefined && linked(links[0]!, path)) {
+            links.push(path);
+            continue;
           }
-          if (deferred) files.push(path);
+          writeFileAtomic(path, file.content, 0o600, deferred ? 'none' : 'file');
+          copies.set(file.name, [path]);
+          if (deferred) files.push(copies.get(file.name)!);
         }
         writeRunRecord(dir, run, deferred ? 'none' : 'full');
         if (deferred) {

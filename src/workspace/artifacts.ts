@@ -145,26 +145,35 @@ function toSlash(rel: string): string {
 }
 
 function* walkWatched(ctx: CaptureContext): Generator<Visit> {
-  const ig: Ignore = ignore().add(ctx.settings.ignore);
-  let realRoot: string;
-  try {
-    realRoot = realpathSync(ctx.projectRoot);
-  } catch (error) {
-    // A project directory removed meanwhile has nothing to capture; one that cannot be resolved says so in the manifest.
-    if (errnoCode(error) !== 'ENOENT') yield { kind: 'skip', rel: '.', reason: `cannot resolve the project directory: ${reasonOf(error)}` };
-    return;
-  }
+  // Made once a watched directory exists: most runs write none, and resolving a deep path is a lookup per component.
+  let realRoot: string | undefined;
+  let ig: Ignore | undefined;
   const seen = new Set<string>();
   for (const watched of ctx.settings.watch) {
     const abs = resolve(ctx.cwd, watched);
     const rel = toSlash(relative(ctx.cwd, abs));
     if (rel === '' || rel.startsWith('..') || seen.has(rel)) continue;
     seen.add(rel);
+    try {
+      lstatSync(abs);
+    } catch (error) {
+      // A watched directory that does not exist has nothing to capture (realpath below says why another cannot be read).
+      if (errnoCode(error) === 'ENOENT') continue;
+    }
+    if (realRoot === undefined) {
+      try {
+        realRoot = realpathSync(ctx.projectRoot);
+      } catch (error) {
+        // A project directory removed meanwhile has nothing to capture; one that cannot be resolved says so in the manifest.
+        if (errnoCode(error) !== 'ENOENT') yield { kind: 'skip', rel: '.', reason: `cannot resolve the project directory: ${reasonOf(error)}` };
+        return;
+      }
+    }
     let real: string;
     try {
       real = realpathSync(abs);
     } catch (error) {
-      // A watched directory that does not exist has nothing to capture; one that cannot be resolved is said to be skipped.
+      // Gone since the look above, or a link to nowhere: nothing to capture; one that cannot be resolved is said to be skipped.
       if (errnoCode(error) !== 'ENOENT') yield { kind: 'skip', rel, reason: `cannot resolve watched directory: ${reasonOf(error)}` };
       continue;
     }
@@ -172,6 +181,7 @@ function* walkWatched(ctx: CaptureContext): Generator<Visit> {
       yield { kind: 'skip', rel, reason: 'watched directory resolves outside the project' };
       continue;
     }
+    ig ??= ignore().add(ctx.settings.ignore);
     yield* walkDir(abs, rel, ctx, ig, realRoot);
   }
 }

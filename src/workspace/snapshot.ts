@@ -64,6 +64,11 @@ export interface SnapshotOptions {
 
 const ALWAYS_SKIPPED = new Set(['.git', QWEX_DIR]);
 
+/** Manifests read lately, by path (see readManifest); callers must not change what they are given. */
+const recentManifests = new Map<string, Manifest>();
+const RECENT_MANIFESTS = 8;
+const CACHED_MANIFEST_BYTES = 64 * 1024;
+
 /** The per-user content-addressed store: objects/ab/cdef..., manifests/<id>.json, and per-project hash caches. */
 export class ContentStore {
   constructor(readonly root: string = join(stateDir(), 'store')) {}
@@ -96,8 +101,18 @@ export class ContentStore {
   }
 
   readManifest(id: string): Manifest {
+    const path = join(this.root, 'manifests', `${id}.json`);
+    const known = recentManifests.get(path);
+    if (known) return known;
     try {
-      return JSON.parse(readFileSync(join(this.root, 'manifests', `${id}.json`), 'utf8')) as Manifest;
+      const text = readFileSync(path, 'utf8');
+      const manifest = JSON.parse(text) as Manifest;
+      // Content-addressed, so never changed: the runs of a batch share one, read once (small ones: qwexd keeps them).
+      if (text.length <= CACHED_MANIFEST_BYTES) {
+        if (recentManifests.size >= RECENT_MANIFESTS) recentManifests.delete(recentManifests.keys().next().value!);
+        recentManifests.set(path, manifest);
+      }
+      return manifest;
     } catch (error) {
       throw new QwexError(ErrorCode.RecordInvalid, `workspace snapshot ${id} is missing from the store (${errnoCode(error) ?? 'unreadable'})`, {
         hint: 'the store was cleaned or moved; submit the run again',

@@ -126,7 +126,7 @@ describe('the workflow page of a real workflow (qwex workflow run, then qwex ui)
   afterAll(async () => {
     await browser?.close();
     await ui?.close();
-    await qwex(sb, ['daemon', 'stop']);
+    if (sb) await qwex(sb, ['daemon', 'stop']); // none without Chromium: beforeAll made nothing
     await sb?.cleanup();
   });
 

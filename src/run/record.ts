@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, renameSync, rmdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { rm, rmdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { takeBaseline, type Baseline } from '../workspace/artifacts.js';
@@ -104,7 +104,7 @@ export function prepareCopy(run: Run, dir: string): void {
   const root = workspaceDir(dir);
   if (!spec || existsSync(root)) return;
   const partial = join(dir, RunFiles.workspacePartial);
-  removeTreeSync(partial);
+  if (existsSync(partial)) rmSync(partial, { recursive: true, force: true }); // left by a supervisor that died copying
   const store = new ContentStore();
   materializeWorkspace(store.readManifest(spec.manifest), store, run.project, partial);
   if (spec.cwd !== '') mkdirSync(under(partial, spec.cwd), { recursive: true });
@@ -132,17 +132,6 @@ async function removeTree(path: string): Promise<void> {
     if (code === 'ENOENT') return;
     if (code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'ENOTDIR') throw error;
     await rm(path, { recursive: true, force: true });
-  }
-}
-
-function removeTreeSync(path: string): void {
-  try {
-    rmdirSync(path);
-  } catch (error) {
-    const code = errnoCode(error);
-    if (code === 'ENOENT') return;
-    if (code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'ENOTDIR') throw error;
-    rmSync(path, { recursive: true, force: true });
   }
 }
 
